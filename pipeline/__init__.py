@@ -1,0 +1,1 @@
+"""Refinery's crawl pipeline: readers, steps and the Ray job runner."""
