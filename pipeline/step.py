@@ -107,8 +107,8 @@ class Step(ABC):
     def __init__(self, options: StepOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
 
-    def setup(self) -> None:
-        """Load models or other heavy state; called once in the worker before ``run``."""  # noqa: B027
+    def setup(self) -> None:  # noqa: B027 - optional hook, most steps need no setup
+        """Load models or other heavy state; called once in the worker before ``run``."""
 
     @abstractmethod
     def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
