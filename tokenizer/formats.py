@@ -1,0 +1,180 @@
+"""Reading and writing tokenizer files: Hugging Face tokenizer.json, GPT-2 vocab.json and
+merges.txt, tiktoken ranks, and refinery_tokenizer.json (pattern and special tokens)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tokenizer.byte_unicode import decode_token, encode_token
+from tokenizer.patterns import GPT2_PATTERN
+
+if TYPE_CHECKING:
+    from tokenizer.encoder import Tokenizer
+
+HF_FILE = "tokenizer.json"
+VOCAB_FILE = "vocab.json"
+MERGES_FILE = "merges.txt"
+TIKTOKEN_FILE = "tokenizer.tiktoken"
+CONFIG_FILE = "refinery_tokenizer.json"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_gpt2_vocab(path: str | os.PathLike) -> dict[int, bytes]:
+    """Read a GPT-2 `vocab.json` ({byte-mapped token: id}); returns {id: token bytes}."""
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    vocab: dict[int, bytes] = {}
+    for text, idx in raw.items():
+        try:
+            token = decode_token(text)
+        except KeyError:
+            token = text.encode("utf-8")
+        vocab[int(idx)] = token
+    return vocab
+
+
+def read_gpt2_merges(path: str | os.PathLike) -> list[tuple[bytes, bytes]]:
+    """Read a GPT-2 `merges.txt` (optional `#version` line, then `left right` per line)."""
+    merges: list[tuple[bytes, bytes]] = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#version"):
+            continue
+        left, right = line.split(" ")
+        merges.append((decode_token(left), decode_token(right)))
+    return merges
+
+
+def read_tiktoken_ranks(path: str | os.PathLike) -> dict[bytes, int]:
+    """Read a tiktoken ranks file (`base64(token) rank` per line); returns {token: rank}."""
+    ranks: dict[bytes, int] = {}
+    for line in Path(path).read_bytes().splitlines():
+        if line.strip():
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+def regular_ids(tok: Tokenizer) -> list[int]:
+    """Ids of the tokenizer's non-special tokens, ascending."""
+    special = set(tok.special_tokens.values())
+    return [i for i in sorted(tok.vocab) if i not in special]
+
+
+def gpt2_vocab_json(tok: Tokenizer) -> dict[str, int]:
+    """The GPT-2 `vocab.json` mapping (byte-mapped token to id; special tokens verbatim)."""
+    out = {encode_token(tok.vocab[i]): i for i in regular_ids(tok)}
+    for text, idx in tok.special_tokens.items():
+        out[text] = idx
+    return out
+
+
+def gpt2_merges_txt(tok: Tokenizer) -> str:
+    """The GPT-2 `merges.txt` text."""
+    lines = ["#version: 0.2"]
+    lines += [f"{encode_token(a)} {encode_token(b)}" for a, b in tok.merges]
+    return "\n".join(lines) + "\n"
+
+
+def tiktoken_ranks_text(tok: Tokenizer) -> str:
+    """tiktoken ranks text: `base64(token) id` per non-special token (ranks are the ids)."""
+    lines = [f"{base64.b64encode(tok.vocab[i]).decode('ascii')} {i}" for i in regular_ids(tok)]
+    return "\n".join(lines) + "\n"
+
+
+def hf_tokenizer_json(tok: Tokenizer) -> dict[str, Any]:
+    """The Hugging Face `tokenizers` description of `tok` (byte-level BPE, no normalizer)."""
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False}
+    if tok.pattern_regex == GPT2_PATTERN:
+        pre_tokenizer: dict[str, Any] = {**byte_level, "use_regex": True}
+    else:
+        pre_tokenizer = {
+            "type": "Sequence",
+            "pretokenizers": [
+                {
+                    "type": "Split",
+                    "pattern": {"Regex": tok.pattern_regex},
+                    "behavior": "Isolated",
+                    "invert": False,
+                },
+                {**byte_level, "use_regex": False},
+            ],
+        }
+    added = [
+        {
+            "id": idx,
+            "content": text,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+        for text, idx in sorted(tok.special_tokens.items(), key=lambda kv: kv[1])
+    ]
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": None,
+        "decoder": {**byte_level, "use_regex": True},
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": {encode_token(tok.vocab[i]): i for i in regular_ids(tok)},
+            "merges": [[encode_token(a), encode_token(b)] for a, b in tok.merges],
+        },
+    }
+
+
+def save_tokenizer(tok: Tokenizer, directory: str | os.PathLike) -> None:
+    """Write all of `tok`'s formats into `directory` (created if missing), each atomically."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "format": "refinery-bpe-v1",
+        "pattern": tok.pattern,
+        "special_tokens": tok.special_tokens,
+    }
+    _write_atomic(out / HF_FILE, json.dumps(hf_tokenizer_json(tok), ensure_ascii=False))
+    _write_atomic(out / VOCAB_FILE, json.dumps(gpt2_vocab_json(tok), ensure_ascii=False))
+    _write_atomic(out / MERGES_FILE, gpt2_merges_txt(tok))
+    _write_atomic(out / TIKTOKEN_FILE, tiktoken_ranks_text(tok))
+    _write_atomic(out / CONFIG_FILE, json.dumps(config, ensure_ascii=False, indent=2))
+
+
+def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
+    """Load a tokenizer saved by `save_tokenizer` from its vocab.json, merges.txt and config."""
+    from tokenizer.encoder import Tokenizer
+
+    base = Path(directory)
+    config = json.loads((base / CONFIG_FILE).read_text(encoding="utf-8"))
+    vocab = read_gpt2_vocab(base / VOCAB_FILE)
+    specials: dict[str, int] = config["special_tokens"]
+    for text, idx in specials.items():
+        vocab[int(idx)] = text.encode("utf-8")
+    merges = read_gpt2_merges(base / MERGES_FILE)
+    return Tokenizer(vocab, merges, list(specials), pattern=config["pattern"])
+
+
+def tokenizer_hash(directory: str | os.PathLike) -> str:
+    """sha256 hex digest of the directory's `tokenizer.json` (identifies the tokenizer)."""
+    return hashlib.sha256((Path(directory) / HF_FILE).read_bytes()).hexdigest()

@@ -1,0 +1,144 @@
+"""Parallel pre-token counting over chunks of the input files cut at special tokens.
+
+A chunk boundary is always placed at the start of a special token (the document separator),
+so no document is ever cut in the middle and the counts are exactly those of the whole text,
+whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from tokenizer.patterns import compile_pattern
+from tokenizer.specials import special_pattern, split_specials
+
+_SCAN_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A byte range `[start, end)` of one input file."""
+
+    path: str
+    start: int
+    end: int
+
+
+def _next_special(handle, position: int, needles: Sequence[bytes], size: int) -> int:
+    """Return the offset of the first needle at or after `position`, or `size` if none."""
+    longest = max(len(n) for n in needles)
+    handle.seek(position)
+    base = position
+    carry = b""
+    while base < size:
+        block = handle.read(_SCAN_BLOCK)
+        if not block:
+            break
+        data = carry + block
+        hits = [i for i in (data.find(n) for n in needles) if i >= 0]
+        if hits:
+            return base - len(carry) + min(hits)
+        carry = data[-(longest - 1) :] if longest > 1 else b""
+        base += len(block)
+    return size
+
+
+def find_chunks(
+    paths: Iterable[str | os.PathLike], special_tokens: Sequence[str], target_bytes: int
+) -> list[Chunk]:
+    """Split the files into chunks of about `target_bytes`, each cut at a special token start.
+
+    Without special tokens every file is a single chunk (a cut could fall inside a document).
+    Returns the chunks in file order.
+    """
+    needles = [s.encode("utf-8") for s in special_tokens if s]
+    chunks: list[Chunk] = []
+    for raw_path in paths:
+        path = os.fspath(raw_path)
+        size = os.path.getsize(path)
+        if not needles or size <= target_bytes:
+            chunks.append(Chunk(path, 0, size))
+            continue
+        bounds = [0]
+        with open(path, "rb") as handle:
+            while bounds[-1] < size:
+                want = bounds[-1] + target_bytes
+                if want >= size:
+                    bounds.append(size)
+                    break
+                cut = _next_special(handle, want, needles, size)
+                bounds.append(cut)
+        chunks.extend(Chunk(path, s, e) for s, e in zip(bounds, bounds[1:], strict=False) if e > s)
+    return chunks
+
+
+def count_text(text: str, special_tokens: Sequence[str], pattern: str) -> Counter[str]:
+    """Count the pre-tokens of `text` (special tokens removed first, never part of a pre-token)."""
+    compiled = compile_pattern(pattern)
+    splitter = special_pattern(special_tokens)
+    counts: Counter[str] = Counter()
+    for piece, is_special in split_specials(text, splitter):
+        if not is_special:
+            counts.update(compiled.findall(piece))
+    return counts
+
+
+def _count_chunk(job: tuple[Chunk, tuple[str, ...], str]) -> tuple[int, dict[bytes, int]]:
+    """Worker: read one chunk, count its pre-tokens; returns (bytes read, counts by bytes)."""
+    chunk, special_tokens, pattern = job
+    with open(chunk.path, "rb") as handle:
+        handle.seek(chunk.start)
+        data = handle.read(chunk.end - chunk.start)
+    counts = count_text(data.decode("utf-8", errors="replace"), special_tokens, pattern)
+    return len(data), {word.encode("utf-8"): n for word, n in counts.items()}
+
+
+def count_pretokens(
+    paths: Sequence[str | os.PathLike],
+    special_tokens: Sequence[str],
+    pattern: str = "gpt2",
+    workers: int | None = None,
+    chunk_bytes: int = 16 << 20,
+    progress: bool = True,
+) -> dict[bytes, int]:
+    """Count pre-tokens (as UTF-8 bytes) over all files, in parallel over special-token chunks.
+
+    `workers` defaults to the CPU count; 1 runs in this process. Returns {pre-token: count}.
+    """
+    chunks = find_chunks(paths, special_tokens, chunk_bytes)
+    total_bytes = sum(c.end - c.start for c in chunks)
+    jobs = [(c, tuple(special_tokens), pattern) for c in chunks]
+    workers = workers or os.cpu_count() or 1
+    totals: dict[bytes, int] = {}
+    bar = tqdm(
+        total=total_bytes, unit="B", unit_scale=True, desc="pre-tokenize", disable=not progress
+    )
+
+    def merge(result: tuple[int, dict[bytes, int]]) -> None:
+        nbytes, counts = result
+        if not totals:
+            totals.update(counts)
+        else:
+            get = totals.get
+            for word, n in counts.items():
+                totals[word] = get(word, 0) + n
+        bar.update(nbytes)
+
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                merge(_count_chunk(job))
+        else:
+            ctx = mp.get_context("spawn" if os.name == "nt" else "forkserver")
+            with ctx.Pool(min(workers, len(jobs))) as pool:
+                for result in pool.imap_unordered(_count_chunk, jobs):
+                    merge(result)
+    finally:
+        bar.close()
+    return totals
