@@ -1,0 +1,537 @@
+"""The whole transformer in one file (nanoGPT style): config, layers, MoE, loss, FLOP count.
+
+Architecture: token embedding -> N x [pre-norm RMSNorm -> grouped-query attention with rotary
+position embeddings -> residual; pre-norm RMSNorm -> SwiGLU feed-forward or mixture of
+experts -> residual] -> RMSNorm -> LM head (optionally tied to the embedding). No biases.
+
+Attention goes through ``torch.nn.functional.scaled_dot_product_attention`` (FlashAttention /
+cuDNN kernels on an H100) for plain causal attention, and through FlexAttention with a block
+mask when document boundaries are given (document masking: a token attends only to earlier
+tokens of its own document).
+
+Mixture of experts: a token-choice top-k router computed in float32, the Switch/GShard
+load-balancing loss, router z-loss, optional auxiliary-loss-free balancing with a per-expert
+bias (DeepSeek-V3), and expert computation batched by sorting the (token, expert) pairs by
+expert and running one grouped matrix multiply (``torch._grouped_mm``) per projection.
+
+Only torch is imported here (the GPU machine has torch, numpy and pyarrow).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:  # FlexAttention (torch >= 2.5) is only needed for document masking.
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except ImportError:  # pragma: no cover - old torch
+    BlockMask = None  # type: ignore[assignment,misc]
+    create_block_mask = None  # type: ignore[assignment]
+    flex_attention = None  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of :class:`Transformer`.
+
+    ``n_kv_heads`` defaults to ``n_heads`` (multi-head attention) and must divide it (grouped-
+    query attention). ``d_ff`` defaults to the SwiGLU size 8/3 * d_model rounded up to a
+    multiple of ``multiple_of``. ``n_experts == 0`` gives a dense model; otherwise every
+    ``moe_every``-th layer (layers ``moe_every - 1``, ``2 * moe_every - 1``, ...) is a mixture
+    of ``n_experts`` SwiGLU experts of width ``moe_d_ff`` (default ``d_ff``), each token routed
+    to ``experts_per_token`` of them.
+    """
+
+    vocab_size: int = 50304
+    d_model: int = 768
+    n_layers: int = 12
+    n_heads: int = 12
+    n_kv_heads: int | None = None
+    d_ff: int | None = None
+    multiple_of: int = 256
+    max_seq_len: int = 2048
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    qk_norm: bool = False
+    init_std: float = 0.02
+    # "sdpa": scaled_dot_product_attention (dense boolean mask if document-masked);
+    # "flex": FlexAttention block mask when document boundaries are given.
+    attn_impl: str = "flex"
+    # Mixture of experts
+    n_experts: int = 0
+    experts_per_token: int = 2
+    moe_every: int = 1
+    moe_d_ff: int | None = None
+    router_balance: str = "aux"  # "aux" (Switch/GShard loss) or "bias" (DeepSeek-V3 aux-free)
+    aux_loss_coef: float = 0.01
+    z_loss_coef: float = 0.001
+    bias_update_rate: float = 0.001
+    norm_topk_prob: bool = True
+    grouped_mm: bool = True  # use torch._grouped_mm for bf16 experts when available
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.d_ff is None:
+            hidden = int(8 * self.d_model / 3)
+            self.d_ff = self.multiple_of * math.ceil(hidden / self.multiple_of)
+        if self.moe_d_ff is None:
+            self.moe_d_ff = self.d_ff
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
+        if self.head_dim % 2:
+            raise ValueError("head_dim must be even for rotary embeddings")
+        if self.n_experts and not 1 <= self.experts_per_token <= self.n_experts:
+            raise ValueError("experts_per_token must be in [1, n_experts]")
+        if self.router_balance not in ("aux", "bias"):
+            raise ValueError(f"router_balance must be 'aux' or 'bias', not {self.router_balance!r}")
+        if self.attn_impl not in ("sdpa", "flex"):
+            raise ValueError(f"attn_impl must be 'sdpa' or 'flex', not {self.attn_impl!r}")
+        if self.moe_every < 1:
+            raise ValueError("moe_every must be >= 1")
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.d_model // self.n_heads
+
+    def is_moe_layer(self, layer_id: int) -> bool:
+        """Whether layer ``layer_id`` (0-based) uses a mixture of experts."""
+        return self.n_experts > 0 and (layer_id + 1) % self.moe_every == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (stored in checkpoints)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Build from a dict, rejecting unknown keys (typos in configs fail loudly)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+# Named sizes. "125m"/"350m" follow GPT-3 small / medium shapes (Llama-style blocks).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128,
+                 max_seq_len=256),
+    "125m": dict(d_model=768, n_layers=12, n_heads=12, d_ff=2048, max_seq_len=2048),
+    "350m": dict(d_model=1024, n_layers=24, n_heads=16, d_ff=2816, max_seq_len=2048),
+    # 8 experts top-2, expert width half the dense d_ff: same active parameters as "125m".
+    "moe-8x2-125m": dict(d_model=768, n_layers=12, n_heads=12, d_ff=2048, max_seq_len=2048,
+                         n_experts=8, experts_per_token=2, moe_d_ff=1024),
+}
+
+
+def config_from_preset(name: str, **overrides: Any) -> ModelConfig:
+    """A :class:`ModelConfig` from a named preset with keyword overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
+    return ModelConfig.from_dict({**PRESETS[name], **overrides})
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer norm (computed in float32), with a learned gain and no bias."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise the last dimension of ``x``."""
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.float()).type_as(x)
+
+
+def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine and sine tables ``[max_seq_len, head_dim // 2]`` for rotary embeddings."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    t = torch.arange(max_seq_len, dtype=torch.float64)
+    freqs = torch.outer(t, inv_freq)
+    return freqs.cos().float(), freqs.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` of shape ``[B, T, H, D]`` by position (half-split / "rotate_half" layout).
+
+    Pairs ``(x[i], x[i + D/2])`` are rotated by angle ``pos * theta**(-2i/D)``, so the dot
+    product of a rotated query and key depends only on their relative position.
+    """
+    d2 = x.shape[-1] // 2
+    xf = x.float()
+    x1, x2 = xf[..., :d2], xf[..., d2:]
+    c = cos[None, :, None, :]
+    s = sin[None, :, None, :]
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).type_as(x)
+
+
+AttnMask = Any  # None (plain causal), a FlexAttention BlockMask, or a bool tensor [B, 1, T, T]
+
+
+class Attention(nn.Module):
+    """Causal grouped-query self-attention with rotary embeddings and optional QK-norm."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.n_kv_heads = cfg.n_kv_heads
+        self.head_dim = cfg.head_dim
+        qkv_out = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
+        self.wqkv = nn.Linear(cfg.d_model, qkv_out, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: AttnMask = None) -> torch.Tensor:
+        """Attend over ``x`` ``[B, T, d_model]``; ``mask`` as described by :data:`AttnMask`."""
+        B, T, _ = x.shape
+        H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
+        q, k, v = self.wqkv(x).split([H * D, KV * D, KV * D], dim=-1)
+        q, k, v = q.view(B, T, H, D), k.view(B, T, KV, D), v.view(B, T, KV, D)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, D]
+        gqa = KV != H
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        elif BlockMask is not None and isinstance(mask, BlockMask):
+            y = flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
+
+
+class SwiGLU(nn.Module):
+    """Feed-forward ``w2(silu(x W1) * (x W3))`` with W1 and W3 fused into one matrix."""
+
+    def __init__(self, d_model: int, d_ff: int) -> None:
+        super().__init__()
+        self.w13 = nn.Linear(d_model, 2 * d_ff, bias=False)
+        self.w2 = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the feed-forward to ``x`` ``[..., d_model]``."""
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class RouterOutput(NamedTuple):
+    """What the router decides for ``N`` tokens."""
+
+    expert_idx: torch.Tensor  # [N, k] int64, chosen experts
+    weights: torch.Tensor  # [N, k] float32, combine weights
+    probs: torch.Tensor  # [N, E] float32, softmax router probabilities
+    logits: torch.Tensor  # [N, E] float32
+    counts: torch.Tensor  # [E] float32, (token, expert) assignments per expert
+    aux_loss: torch.Tensor  # scalar, Switch/GShard load-balancing loss
+    z_loss: torch.Tensor  # scalar, router z-loss
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+class MoE(nn.Module):
+    """Token-choice top-k mixture of SwiGLU experts.
+
+    Routing (float32): ``p = softmax(x W_r)``; experts chosen by ``topk(p + b)`` where ``b`` is
+    the balancing bias (zero unless ``router_balance == "bias"``); combine weights are the
+    chosen ``p`` (renormalised over the k chosen if ``norm_topk_prob``).
+
+    Losses: ``aux = E * sum_i f_i * P_i`` with ``f_i`` the fraction of the ``N*k`` assignments
+    sent to expert ``i`` and ``P_i`` the mean router probability of expert ``i`` (equals 1 when
+    perfectly balanced); ``z = mean_tokens(logsumexp(logits) ** 2)``.
+
+    Expert computation: the ``N*k`` (token, expert) pairs are sorted by expert, gathered into
+    one contiguous ``[N*k, d]`` matrix and pushed through each projection with a grouped GEMM
+    whose groups are the per-expert row ranges; results are un-sorted and combined.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        E, d, f = cfg.n_experts, cfg.d_model, cfg.moe_d_ff
+        self.n_experts = E
+        self.top_k = cfg.experts_per_token
+        self.balance = cfg.router_balance
+        self.bias_update_rate = cfg.bias_update_rate
+        self.norm_topk_prob = cfg.norm_topk_prob
+        self.use_grouped_mm = cfg.grouped_mm and hasattr(torch, "_grouped_mm")
+        self.router = nn.Linear(d, E, bias=False)
+        self.w13 = nn.Parameter(torch.empty(E, d, 2 * f))  # x @ w13[e] -> [gate | up]
+        self.w2 = nn.Parameter(torch.empty(E, f, d))
+        # Balancing bias (DeepSeek-V3) and the running count of assignments per expert since
+        # the last :meth:`update_bias`; both persistent so that a resumed run matches exactly.
+        self.register_buffer("expert_bias", torch.zeros(E))
+        self.register_buffer("tokens_per_expert", torch.zeros(E))
+
+    def route(self, x: torch.Tensor) -> RouterOutput:
+        """Route ``x`` ``[N, d]`` in float32 and compute the balancing losses."""
+        N, E, k = x.shape[0], self.n_experts, self.top_k
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            logits = F.linear(x.float(), self.router.weight.float())
+        probs = logits.softmax(dim=-1)
+        select = probs + self.expert_bias if self.balance == "bias" else probs
+        expert_idx = select.topk(k, dim=-1).indices
+        weights = probs.gather(-1, expert_idx)
+        if self.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        counts = torch.zeros(E, device=x.device, dtype=torch.float32)
+        counts = counts.scatter_add(0, expert_idx.reshape(-1),
+                                    torch.ones(N * k, device=x.device, dtype=torch.float32))
+        f = counts / (N * k)
+        aux_loss = E * (f * probs.mean(dim=0)).sum()
+        z_loss = torch.logsumexp(logits, dim=-1).pow(2).mean()
+        return RouterOutput(expert_idx, weights, probs, logits, counts, aux_loss, z_loss)
+
+    def _expert_mlp(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """SwiGLU of each expert over its contiguous row group of ``xs`` ``[N*k, d]``."""
+        dtype = xs.dtype
+        w13, w2 = self.w13.to(dtype), self.w2.to(dtype)
+        if self.use_grouped_mm and dtype == torch.bfloat16:
+            offs = counts.cumsum(0).to(torch.int32)
+            h = torch._grouped_mm(xs, w13, offs=offs)
+            gate, up = h.chunk(2, dim=-1)
+            return torch._grouped_mm((F.silu(gate) * up).contiguous(), w2, offs=offs)
+        # Fallback (float32 / no grouped GEMM): one matmul per expert over its row group.
+        outs = []
+        for e, xe in enumerate(xs.split(counts.long().tolist(), dim=0)):
+            gate, up = (xe @ w13[e]).chunk(2, dim=-1)
+            outs.append((F.silu(gate) * up) @ w2[e])
+        return torch.cat(outs, dim=0)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(y, aux_loss, z_loss)`` for ``x`` ``[B, T, d]``."""
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        N, k = x.shape[0], self.top_k
+        r = self.route(x)
+        if self.training:
+            with torch.no_grad():
+                self.tokens_per_expert.add_(r.counts)
+        flat = r.expert_idx.reshape(-1)  # [N*k], pair j = (token j // k, expert flat[j])
+        order = flat.argsort(stable=True)  # pairs sorted by expert
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        compute_dtype = _autocast_dtype(x.device.type) or x.dtype
+        xs = x[order // k].to(compute_dtype)
+        ys = self._expert_mlp(xs, r.counts)[inverse].view(N, k, -1)  # back to pair order
+        y = (ys.float() * r.weights.unsqueeze(-1)).sum(dim=1)
+        return y.to(x.dtype).view(shape), r.aux_loss, r.z_loss
+
+    @torch.no_grad()
+    def update_bias(self, counts: torch.Tensor) -> None:
+        """Aux-loss-free balancing step: raise the bias of under-loaded experts, lower others."""
+        if self.balance == "bias" and counts.sum() > 0:
+            self.expert_bias.add_(self.bias_update_rate * torch.sign(counts.mean() - counts))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: attention then feed-forward (dense or MoE)."""
+
+    def __init__(self, cfg: ModelConfig, layer_id: int) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.is_moe = cfg.is_moe_layer(layer_id)
+        self.ffn: nn.Module = MoE(cfg) if self.is_moe else SwiGLU(cfg.d_model, cfg.d_ff)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: AttnMask = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Return the new residual stream and the MoE ``(aux_loss, z_loss)`` (None if dense)."""
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask)
+        if self.is_moe:
+            y, aux, z = self.ffn(self.ffn_norm(x))
+            return x + y, aux, z
+        return x + self.ffn(self.ffn_norm(x)), None, None
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+class LMOutput(NamedTuple):
+    """Forward result when targets are given. ``loss = ce + aux_coef*aux + z_coef*z``."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor
+    ce_loss: torch.Tensor
+    aux_loss: torch.Tensor  # sum over MoE layers (0 for dense models)
+    z_loss: torch.Tensor  # sum over MoE layers (0 for dense models)
+
+
+def document_mask_mod(doc_ids: torch.Tensor):
+    """FlexAttention mask_mod: causal and within the same document (``doc_ids`` ``[B, T]``)."""
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (q_idx >= kv_idx) & (doc_ids[b, q_idx] == doc_ids[b, kv_idx])
+
+    return mask_mod
+
+
+class Transformer(nn.Module):
+    """Decoder-only language model (see the module docstring for the architecture)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    # ---- init -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Normal(0, init_std) init; residual output projections scaled by 1/sqrt(2*n_layers)."""
+        std = self.config.init_std
+        out_std = std / math.sqrt(2 * self.config.n_layers)
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(("wo.weight", "w2.weight", "ffn.w2")):
+                nn.init.normal_(p, 0.0, out_std)
+            else:
+                nn.init.normal_(p, 0.0, std)
+        for m in self.modules():
+            if isinstance(m, MoE):
+                m.expert_bias.zero_()
+                m.tokens_per_expert.zero_()
+
+    # ---- masks ------------------------------------------------------------------------------
+    def document_mask(self, doc_ids: torch.Tensor, impl: str | None = None) -> AttnMask:
+        """The attention mask for document-masked inputs (``doc_ids`` ``[B, T]``, ints).
+
+        ``impl`` defaults to ``config.attn_impl``. ``"flex"`` gives a FlexAttention BlockMask
+        (CUDA only by default: FlexAttention has no CPU backward, so on CPU the dense mask is
+        used unless ``impl="flex"`` is passed explicitly); ``"sdpa"`` a dense boolean
+        ``[B, 1, T, T]`` mask for scaled_dot_product_attention. Build it outside
+        ``torch.compile`` and pass it to :meth:`forward` as ``attn_mask`` to reuse it.
+        """
+        B, T = doc_ids.shape
+        if impl is None:
+            impl = self.config.attn_impl if doc_ids.device.type == "cuda" else "sdpa"
+        if impl == "flex" and create_block_mask is not None:
+            return create_block_mask(document_mask_mod(doc_ids), B, None, T, T,
+                                     device=doc_ids.device)
+        causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+        same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
+        return (same_doc & causal)[:, None]
+
+    # ---- forward ----------------------------------------------------------------------------
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                doc_ids: torch.Tensor | None = None,
+                attn_mask: AttnMask = None) -> torch.Tensor | LMOutput:
+        """Logits ``[B, T, vocab]`` for token ids ``idx`` ``[B, T]``.
+
+        With ``targets`` (``[B, T]``, ``-100`` ignored) returns :class:`LMOutput` with the loss.
+        ``doc_ids`` (``[B, T]``) or a prebuilt ``attn_mask`` turns on document masking.
+        """
+        B, T = idx.shape
+        if T > self.config.max_seq_len:
+            raise ValueError(f"sequence length {T} > max_seq_len {self.config.max_seq_len}")
+        if attn_mask is None and doc_ids is not None:
+            attn_mask = self.document_mask(doc_ids)
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        x = self.tok_emb(idx)
+        aux_total: torch.Tensor | None = None
+        z_total: torch.Tensor | None = None
+        for layer in self.layers:
+            x, aux, z = layer(x, cos, sin, attn_mask)
+            if aux is not None:
+                aux_total = aux if aux_total is None else aux_total + aux
+                z_total = z if z_total is None else z_total + z
+        logits = self.lm_head(self.norm(x))
+        if targets is None:
+            return logits
+        ce = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+                             ignore_index=-100)
+        zero = ce.new_zeros(())
+        aux_total = zero if aux_total is None else aux_total
+        z_total = zero if z_total is None else z_total
+        loss = ce + self.config.aux_loss_coef * aux_total + self.config.z_loss_coef * z_total
+        return LMOutput(logits, loss, ce, aux_total, z_total)
+
+    # ---- MoE bookkeeping --------------------------------------------------------------------
+    def moe_layers(self) -> list[MoE]:
+        """The MoE feed-forward modules, in layer order."""
+        return [m for m in self.modules() if isinstance(m, MoE)]
+
+    @torch.no_grad()
+    def consume_expert_load(self, all_reduce: Any = None) -> torch.Tensor | None:
+        """Per-layer expert load since the last call, as fractions ``[n_moe_layers, E]``.
+
+        Sums the assignment counts over data-parallel ranks with ``all_reduce`` (a callable
+        doing an in-place SUM) when given, applies the aux-loss-free bias update
+        (``router_balance == "bias"``), and resets the counters. None for dense models.
+        """
+        layers = self.moe_layers()
+        if not layers:
+            return None
+        counts = torch.stack([m.tokens_per_expert for m in layers])
+        if all_reduce is not None:
+            all_reduce(counts)
+        for m, c in zip(layers, counts, strict=True):
+            m.update_bias(c)
+            m.tokens_per_expert.zero_()
+        return counts / counts.sum(dim=-1, keepdim=True).clamp_min(1)
+
+    # ---- accounting -------------------------------------------------------------------------
+    def num_params(self, active: bool = False, embedding: bool = True) -> int:
+        """Parameter count; ``active`` counts only the k of E experts a token uses;
+        ``embedding=False`` leaves out the input embedding table (kept when tied to the head).
+        """
+        total = 0.0
+        cfg = self.config
+        for name, p in self.named_parameters():  # tied weights are yielded once
+            n = p.numel()
+            if name == "tok_emb.weight" and not embedding and not cfg.tie_embeddings:
+                continue
+            if active and name.endswith(("ffn.w13", "ffn.w2")) and cfg.n_experts:
+                n = n * cfg.experts_per_token / cfg.n_experts
+            total += n
+        return int(total)
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token, PaLM appendix B: ``6 N + 12 L H Q T``.
+
+        ``N`` = active non-embedding parameters (the LM head counted; with tied embeddings the
+        shared matrix counts once), ``L`` layers, ``H`` heads, ``Q`` head dim, ``T`` sequence
+        length. The attention term counts the full (non-causal) score matrix, as PaLM does.
+        """
+        cfg = self.config
+        n = self.num_params(active=True, embedding=False)
+        return 6.0 * n + 12.0 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len

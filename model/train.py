@@ -1,0 +1,552 @@
+"""Training loop: ``python -m model.train CONFIG.yaml`` or ``pipeline run jobs/train.yaml``.
+
+Reads the packed Arrow token stream (:mod:`model.data`), trains :class:`model.model.Transformer`
+with bf16 autocast, ``torch.compile``, fused AdamW (weight decay on matrices only), warmup plus
+cosine or WSD learning-rate schedule, gradient clipping and accumulation; evaluates every
+``eval_every`` steps on each validation stream; writes checkpoints that resume exactly,
+metrics as JSONL and an SVG loss plot; prints tokens/s and MFU while it trains. Multi-GPU via
+``torchrun`` (DDP or FSDP2, see :mod:`model.parallel`). A NaN or inf loss (or gradient norm)
+stops the run: the optimizer step is skipped, the last good state is checkpointed and
+:class:`TrainingDiverged` names the step.
+
+Config (YAML subset or JSON; see ``jobs/train.yaml``)::
+
+    job: train
+    model: {preset: 125m, vocab_size: auto, ...ModelConfig fields}
+    data: {train: DIR, eval: {name: DIR, ...}, seq_len: 1024, doc_masking: false}
+    train: {...TrainConfig fields}
+
+Paths are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from model import parallel
+from model.config import load_config_file, merge_overrides, parse_scalar
+from model.data import TokenStream, WindowSampler, eval_windows
+from model.model import PRESETS, ModelConfig, Transformer
+
+H100_BF16_PEAK_FLOPS = 989e12  # H100 SXM dense bf16 tensor-core peak (datasheet)
+
+
+@dataclass
+class DataConfig:
+    """``data:`` section: stream directories and window length."""
+
+    train: str = ""
+    eval: dict[str, str] = field(default_factory=dict)
+    seq_len: int = 1024
+    doc_masking: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """``train:`` section. ``batch_size`` is per rank and micro-step; the global batch is
+    ``batch_size * grad_accum * world_size`` windows of ``seq_len`` tokens."""
+
+    out_dir: str = "out/train/run"
+    device: str = "auto"
+    seed: int = 1337
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_steps: int = 1000
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | wsd | constant
+    decay_frac: float = 0.2  # WSD: fraction of max_steps spent decaying
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    fused_adamw: bool = True
+    grad_clip: float = 1.0
+    dtype: str = "bf16"  # autocast dtype: bf16 | fp32
+    compile: Any = "auto"  # true | false | auto (on for CUDA)
+    parallel: str = "ddp"  # ddp | fsdp | none (only used under torchrun)
+    eval_every: int = 200
+    eval_batches: int = 10
+    log_every: int = 10
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+    resume: bool = True
+    halt_at_step: int | None = None  # stop (with a checkpoint) after this step
+    peak_flops: float | None = None  # per device; default H100 bf16 peak on CUDA
+    plot: bool = True
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient norm became NaN/inf; the last good state was checkpointed."""
+
+    def __init__(self, step: int, loss: float, grad_norm: float, checkpoint: Path | None) -> None:
+        super().__init__(f"non-finite loss {loss} / grad norm {grad_norm} at step {step}; "
+                         f"last good state checkpointed at {checkpoint}")
+        self.step = step
+        self.loss = loss
+        self.grad_norm = grad_norm
+        self.checkpoint = checkpoint
+
+
+def _from_dict(cls: type, d: dict[str, Any] | None, section: str) -> Any:
+    d = dict(d or {})
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown keys in '{section}': {sorted(unknown)}")
+    return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces
+# --------------------------------------------------------------------------------------------
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for update ``step`` (0-based): linear warmup, then cosine / WSD / constant
+    down to ``lr * min_lr_ratio`` at ``max_steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    min_lr = cfg.lr * cfg.min_lr_ratio
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "cosine":
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        return min_lr + 0.5 * (cfg.lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+    if cfg.schedule == "wsd":
+        decay_steps = max(1, int(round(cfg.decay_frac * cfg.max_steps)))
+        decay_start = max(cfg.warmup_steps, cfg.max_steps - decay_steps)
+        if step < decay_start:
+            return cfg.lr
+        progress = (step + 1 - decay_start) / max(1, cfg.max_steps - decay_start)
+        return cfg.lr - (cfg.lr - min_lr) * min(1.0, progress)
+    raise ValueError(f"unknown schedule {cfg.schedule!r} (cosine, wsd, constant)")
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (ndim >= 2) only; fused kernel where supported."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    fused = cfg.fused_adamw and device.type in ("cuda", "cpu")
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                             fused=fused)
+
+
+def build_model_config(model_section: dict[str, Any], seq_len: int,
+                       stream: TokenStream | None) -> ModelConfig:
+    """ModelConfig from the ``model:`` section (``preset`` plus overrides; ``vocab_size: auto``
+    takes the stream's vocabulary rounded up to a multiple of 128)."""
+    section = dict(model_section or {})
+    preset = section.pop("preset", None)
+    base = dict(PRESETS[preset]) if preset else {}
+    if preset and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}")
+    base.update(section)
+    if base.get("vocab_size", "auto") == "auto":
+        if stream is None or not stream.vocab_size:
+            raise ValueError("vocab_size: auto needs a train stream whose manifest has vocab_size")
+        base["vocab_size"] = 128 * math.ceil(stream.vocab_size / 128)
+    base["max_seq_len"] = max(int(base.get("max_seq_len", seq_len)), seq_len)
+    return ModelConfig.from_dict(base)
+
+
+def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(a)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+class Checkpointer:
+    """``out_dir/checkpoints/step_XXXXXXXX/state.pt`` plus a ``latest`` pointer; rank 0 writes."""
+
+    def __init__(self, out_dir: Path, keep: int) -> None:
+        self.dir = out_dir / "checkpoints"
+        self.keep = keep
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint, if any."""
+        ptr = self.dir / "latest"
+        if ptr.exists():
+            p = self.dir / ptr.read_text().strip() / "state.pt"
+            if p.exists():
+                return p
+        return None
+
+    def save(self, state: dict[str, Any], step: int, is_main: bool) -> Path:
+        """Write ``state`` atomically and prune old checkpoints; returns the file path."""
+        name = f"step_{step:08d}"
+        path = self.dir / name / "state.pt"
+        if is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".pt.tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+            ptr_tmp = self.dir / "latest.tmp"
+            ptr_tmp.write_text(name)
+            os.replace(ptr_tmp, self.dir / "latest")
+            old = sorted(p for p in self.dir.glob("step_*") if p.is_dir() and p.name != name)
+            for p in old[: max(0, len(old) - (self.keep - 1))]:
+                shutil.rmtree(p, ignore_errors=True)
+        parallel.barrier()
+        return path
+
+
+class MetricsLog:
+    """Append-only JSONL metrics (rank 0)."""
+
+    def __init__(self, path: Path, is_main: bool, resume_step: int | None) -> None:
+        self.path = path
+        self.is_main = is_main
+        if is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if resume_step is None:
+                path.write_text("")
+            elif path.exists():  # drop records past the checkpoint we resume from
+                keep = [ln for ln in path.read_text().splitlines()
+                        if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+                path.write_text("".join(ln + "\n" for ln in keep))
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record."""
+        if self.is_main:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def write_loss_plot(metrics_path: Path, out_path: Path) -> None:
+    """SVG plot of train loss (line) and eval losses (points) against step, from the JSONL."""
+    train: list[tuple[int, float]] = []
+    evals: dict[str, list[tuple[int, float]]] = {}
+    for ln in metrics_path.read_text().splitlines():
+        if not ln.strip():
+            continue
+        r = json.loads(ln)
+        if r.get("kind") == "train" and math.isfinite(r["loss"]):
+            train.append((r["step"], r["loss"]))
+        elif r.get("kind") == "eval":
+            for k, v in r.items():
+                if k.startswith("eval/") and math.isfinite(v):
+                    evals.setdefault(k[5:], []).append((r["step"], v))
+    pts = train + [p for v in evals.values() for p in v]
+    if not pts:
+        return
+    W, H, M = 720, 420, 60
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1e-3)
+
+    def sx(x: float) -> float:
+        return M + (x - x0) / (x1 - x0) * (W - 2 * M)
+
+    def sy(y: float) -> float:
+        return H - M - (y - y0) / (y1 - y0) * (H - 2 * M)
+
+    colors = ["#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<line x1="{M}" y1="{H - M}" x2="{W - M}" y2="{H - M}" stroke="black"/>',
+           f'<line x1="{M}" y1="{M}" x2="{M}" y2="{H - M}" stroke="black"/>']
+    for i in range(5):
+        yv = y0 + (y1 - y0) * i / 4
+        xv = x0 + (x1 - x0) * i / 4
+        out.append(f'<text x="{M - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.3f}</text>')
+        out.append(f'<text x="{sx(xv):.1f}" y="{H - M + 16}" text-anchor="middle">{xv:.0f}</text>')
+    out.append(f'<text x="{W / 2}" y="{H - 15}" text-anchor="middle">step</text>')
+    out.append(f'<text x="15" y="{H / 2}" transform="rotate(-90 15 {H / 2})" '
+               f'text-anchor="middle">loss</text>')
+    if train:
+        line = " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in train)
+        out.append(f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{line}"/>')
+    legend = [("train", "#1f77b4")] if train else []
+    for (name, vals), col in zip(evals.items(), colors, strict=False):
+        legend.append((f"eval {name}", col))
+        out += [f'<circle cx="{sx(s):.1f}" cy="{sy(v):.1f}" r="3.5" fill="{col}"/>'
+                for s, v in vals]
+    for i, (name, col) in enumerate(legend):
+        y = M + 14 * i
+        out.append(f'<rect x="{W - M - 140}" y="{y - 9}" width="10" height="10" fill="{col}"/>')
+        out.append(f'<text x="{W - M - 125}" y="{y}">{name}</text>')
+    out.append("</svg>")
+    out_path.write_text("\n".join(out) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a train config file and apply overrides (dotted keys or nested dicts)."""
+    cfg = merge_overrides(load_config_file(path), overrides)
+    if cfg.get("job", "train") != "train":
+        raise ValueError(f"{path}: job is {cfg.get('job')!r}, expected 'train'")
+    return cfg
+
+
+def run_from_file(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train from a config file (entry point for ``pipeline run jobs/train.yaml``).
+
+    Returns a summary dict: status, steps, final train/eval losses, tokens/s, MFU, paths.
+    """
+    return run(load_config(path, overrides))
+
+
+def run(config: dict[str, Any]) -> dict[str, Any]:
+    """Train with a parsed config dict (see module docstring); returns the run summary."""
+    data_cfg = _from_dict(DataConfig, config.get("data"), "data")
+    if isinstance(data_cfg.eval, str):
+        data_cfg.eval = {Path(data_cfg.eval).name: data_cfg.eval}
+    elif isinstance(data_cfg.eval, list):
+        data_cfg.eval = {Path(p).name: p for p in data_cfg.eval}
+    tcfg = _from_dict(TrainConfig, config.get("train"), "train")
+    if not data_cfg.train:
+        raise ValueError("data.train (token stream directory) is required")
+
+    info = parallel.init_distributed(tcfg.device)
+    try:
+        return _train(config, data_cfg, tcfg, info)
+    finally:
+        parallel.destroy()
+
+
+def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
+           info: parallel.DistInfo) -> dict[str, Any]:
+    device = info.device
+    out_dir = Path(tcfg.out_dir)
+    log = print if info.is_main else (lambda *a, **k: None)
+    torch.manual_seed(tcfg.seed)
+
+    # ---- data -------------------------------------------------------------------------------
+    train_stream = TokenStream(data_cfg.train)
+    seq_len = data_cfg.seq_len
+    sampler = WindowSampler(train_stream, seq_len, tcfg.seed, with_doc_ids=data_cfg.doc_masking)
+    B, accum, world = tcfg.batch_size, tcfg.grad_accum, info.world_size
+    global_batch = B * accum * world
+    eval_sets: dict[str, tuple[TokenStream, np.ndarray]] = {}
+    for name, path in data_cfg.eval.items():
+        s = TokenStream(path)
+        starts = eval_windows(s, seq_len, tcfg.eval_batches * B * world)
+        starts = starts[: len(starts) // (B * world) * (B * world)]  # same batches on each rank
+        if len(starts) == 0:
+            raise ValueError(f"eval stream {path} is shorter than {B * world} windows")
+        eval_sets[name] = (s, starts)
+
+    # ---- model ------------------------------------------------------------------------------
+    mcfg = build_model_config(config.get("model", {}), seq_len, train_stream)
+    model = Transformer(mcfg).to(device)
+    use_bf16 = tcfg.dtype == "bf16"
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 \
+        else contextlib.nullcontext
+    mode = tcfg.parallel if info.distributed else "none"
+    wrapped = parallel.parallelize(model, mode, info,
+                                   param_dtype=torch.bfloat16 if use_bf16 else None)
+    optimizer = build_optimizer(model, tcfg, device)
+    do_compile = tcfg.compile if isinstance(tcfg.compile, bool) else device.type == "cuda"
+    fwd = torch.compile(wrapped) if do_compile else wrapped
+    flops_per_token = model.flops_per_token(seq_len)
+    peak = tcfg.peak_flops or (H100_BF16_PEAK_FLOPS if device.type == "cuda" else None)
+    log(f"model: {model.num_params() / 1e6:.2f}M params "
+        f"({model.num_params(active=True, embedding=False) / 1e6:.2f}M active non-embedding), "
+        f"{flops_per_token / 1e9:.3f} GFLOP/token; device {device}, world {world}, "
+        f"mode {mode}, compile {do_compile}, dtype {tcfg.dtype}")
+
+    # ---- resume -----------------------------------------------------------------------------
+    ckpt = Checkpointer(out_dir, tcfg.keep_checkpoints)
+    start_step = 0
+    latest = ckpt.latest() if tcfg.resume else None
+    if latest is not None:
+        state = torch.load(latest, map_location="cpu", weights_only=True)
+        parallel.load_full_state_dicts(model, optimizer, mode, state["model"], state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        start_step = int(state["step"])
+        log(f"resumed from {latest} at step {start_step}")
+    metrics = MetricsLog(out_dir / "metrics.jsonl", info.is_main,
+                         start_step if latest is not None else None)
+    if info.is_main:
+        (out_dir / "config.json").write_text(json.dumps(
+            {**config, "resolved_model": mcfg.to_dict(), "resolved_train": asdict(tcfg)},
+            indent=2))
+
+    def save(step: int, sampler_state: dict[str, Any]) -> Path:
+        model_sd, optim_sd = parallel.full_state_dicts(model, optimizer, mode)
+        state = {"step": step, "model": model_sd, "optimizer": optim_sd,
+                 "sampler": sampler_state, "model_config": mcfg.to_dict(),
+                 "world_size": world}
+        return ckpt.save(state, step, info.is_main)
+
+    def batch_for(starts: np.ndarray, stream: TokenStream, docs: bool):
+        w = stream.windows(starts, seq_len, with_doc_ids=docs)
+        x, y = _to_device(w.inputs, device), _to_device(w.targets, device)
+        mask = model.document_mask(_to_device(w.doc_ids, device)) if docs else None
+        return x, y, mask
+
+    def evaluate() -> dict[str, float]:
+        wrapped.eval()
+        results = {}
+        with torch.no_grad():
+            for name, (stream, starts) in eval_sets.items():
+                mine = starts.reshape(-1, world, B)[:, info.rank]  # [n_batches, B]
+                tot = torch.zeros(2, device=device, dtype=torch.float64)
+                for sl in mine:
+                    x, y, mask = batch_for(sl, stream, data_cfg.doc_masking)
+                    with autocast():
+                        out = fwd(x, y, attn_mask=mask)
+                    tot[0] += out.ce_loss.double() * y.numel()
+                    tot[1] += y.numel()
+                parallel.all_reduce_sum(tot)
+                results[name] = float(tot[0] / tot[1])
+        wrapped.train()
+        return results
+
+    # ---- loop -------------------------------------------------------------------------------
+    params = [p for p in model.parameters() if p.requires_grad]
+    train_losses: dict[int, float] = {}
+    eval_history: dict[int, dict[str, float]] = {}
+    last_eval: dict[str, float] = {}
+    tokens_per_step = global_batch * seq_len
+    t_log, tokens_since_log = time.perf_counter(), 0
+    timed_tokens, timed_seconds = 0, 0.0
+    status, step = "completed", start_step
+    wrapped.train()
+    while step < tcfg.max_steps:
+        step += 1
+        t_step = time.perf_counter()
+        lr = lr_at(step - 1, tcfg)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        sampler_state = sampler.state_dict()
+        starts = sampler.draw_starts(global_batch)
+        stats = torch.zeros(4, device=device)
+        for m in range(accum):
+            sl = starts[(m * world + info.rank) * B:(m * world + info.rank + 1) * B]
+            x, y, mask = batch_for(sl, train_stream, data_cfg.doc_masking)
+            sync = parallel.set_grad_sync(wrapped, mode, m == accum - 1)
+            with sync():
+                with autocast():
+                    out = fwd(x, y, attn_mask=mask)
+                (out.loss / accum).backward()
+            stats += torch.stack([out.loss, out.ce_loss, out.aux_loss, out.z_loss]).detach() / accum
+        parallel.all_reduce_mean(stats)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        loss, ce, aux, z = stats.tolist()
+        gnorm = float(grad_norm)
+        if not (math.isfinite(loss) and math.isfinite(gnorm)):
+            optimizer.zero_grad(set_to_none=True)
+            path = save(step - 1, sampler_state)
+            metrics.write({"kind": "diverged", "step": step, "loss": loss, "grad_norm": gnorm})
+            log(f"step {step}: non-finite loss {loss} / grad norm {gnorm}; stopping, last good "
+                f"state (step {step - 1}) at {path}")
+            raise TrainingDiverged(step, loss, gnorm, path)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        load = model.consume_expert_load(parallel.all_reduce_sum)
+        train_losses[step] = loss
+        dt = time.perf_counter() - t_step
+        tokens_since_log += tokens_per_step
+        if step > start_step + 1:  # the first step includes compilation
+            timed_tokens += tokens_per_step
+            timed_seconds += dt
+
+        if step % tcfg.log_every == 0 or step == tcfg.max_steps:
+            now = time.perf_counter()
+            tok_s = tokens_since_log / (now - t_log)
+            mfu = flops_per_token * tok_s / (peak * world) if peak else None
+            rec: dict[str, Any] = {"kind": "train", "step": step, "loss": loss, "ce_loss": ce,
+                                   "lr": lr, "grad_norm": gnorm, "tokens": step * tokens_per_step,
+                                   "tokens_per_s": tok_s, "mfu": mfu}
+            if load is not None:
+                rec.update(aux_loss=aux, z_loss=z, expert_load=load.tolist(),
+                           max_load=float(load.max(dim=-1).values.mean() * load.shape[-1]))
+            metrics.write(rec)
+            mfu_txt = f"{100 * mfu:.1f}%" if mfu is not None else "n/a"
+            moe_txt = f" | aux {aux:.3f} | max/mean load {rec['max_load']:.2f}" if load is not None else ""
+            log(f"step {step}/{tcfg.max_steps} | loss {loss:.4f} | lr {lr:.2e} | gnorm {gnorm:.3f} "
+                f"| {tok_s:,.0f} tok/s | mfu {mfu_txt}{moe_txt}", flush=True)
+            t_log, tokens_since_log = time.perf_counter(), 0
+
+        if eval_sets and (step % tcfg.eval_every == 0 or step == tcfg.max_steps):
+            last_eval = evaluate()
+            eval_history[step] = last_eval
+            metrics.write({"kind": "eval", "step": step,
+                           **{f"eval/{k}": v for k, v in last_eval.items()}})
+            log(f"step {step} eval | " + " | ".join(f"{k} {v:.4f}" for k, v in last_eval.items()),
+                flush=True)
+            t_log = time.perf_counter()  # keep eval time out of tokens/s
+
+        halt = tcfg.halt_at_step is not None and step >= tcfg.halt_at_step
+        if step % tcfg.ckpt_every == 0 or step == tcfg.max_steps or halt:
+            save(step, sampler.state_dict())
+            t_log = time.perf_counter()
+        if halt:
+            status = "halted"
+            break
+
+    if info.is_main and tcfg.plot and metrics.path.exists():
+        write_loss_plot(metrics.path, out_dir / "loss.svg")
+    tok_s = timed_tokens / timed_seconds if timed_seconds else None
+    return {
+        "status": status,
+        "steps": step,
+        "final_train_loss": train_losses.get(step),
+        "final_eval": last_eval,
+        "train_losses": train_losses,
+        "eval_losses": eval_history,
+        "tokens_per_s": tok_s,
+        "mfu": (flops_per_token * tok_s / (peak * world)) if (tok_s and peak) else None,
+        "params": model.num_params(),
+        "checkpoint_dir": str(ckpt.dir),
+        "metrics_path": str(metrics.path),
+        "plot_path": str(out_dir / "loss.svg"),
+        "out_dir": str(out_dir),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m model.train CONFIG [--set key=value ...]`` (also under torchrun)."""
+    ap = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n")[0])
+    ap.add_argument("config", help="train config (.yaml subset or .json) with job: train")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set train.max_steps=100")
+    args = ap.parse_args(argv)
+    overrides = {}
+    for kv in args.set:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            ap.error(f"--set expects KEY=VALUE, got {kv!r}")
+        overrides[key] = parse_scalar(value)
+    try:
+        summary = run_from_file(args.config, overrides)
+    except TrainingDiverged as e:
+        print(f"training diverged: {e}", file=sys.stderr)
+        return 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        brief = {k: v for k, v in summary.items() if k not in ("train_losses", "eval_losses")}
+        print(json.dumps(brief, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
