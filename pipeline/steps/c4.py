@@ -1,0 +1,60 @@
+"""``c4_v1``: the C4 line and document rules (see :mod:`pipeline.filters.c4`).
+
+A filter that also rewrites the text of the documents it keeps to their surviving lines.
+Line outcomes are added to ``ctx.stats.counters``: ``c4_lines_kept``,
+``c4_lines_removed`` (all removal rules together) and ``c4_lines_removed:<rule>``;
+``c4_docs_changed`` counts kept documents whose text changed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import ClassVar
+
+from pipeline.document import Document
+from pipeline.filters.c4 import C4Options, C4Rules
+from pipeline.step import Filter, StepContext, StepOptions
+
+
+class C4Filter(Filter):
+    """Removes C4-rejected lines and drops documents C4 rejects (reasons ``c4_*``)."""
+
+    name = "c4_v1"
+    Options: ClassVar[type[StepOptions]] = C4Options
+
+    def __init__(self, options: C4Options | None = None) -> None:
+        super().__init__(options)
+        self.rules = C4Rules(self.options)  # type: ignore[arg-type]
+
+    def _apply(self, doc: Document, counters: Counter | None) -> str | None:
+        result = self.rules.apply(doc.text)
+        if counters is not None:
+            removed = 0
+            for key, n in result.lines.items():
+                if key == "kept":
+                    counters["c4_lines_kept"] += n
+                elif n:
+                    counters[f"c4_lines_removed:{key}"] += n
+                    removed += n
+            counters["c4_lines_removed"] += removed
+        if result.text is None:
+            return result.reason
+        if result.text != doc.text:
+            doc.text = result.text
+            if counters is not None:
+                counters["c4_docs_changed"] += 1
+        return None
+
+    def reject_reason(self, doc: Document) -> str | None:
+        """Return the reason C4 drops ``doc``, or None after rewriting its text to the kept lines."""
+        return self._apply(doc, None)
+
+    def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
+        """Like :meth:`Filter.run`, also counting line outcomes in ``ctx.stats.counters``."""
+        for doc in docs:
+            reason = self._apply(doc, ctx.stats.counters)
+            if reason is None:
+                yield doc
+            else:
+                ctx.drop(doc, self.name, reason)

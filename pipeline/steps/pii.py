@@ -1,0 +1,48 @@
+"""``pii_v1``: masks e-mail addresses, phone numbers and IPv4 addresses (:mod:`pipeline.pii`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pyarrow as pa
+from pydantic import Field
+
+from pipeline.document import Document
+from pipeline.pii import mask_pii
+from pipeline.step import Mapper, StepContext, StepOptions
+
+
+class PIIOptions(StepOptions):
+    """Which kinds of personal data to mask."""
+
+    emails: bool = Field(True, description="mask e-mail addresses")
+    phone_numbers: bool = Field(True, description="mask phone numbers")
+    ips: bool = Field(True, description="mask IPv4 addresses")
+
+
+class PIIMasker(Mapper):
+    """Replaces personal data with placeholders and records how many of each it replaced."""
+
+    name = "pii_v1"
+    Options: ClassVar[type[StepOptions]] = PIIOptions
+    metadata_fields: ClassVar[dict[str, pa.DataType]] = {
+        "pii_email_count": pa.int32(),
+        "pii_phone_count": pa.int32(),
+        "pii_ip_count": pa.int32(),
+    }
+
+    def apply(self, doc: Document, ctx: StepContext) -> Document:
+        """Mask ``doc.text`` in place and set the three count fields (0 for disabled kinds)."""
+        o: PIIOptions = self.options  # type: ignore[assignment]
+        doc.text, n_email, n_phone, n_ip = mask_pii(
+            doc.text, emails=o.emails, phone_numbers=o.phone_numbers, ips=o.ips
+        )
+        doc.metadata["pii_email_count"] = n_email
+        doc.metadata["pii_phone_count"] = n_phone
+        doc.metadata["pii_ip_count"] = n_ip
+        if n_email or n_phone or n_ip:
+            ctx.stats.counters["pii_docs_masked"] += 1
+            ctx.stats.counters["pii_emails"] += n_email
+            ctx.stats.counters["pii_phone_numbers"] += n_phone
+            ctx.stats.counters["pii_ips"] += n_ip
+        return doc
