@@ -111,7 +111,8 @@ class LanguageIdentifier:
         except UnicodeEncodeError:  # lone surrogates cannot cross into C++ as UTF-8
             line = line.encode("utf-8", errors="replace").decode("utf-8")
             pairs = self._model.f.predict(line + "\n", k, 0.0, "replace")
-        return [(self.code(label), float(prob)) for prob, label in pairs]
+        # the quantized .ftz model can give 1.00005; a probability is at most 1
+        return [(self.code(label), min(float(prob), 1.0)) for prob, label in pairs]
 
     def identify(self, text: str) -> tuple[str, float]:
         """Return the most probable language code and its probability.
