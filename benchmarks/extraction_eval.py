@@ -22,12 +22,18 @@ CPU figure is the steadier one on a shared machine). Rows:
 * ``trafilatura-datatrove``: trafilatura configured as datatrove's ``Trafilatura``
   extractor configures it (``favor_precision=True, include_comments=False,
   deduplicate=True``): the throughput the pipeline has to beat.
+* ``resiliparse, step timeout sandbox``: speed only, through
+  :class:`pipeline.extract.ExtractionSandbox` as ``extract_v1`` runs it by default.
+
+Then every extractor's output is scored again after the C4 *line* rules, which follow
+extraction in ``jobs/crawl.yaml``: what matters is the boilerplate left after both.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import tarfile
 import tempfile
@@ -38,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.extract import decode_html, html_to_text  # noqa: E402
+from pipeline.extract import ExtractionSandbox, decode_html, html_to_text  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TARBALLS = ("trafilatura_eval_html.tar.gz", "trafilatura_cache_html.tar.gz")
@@ -158,8 +164,27 @@ def extractors() -> dict[str, Callable[[str], str | None]]:
     }
 
 
-def evaluate(pages: list[Page], extract: Callable[[str], str | None]) -> Score:
-    """Run ``extract`` on every page (timed) and score the outputs."""
+def c4_line_rules() -> Callable[[str], str | None] | None:
+    """The C4 *line* rules of ``pipeline.filters.c4`` (document-level drops switched off).
+
+    Run after extraction in the crawl job, they remove much leftover boilerplate (short
+    lines, lines without an end mark); scoring their output shows what boilerplate
+    survives both. ``None`` if that module is not available.
+    """
+    try:
+        from pipeline.filters.c4 import C4Options, C4Rules
+    except ImportError:
+        return None
+    rules = C4Rules(
+        C4Options(min_num_sentences=None, filter_curly_bracket=False, filter_lorem_ipsum=False)
+    )
+    return lambda text: rules.apply(text).text
+
+
+def evaluate(
+    pages: list[Page], extract: Callable[[str], str | None]
+) -> tuple[Score, list[str | None]]:
+    """Run ``extract`` on every page (timed), score the outputs, return both."""
     extract("<html><body><p>warm-up: import the library outside the timing</p></body></html>")
     outputs = []
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -170,6 +195,42 @@ def evaluate(pages: list[Page], extract: Callable[[str], str | None]) -> Score:
     )
     for page, text in zip(pages, outputs, strict=True):
         score.add(page, text)
+    return score, outputs
+
+
+def sandbox_speed(pages: list[Page]) -> tuple[float, float]:
+    """Pages/s (wall) and pages per CPU second of resiliparse behind the step's timeout sandbox.
+
+    CPU time is this process's plus the extractor child's (counted once it has exited),
+    less the CPU of starting and stopping an idle child (interpreter start, imports).
+    """
+
+    def cpu() -> float:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    cpu_start = cpu()
+    idle = ExtractionSandbox("resiliparse", timeout_seconds=10)
+    idle.start()
+    idle.close()
+    startup_cpu = cpu() - cpu_start
+
+    sandbox = ExtractionSandbox("resiliparse", timeout_seconds=10)
+    sandbox.start()
+    start, cpu_start = time.perf_counter(), cpu()
+    for page in pages:
+        sandbox.extract(page.html)
+    wall = time.perf_counter() - start
+    sandbox.close()
+    return len(pages) / wall, len(pages) / (cpu() - cpu_start - startup_cpu)
+
+
+def rescore(pages: list[Page], outputs: list[str | None], post: Callable[[str], str | None]) -> Score:
+    """Score ``post`` applied to earlier outputs (no timing)."""
+    score = Score()
+    for page, text in zip(pages, outputs, strict=True):
+        score.add(page, post(text) if text else None)
     return score
 
 
@@ -185,16 +246,26 @@ def main(argv: list[str] | None = None) -> int:
     n_with = sum(len(p.with_) for p in pages)
     n_without = sum(len(p.without) for p in pages)
     print(f"{len(pages)} pages, {n_with} main-content snippets, {n_without} boilerplate snippets")
-    header = f"{'extractor':<24}{'with kept':>10}{'w/o removed':>12}{'precision':>10}{'F1':>7}{'empty':>7}{'pages/s':>9}{'pages/cpu-s':>13}"
+    header = f"{'extractor':<34}{'with kept':>10}{'w/o removed':>12}{'precision':>10}{'F1':>7}{'empty':>7}{'pages/s':>9}{'pages/cpu-s':>13}"
     print(header)
     print("-" * len(header))
+    results = {}
     for name, extract in extractors().items():
-        s = evaluate(pages, extract)
+        s, results[name] = evaluate(pages, extract)
         print(
-            f"{name:<24}{s.kept:>10.3f}{s.removed:>12.3f}{s.precision:>10.3f}{s.f1:>7.3f}"
+            f"{name:<34}{s.kept:>10.3f}{s.removed:>12.3f}{s.precision:>10.3f}{s.f1:>7.3f}"
             f"{s.empty:>7d}{s.pages_per_second:>9.1f}{s.pages_per_cpu_second:>13.1f}",
             flush=True,
         )
+    wall, per_cpu = sandbox_speed(pages)
+    print(f"{'resiliparse, step timeout sandbox':<34}{'(same output)':>46}{wall:>9.1f}{per_cpu:>13.1f}")
+    post = c4_line_rules()
+    if post is not None:
+        print("\nafter the C4 line rules (as in jobs/crawl.yaml; document-level drops off):")
+        for name, outputs in results.items():
+            s = rescore(pages, outputs, post)
+            label = f"{name} + c4 lines"
+            print(f"{label:<34}{s.kept:>10.3f}{s.removed:>12.3f}{s.precision:>10.3f}{s.f1:>7.3f}{s.empty:>7d}")
     return 0
 
 
