@@ -312,3 +312,24 @@ class ExtractionSandbox:
         if status == _NONE:
             return None
         raise ExtractionError(body.decode("utf-8", errors="replace"))
+
+
+_SHARED_SANDBOXES: dict[tuple[str, float], ExtractionSandbox] = {}
+
+
+def shared_sandbox(
+    extractor: ExtractorName = DEFAULT_EXTRACTOR, timeout_seconds: float = 10.0
+) -> ExtractionSandbox:
+    """One started sandbox per (extractor, timeout) and process.
+
+    The runner builds fresh step objects for every shard it processes; sharing the child
+    process spares each shard the child's start-up (interpreter plus extractor imports).
+    The child stops when this process exits (or when it sees end of input on stdin).
+    """
+    key = (extractor, float(timeout_seconds))
+    sandbox = _SHARED_SANDBOXES.get(key)
+    if sandbox is None:
+        sandbox = _SHARED_SANDBOXES[key] = ExtractionSandbox(extractor, timeout_seconds)
+    sandbox.start()
+    return sandbox
+

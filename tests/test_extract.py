@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 import tarfile
@@ -13,7 +14,13 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.document import Document
-from pipeline.extract import ExtractionSandbox, ExtractionTimeout, html_to_text, truncate_utf8
+from pipeline.extract import (
+    ExtractionSandbox,
+    ExtractionTimeout,
+    html_to_text,
+    shared_sandbox,
+    truncate_utf8,
+)
 from pipeline.registry import get_step_class
 from pipeline.step import StepContext, StepStats
 from pipeline.steps.extract import Extract, ExtractOptions
@@ -153,10 +160,7 @@ def test_step_keeps_extracts_and_drops(evaldata, cache_pages):
     ctx = _ctx(removed)
     step = Extract(ExtractOptions())
     step.setup()
-    try:
-        out = {d.id: d for d in step.run(docs, ctx)}
-    finally:
-        step.close()
+    out = {d.id: d for d in step.run(docs, ctx)}
     assert set(out) == {"html", "plain", "xhtml"}
     assert out["html"].media_type == "text/plain"
     assert all(s in out["html"].text for s in evaldata["blog.python.org.html"]["with"])
@@ -188,17 +192,25 @@ def test_timeout_kills_a_pathological_page_and_recovers():
     ctx = _ctx(removed)
     step = Extract(ExtractOptions(timeout_seconds=0.5))
     step.setup()
-    try:
-        start = time.monotonic()
-        out = list(step.run(docs, ctx))
-        elapsed = time.monotonic() - start
-        restarts = step._sandbox.restarts if step._sandbox else -1
-    finally:
-        step.close()
+    sandbox = shared_sandbox("resiliparse", 0.5)  # the child this step runs on
+    restarts = sandbox.restarts
+    start = time.monotonic()
+    out = list(step.run(docs, ctx))
+    elapsed = time.monotonic() - start
     assert removed == [("bomb", "extract_v1", "timeout")]
     assert [d.text for d in out] == ["After the bomb, extraction goes on."]
-    assert restarts == 1
+    assert sandbox.restarts == restarts + 1
     assert elapsed < 8, elapsed  # the page alone takes ~20 s unguarded
+
+
+def test_step_pickles_without_its_child_process(cache_pages):
+    step = Extract(ExtractOptions(extractor="resiliparse", max_html_bytes=123_456))
+    step.setup()
+    clone = pickle.loads(pickle.dumps(step))
+    assert clone.options == step.options and clone._sandbox is None
+    page = cache_pages["blog.python.org.html"].decode("utf-8")
+    out = list(clone.run([Document("a", page, media_type="text/html")], _ctx([])))
+    assert out[0].text == html_to_text(page)
 
 
 def test_sandbox_raises_timeout_and_matches_in_process(cache_pages):

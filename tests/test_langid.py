@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import pickle
 import re
 import tarfile
 from pathlib import Path
@@ -148,6 +149,15 @@ def test_step_without_language_list_keeps_all_confident(udhr):
         out, _, removed = _run(LangId(options), docs)
         assert [d.metadata["language"] for d in out] == ["en", "ru", "ja", "ar"]
         assert removed == []
+
+
+def test_step_pickles_without_the_model(udhr):
+    step = LangId(LangIdOptions(languages=["de"]))
+    step.setup()
+    clone = pickle.loads(pickle.dumps(step))
+    assert clone._identifier is None and clone.options == step.options
+    out, _, _ = _run(clone, [Document("de", udhr["deu_1996"][0])])
+    assert out[0].metadata["language"] == "de"
 
 
 def test_step_declares_metadata_and_options():

@@ -56,20 +56,24 @@ class Extract(Step):
         self._sandbox: ExtractionSandbox | None = None
 
     def setup(self) -> None:
-        """Start the extractor process (with a timeout) or import the extractor in-process."""
-        from pipeline.extract import ExtractionSandbox, html_to_text
+        """Start (or reuse) this process's extractor child, or import the extractor in-process.
+
+        The child is shared by every ``extract_v1`` with the same extractor and timeout in
+        this worker process (see :func:`pipeline.extract.shared_sandbox`).
+        """
+        from pipeline.extract import html_to_text, shared_sandbox
 
         if self.options.timeout_seconds is None:
             html_to_text("<p>warm-up</p>", self.options.extractor)
-        elif self._sandbox is None:
-            self._sandbox = ExtractionSandbox(self.options.extractor, self.options.timeout_seconds)
-            self._sandbox.start()
+        else:
+            self._sandbox = shared_sandbox(self.options.extractor, self.options.timeout_seconds)
 
-    def close(self) -> None:
-        """Stop the extractor process, if any (it also stops when this object is freed)."""
-        if self._sandbox is not None:
-            self._sandbox.close()
-            self._sandbox = None
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle options only: a running child process does not travel."""
+        return {"options": self.options, "_sandbox": None}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
 
     def _extract(self, html: str) -> str | None:
         from pipeline.extract import ExtractionError, html_to_text

@@ -60,6 +60,13 @@ class LangId(Filter):
         if self._identifier is None:
             self._identifier = get_identifier(self.options.model_path)
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle options only; the model is loaded again by :meth:`setup` where it runs."""
+        return {"options": self.options, "_keep": self._keep, "_identifier": None}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+
     def reject_reason(self, doc: Document) -> str | None:
         """Set ``language``/``language_score``; return a drop reason or ``None``."""
         if self._identifier is None:
@@ -76,10 +83,9 @@ class LangId(Filter):
 
     def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
         """Filter as :class:`Filter` does, counting every document's language."""
-        counters = ctx.stats.counters
         for doc in docs:
             reason = self.reject_reason(doc)
-            counters[f"lang:{doc.metadata['language']}"] += 1
+            ctx.stats.counters[f"lang:{doc.metadata['language']}"] += 1
             if reason is None:
                 yield doc
             else:
