@@ -235,9 +235,16 @@ class ExtractionSandbox:
         self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize | None = None
+        self._owner_pid = os.getpid()
 
     def start(self) -> None:
         """Start the child process if it is not running; wait until its extractor is loaded."""
+        if self._owner_pid != os.getpid():
+            # this object was copied into a forked process: the child's pipes belong to
+            # the parent, so leave that child alone and start one of our own
+            if self._finalizer is not None:
+                self._finalizer.detach()
+            self._proc, self._finalizer, self._owner_pid = None, None, os.getpid()
         if self._proc is not None and self._proc.poll() is None:
             return
         env = dict(os.environ)
