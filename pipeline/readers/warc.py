@@ -343,11 +343,11 @@ class _ArchiveReader:
         else:
             media, charset = parse_content_type(rec.headers.get("Content-Type"))
         length = rec.content_length
-        if length > options.max_doc_bytes:
-            count_skip(self.stats, "too_large")
-            return
         if options.html_only and media and media not in HTML_TYPES:
             count_skip(self.stats, "non_html")
+            return
+        if length > options.max_doc_bytes:
+            count_skip(self.stats, "too_large")
             return
         body = rec.reader.read()
         if len(body) < length:
@@ -401,11 +401,11 @@ class _ArchiveReader:
         else:
             media, charset = parse_content_type(rec.rec_headers.get_header("content-type"))
         length = max(rec.length - header_len, 0)
-        if length > options.max_doc_bytes:
-            count_skip(self.stats, "too_large")
-            return
         if options.html_only and media and media not in HTML_TYPES:
             count_skip(self.stats, "non_html")
+            return
+        if length > options.max_doc_bytes:
+            count_skip(self.stats, "too_large")
             return
         body = rec.raw_stream.read()
         if len(body) < length:
