@@ -23,6 +23,7 @@ import os
 import re
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
@@ -188,8 +189,8 @@ class _ArchiveReader:
             except Exception as exc:  # the archive libraries raise OSError, ValueError, ...
                 at = max(last, start)
                 if fresh:
-                    detail = f"{type(exc).__name__}: {exc}"
-                    report_error(self.stats, self.path, _classify(exc), at, detail)
+                    detail = f"{type(exc).__name__}: {exc} (in or after the record at this offset)"
+                    report_error(self.stats, self.path, self._diagnose(exc, at), at, detail)
                 resume = self._next_candidate(at + 1)
             fresh = False
             if resume is None or resume <= floor or resume <= last:
@@ -261,32 +262,51 @@ class _ArchiveReader:
 
     def _tail_check_gzip(self, last: int) -> _Damage | None:
         members = _gzip_members(self.fd, last, self.size)
-        first_start, first_complete, first_len, first_head = members[0][:4]
-        if not first_complete:
+        first = members[0]
+        if first.status != "ok":
             if self.truncation_reported_at == last:
                 return None
-            return _Damage("truncated", last, "the last gzip member is incomplete", None)
-        end = first_head.find(b"\r\n\r\n")
-        match = _CONTENT_LENGTH.search(first_head, 0, max(end, 0))
+            kind = _DIAGNOSIS[first.status]
+            return _Damage(
+                kind, last, f"the gzip member of the last record is {first.status}", None
+            )
+        end = first.head.find(b"\r\n\r\n")
+        match = _CONTENT_LENGTH.search(first.head, 0, max(end, 0))
         if end > 0 and match is not None and len(members) > 1:
-            needed = end + 4 + int(match.group(1))
-            if first_len < needed:
+            if first.out_len < end + 4 + int(match.group(1)):
                 detail = (
                     f"record declares {match.group(1).decode()} bytes but its gzip member "
-                    f"holds {first_len - end - 4}; the following members were swallowed"
+                    f"holds {first.out_len - end - 4}; the following members were swallowed"
                 )
-                return _Damage("bad_content_length", last, detail, members[1][0])
-        for start, complete, _, _, garbage in members[1:]:
-            if garbage:
-                detail = f"{self.size - start} bytes after the last gzip member are not gzip data"
-                return _Damage("trailing_garbage", start, detail, self._next_candidate(start + 1))
-            if not complete:
-                return _Damage("truncated", start, "incomplete gzip member at the end", None)
+                return _Damage("bad_content_length", last, detail, members[1].start)
+        for member in members[1:]:
+            if member.status == "garbage":
+                detail = (
+                    f"{self.size - member.start} bytes after the last gzip member are not gzip data"
+                )
+                resume = self._next_candidate(member.start + 1)
+                return _Damage("trailing_garbage", member.start, detail, resume)
+            if member.status != "ok":
+                detail = f"{member.status} gzip member after the last record"
+                return _Damage(_DIAGNOSIS[member.status], member.start, detail, None)
         if len(members) > 1:
-            return _Damage(
-                "unparsed_data", members[1][0], "gzip members were not read", members[1][0]
-            )
+            start = members[1].start
+            return _Damage("unparsed_data", start, "gzip members were not read", start)
         return None
+
+    def _diagnose(self, exc: BaseException, at: int) -> str:
+        """Name the damage behind a library exception raised at or after offset ``at``.
+
+        For gzip files the members from ``at`` on are inflated again (a few at most) to
+        tell a truncated file from corrupt data, since the libraries' messages do not.
+        """
+        if not self.plain and os.pread(self.fd, 3, at) == _GZIP_MAGIC:
+            for member in _gzip_members(self.fd, at, self.size, limit=4):
+                if member.status == "garbage" and self._next_candidate(member.start) is None:
+                    return "trailing_garbage"
+                if member.status != "ok":
+                    return _DIAGNOSIS[member.status]
+        return _classify(exc)
 
     # -------------------------------------------------------- record handling
 
@@ -454,21 +474,31 @@ class _ArchiveReader:
         return Document(rid, text, url, media, self.source)
 
 
-def _gzip_members(fd: int, pos: int, size: int) -> list[tuple[int, bool, int, bytes, bool]]:
-    """Walk the gzip members from ``pos`` to the end of the file.
+@dataclass(frozen=True)
+class _Member:
+    """One gzip member (or the non-gzip bytes where one should start) of a file."""
 
-    Returns ``(start, complete, decompressed_length, first_64k_of_output, is_garbage)``
-    per member; a final entry with ``is_garbage`` marks bytes that are not a gzip member.
+    start: int
+    status: str  # "ok", "incomplete" (file ends inside it), "corrupt" (zlib error), "garbage"
+    out_len: int = 0
+    head: bytes = b""
+
+
+def _gzip_members(fd: int, pos: int, size: int, limit: int = 1 << 30) -> list[_Member]:
+    """Walk (at most ``limit``) gzip members from ``pos``; stop at the first bad one.
+
+    The last entry may be ``incomplete``, ``corrupt`` or ``garbage`` (bytes that are not a
+    gzip member, other than NUL/whitespace padding at the very end).
     """
-    members: list[tuple[int, bool, int, bytes, bool]] = []
-    while pos < size:
+    members: list[_Member] = []
+    while pos < size and len(members) < limit:
         if os.pread(fd, 3, pos) != _GZIP_MAGIC:
             tail = os.pread(fd, 4096, pos)
             if tail.strip(b"\x00 \t\r\n") or size - pos > 4096:
-                members.append((pos, False, 0, b"", True))
+                members.append(_Member(pos, "garbage"))
             break
         inflater = zlib.decompressobj(31)
-        start, read_at, out_len, head = pos, pos, 0, b""
+        read_at, out_len, head = pos, 0, b""
         try:
             while not inflater.eof and read_at < size:
                 chunk = os.pread(fd, _SCAN_CHUNK, read_at)
@@ -480,14 +510,17 @@ def _gzip_members(fd: int, pos: int, size: int) -> list[tuple[int, bool, int, by
                 if len(head) < _MAX_HEADER:
                     head += out[: _MAX_HEADER - len(head)]
         except zlib.error:
-            members.append((start, False, out_len, head, False))
+            members.append(_Member(pos, "corrupt", out_len, head))
             break
         if not inflater.eof:
-            members.append((start, False, out_len, head, False))
+            members.append(_Member(pos, "incomplete", out_len, head))
             break
-        members.append((start, True, out_len, head, False))
+        members.append(_Member(pos, "ok", out_len, head))
         pos = read_at - len(inflater.unused_data)
     return members
+
+
+_DIAGNOSIS = {"incomplete": "truncated", "corrupt": "corrupt_gzip", "garbage": "garbage"}
 
 
 def read_archive(path: str, fmt: str, options: ReadOptions, stats: StepStats) -> Iterator[Document]:
