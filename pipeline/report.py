@@ -77,11 +77,13 @@ def render_summary(stats: dict[str, Any]) -> str:
         f"{stats['characters_out']:,} of {stats['characters_in']:,} characters kept. "
         f"Wall time {stats['wall_seconds']:.1f} s ({stats['docs_per_second']} documents/s).",
         "",
-        "| step | docs in | docs out | kept | chars out | seconds | top removal reasons |",
+        "| step | docs in | docs out | kept | chars out | seconds | top removal or skip reasons |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     read = stats["read"]
-    skipped = {k: v for k, v in read["counters"].items() if v}
+    skipped = {
+        k: v for k, v in read["counters"].items() if v and k.startswith(("skipped:", "error:"))
+    }
     lines.append(
         f"| read | | {read['docs_out']:,} | | {read['chars_out']:,} | {read['seconds']:.1f} | "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(skipped.items(), key=lambda kv: -kv[1])[:4])
