@@ -256,6 +256,17 @@ def test_revisits_are_skipped_and_counted() -> None:
     )
 
 
+def test_whole_file_gzip_stream(tmp_path: Path) -> None:
+    """A .warc.gz compressed as one gzip stream (not per record) reads the same."""
+    plain = CC / "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc"
+    path = tmp_path / "one-stream.warc.gz"
+    path.write_bytes(gzip.compress(plain.read_bytes()))
+    docs, stats = read(path)
+    expected, _ = read(plain)
+    assert [(d.id, d.text) for d in docs] == [(d.id, d.text) for d in expected]
+    assert len(docs) == 3 and errors(stats) == {}
+
+
 def test_wet_conversion_records() -> None:
     docs, stats = read(CC / "whirlwind_CC-MAIN-2024-22_whirlwind.warc.wet.gz")
     assert len(docs) == 1 and stats.counters["skipped:warcinfo"] == 1

@@ -166,9 +166,9 @@ class _ArchiveReader:
             got = 0
             try:
                 for offset, rec in records(fh, start):
-                    if offset <= last:
-                        continue
-                    last = offset
+                    # offsets only grow; records of a one-stream .gz may share one (a
+                    # buffer position), so equal offsets are normal, not a replay
+                    last = max(last, offset)
                     got += 1
                     if got == 1 and start > 0:
                         self.stats.counters["resynced"] += 1
