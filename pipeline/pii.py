@@ -4,15 +4,20 @@ Each ``mask_*`` function returns the masked text and the number of replacements.
 placeholders are ``|||EMAIL_ADDRESS|||``, ``|||PHONE_NUMBER|||`` and ``|||IP_ADDRESS|||``
 (dolma's convention).
 
-* **E-mail**: ``local@domain.tld``, with a local part of word characters and ``. + - % =``
-  (bounce addresses such as ``list-admin=example.org@host`` included) and a domain of at
-  least two dot-separated labels. Unicode letters are allowed. ``a@b``, ``@mention`` and
-  ``user at example dot com`` are left alone. A trailing sentence period is not taken.
+* **E-mail**: ``local@domain.tld``: a local part of word characters and RFC 5322 atom
+  symbols (``. + - % = ! # $ & * / ? ^ ` { | } ~``; bounce addresses such as
+  ``list-admin=example.org@host`` included, quotes excluded) and a domain of at least two
+  dot-separated labels, an address literal ``user@[10.0.0.1]``, or a truncated
+  ``user@y...`` (mailing-list archives hide domains so). Unicode letters are allowed.
+  ``a@b``, ``@mention`` and ``user at example dot com`` are left alone; a sentence period
+  after the address is not taken.
 * **Phone**: North American numbers, ``(555) 123-4567``, ``555-123-4567``,
   ``555.123.4567``, ``555 123 4567``, optionally with a ``1`` / ``+1`` prefix, area code
   starting 2-9, the same separator between the last two groups; and international numbers
   written with ``+`` and a country code: ``+44 20 7946 0958``, ``+44 (0)20 7946 0958``,
-  ``+33 1 23 45 67 89``, ``+4915112345678`` (8 to 15 digits in all). Digits glued to
+  ``+33 1 23 45 67 89``, ``+4915112345678`` (8 to 15 digits in all). A North American
+  number written with spaces only is skipped inside a longer list of numbers
+  (``800 824 896 1024``, image-map coordinates). Digits glued to
   letters or further digit groups (``ISBN 978-0-306-40615-7``, ``555-123-45678``, order
   numbers, dates ``2002-08-22``, years, prices, times) do not match.
 * **IPv4**: four dot-separated octets 0-255 without leading zeros, not part of a longer
@@ -23,17 +28,28 @@ from __future__ import annotations
 
 import re
 
+import regex
+
 EMAIL_PLACEHOLDER = "|||EMAIL_ADDRESS|||"
 PHONE_PLACEHOLDER = "|||PHONE_NUMBER|||"
 IP_PLACEHOLDER = "|||IP_ADDRESS|||"
 
-EMAIL_RE = re.compile(
-    r"(?<![\w.+%=-])"  # start at the beginning of the local part (keeps the scan linear)
-    r"[\w.+%=-]+@[\w-]+(?:\.+[\w-]+)+"
+_LOCAL = r"[\w.+%=!#$&*/?^`{|}~-]"  # RFC 5322 atom characters but quotes, and dots
+_DOMAIN = (
+    r"(?:\[(?:\d{1,3}\.){3}\d{1,3}\]"  # address literal: user@[10.0.0.1]
+    r"|[\w-]+(?:(?:\.+[\w-]+)+|\.{2,}))"  # host.tld, or a truncated "user@y..."
 )
+EMAIL_RE = re.compile(rf"{_LOCAL}+\\?@{_DOMAIN}")  # "\\@": Perl strings escape the @
+#: EMAIL_RE starting only where a local part starts: no retries inside a run (linear scan)
+_EMAIL_AT_RUN_START_RE = re.compile(rf"(?<!{_LOCAL}){EMAIL_RE.pattern}")
+_LOCAL_CHARS = frozenset("+%=!#$&*/?^`{|}~-.\\")
+#: the ``@domain`` part of :data:`EMAIL_RE`; found first, then the local part before it
+_EMAIL_DOMAIN_RE = re.compile(rf"@{_DOMAIN}")
+_LOCAL_PART_WINDOW = 100
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-IPV4_RE = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)")
+# The ``regex`` module scans this pattern about 10x faster than ``re`` (same matches).
+IPV4_RE = regex.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)")
 
 _SEP = r"[ \u00a0.\-]"
 PHONE_RE = re.compile(
@@ -52,11 +68,40 @@ PHONE_RE = re.compile(
 )
 
 
+#: A phone number lies inside one run of these characters (plus a leading ``+`` or ``(``)
+#: and starts and ends with a digit, 8+ characters apart; only such runs are searched.
+_PHONE_HINT_RE = re.compile(r"\d[\d ().\-\u00a0]{5,}\d")
+
+
 def mask_emails(text: str) -> tuple[str, int]:
-    """Replace e-mail addresses with ``|||EMAIL_ADDRESS|||``; return (text, count)."""
+    """Replace e-mail addresses with ``|||EMAIL_ADDRESS|||``; return (text, count).
+
+    The full pattern only runs in a window just before each ``@domain`` (and after the
+    previous replacement), so the scan stays linear and fast on text with many ``@``.
+    """
     if "@" not in text:
         return text, 0
-    return EMAIL_RE.subn(EMAIL_PLACEHOLDER, text)
+    parts: list[str] = []
+    last = 0
+    for dom in _EMAIL_DOMAIN_RE.finditer(text):
+        at = dom.start()
+        before = text[at - 1 : at]
+        if not before or not (before.isalnum() or before == "_" or before in _LOCAL_CHARS):
+            continue  # nothing before the @ that could be a local part
+        m = _EMAIL_AT_RUN_START_RE.search(text, max(last, at - _LOCAL_PART_WINDOW), dom.end())
+        if m is None:
+            # the local part starts right after the previous address, or before the window
+            m = EMAIL_RE.search(text, last, dom.end())
+        if m is None:
+            continue
+        parts.append(text[last : m.start()])
+        parts.append(EMAIL_PLACEHOLDER)
+        last = m.end()
+    if not parts:
+        return text, 0
+    count = len(parts) // 2
+    parts.append(text[last:])
+    return "".join(parts), count
 
 
 def mask_ips(text: str) -> tuple[str, int]:
@@ -66,19 +111,40 @@ def mask_ips(text: str) -> tuple[str, int]:
     return IPV4_RE.subn(IP_PLACEHOLDER, text)
 
 
+def _is_in_number_list(text: str, m: re.Match[str]) -> bool:
+    """True for a space-separated match inside a longer run of numbers (``800 824 896 1024``)."""
+    number = m.group(0)
+    if "-" in number or "." in number or "(" in number:
+        return False
+    before = text[max(0, m.start() - 2) : m.start()]
+    after = text[m.end() : m.end() + 2]
+    return (len(before) == 2 and before[0].isdigit() and before[1].isspace()) or (
+        len(after) == 2 and after[0].isspace() and after[1].isdigit()
+    )
+
+
 def mask_phone_numbers(text: str) -> tuple[str, int]:
     """Replace phone numbers with ``|||PHONE_NUMBER|||``; return (text, count)."""
-    count = 0
-
-    def repl(m: re.Match[str]) -> str:
-        nonlocal count
-        intl = m.group("intl")
-        if intl is not None and not 8 <= sum(c.isdigit() for c in intl) <= 15:
-            return intl  # too few or too many digits for a phone number
-        count += 1
-        return PHONE_PLACEHOLDER
-
-    return PHONE_RE.sub(repl, text), count
+    parts: list[str] = []
+    last = 0
+    for hint in _PHONE_HINT_RE.finditer(text):
+        # the full pattern runs only around the hint; its lookbehind sees text before pos,
+        # and endpos leaves room for the 2-character lookahead
+        pos = max(hint.start() - 1, last)
+        for m in PHONE_RE.finditer(text, pos, hint.end() + 2):
+            intl = m.group("intl")
+            if intl is not None and not 8 <= sum(c.isdigit() for c in intl) <= 15:
+                continue  # too few or too many digits for a phone number
+            if intl is None and _is_in_number_list(text, m):
+                continue
+            parts.append(text[last : m.start()])
+            parts.append(PHONE_PLACEHOLDER)
+            last = m.end()
+    if not parts:
+        return text, 0
+    count = len(parts) // 2
+    parts.append(text[last:])
+    return "".join(parts), count
 
 
 def mask_pii(

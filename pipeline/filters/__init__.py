@@ -6,14 +6,14 @@ functions and the rule classes give the reason and accept other thresholds.
 """
 
 from pipeline.filters.c4 import C4Options, C4Result, C4Rules, c4_clean, c4_quality
-from pipeline.filters.gopher_quality import (
+from pipeline.filters.gopher_quality_rules import (
     STOP_WORDS,
     GopherQuality,
     GopherQualityOptions,
     gopher_quality,
     gopher_quality_reason,
 )
-from pipeline.filters.gopher_repetition import (
+from pipeline.filters.gopher_repetition_rules import (
     GopherRepetition,
     GopherRepetitionOptions,
     gopher_repetition,

@@ -1,11 +1,11 @@
-"""``gopher_quality_v1``: the Gopher quality rules (see :mod:`pipeline.filters.gopher_quality`)."""
+"""``gopher_quality_v1``: the Gopher quality rules (see :mod:`pipeline.filters.gopher_quality_rules`)."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 from pipeline.document import Document
-from pipeline.filters.gopher_quality import GopherQuality, GopherQualityOptions
+from pipeline.filters.gopher_quality_rules import GopherQuality, GopherQualityOptions
 from pipeline.step import Filter, StepOptions
 
 

@@ -1,11 +1,11 @@
-"""``gopher_repetition_v1``: the Gopher repetition rules (:mod:`pipeline.filters.gopher_repetition`)."""
+"""``gopher_repetition_v1``: the Gopher repetition rules (:mod:`pipeline.filters.gopher_repetition_rules`)."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 from pipeline.document import Document
-from pipeline.filters.gopher_repetition import GopherRepetition, GopherRepetitionOptions
+from pipeline.filters.gopher_repetition_rules import GopherRepetition, GopherRepetitionOptions
 from pipeline.step import Filter, StepOptions
 
 

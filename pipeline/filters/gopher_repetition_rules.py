@@ -25,11 +25,13 @@ Definitions:
   overlapping duplicate n-grams cover it (the paper's "taking care not to count
   characters that occur in overlapping n-grams more than once").
 
-Speed: words are split once; n-grams are tuples of words (their string hashes are
-cached), counted with ``Counter``; the first occurrence of each n-gram is found with one
-``dict`` built in C. The duplicated-n-gram coverage can only shrink as n grows (a
-repeated (n+1)-gram consists of two repeated n-grams), so once a fraction is within every
-larger n's threshold the larger n are not computed.
+Speed: words are split once; :class:`NGramIndex` gives every n-gram the position of its
+first occurrence (one ``dict.setdefault`` pass in C per n, keyed by short tuples of the
+smaller n's indexes), and those ints are what ``Counter`` counts. The top n-gram of a
+larger n is only counted when its count bound (the smaller n's top count) times the
+longest n-gram could pass the threshold. The duplicated-n-gram coverage can only shrink
+as n grows (a repeated (n+1)-gram consists of two repeated n-grams), so once a fraction
+is within every larger n's threshold the larger n are not computed.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from functools import cache
-from itertools import accumulate, compress
-from operator import ne
+from itertools import accumulate, compress, count
+from operator import ne, sub
 
 from pydantic import Field, field_validator
 
@@ -88,39 +90,79 @@ def duplicate_stats(items: list[str]) -> tuple[int, int]:
     return len(items) - len(unique), sum(map(len, items)) - sum(map(len, unique))
 
 
-def _n_grams(words: list[str], n: int) -> list[tuple[str, ...]]:
-    return list(zip(*(words[i:] for i in range(n)), strict=False))
+class NGramIndex:
+    """First-occurrence indexes of a document's word n-grams, built level by level.
+
+    ``first(n)[i]`` is the position of the first occurrence of the n-gram starting at
+    word ``i``. Level ``n`` is keyed by tuples of already-built levels (``5 = 2 + 2 + 1``),
+    so no n-gram tuple is longer than a few ints, and each level is one ``dict.setdefault``
+    pass in C.
+    """
+
+    def __init__(self, words: list[str]) -> None:
+        self.words = words
+        self.prefix = [0, *accumulate(map(len, words))]  # prefix[i]: chars of words[:i]
+        # keys that identify the n-grams of each built level: the words, then first indexes
+        self._keys: dict[int, list] = {1: words}
+        self._first: dict[int, list[int]] = {}
+        self._distinct: dict[int, int] = {}
+
+    def first(self, n: int) -> list[int]:
+        """Return the first-occurrence index of every n-gram (empty if too few words)."""
+        level = self._first.get(n)
+        if level is not None:
+            return level
+        m = len(self.words) - n + 1
+        if m <= 0:
+            level, distinct = [], 0
+        else:
+            built = sorted((k for k in self._keys if k < n), reverse=True) or [1]
+            columns, offset = [], 0
+            while offset < n:
+                size = next(k for k in built if k <= n - offset)
+                columns.append(self._keys[size][offset : offset + m])
+                offset += size
+            seen: dict = {}
+            keys = columns[0] if len(columns) == 1 else zip(*columns, strict=True)
+            level = list(map(seen.setdefault, keys, count()))
+            distinct = len(seen)
+        self._first[n] = self._keys[n] = level
+        self._distinct[n] = distinct
+        return level
+
+    def distinct(self, n: int) -> int:
+        """Return the number of distinct n-grams."""
+        self.first(n)
+        return self._distinct[n]
+
+    def chars(self, start: int, n: int) -> int:
+        """Return the characters (spaces excluded) of the n words from ``start``."""
+        return self.prefix[start + n] - self.prefix[start]
 
 
-def top_n_gram_chars(words: list[str], n: int) -> int:
-    """Return the characters of the most frequent word n-gram times its count (0 if none)."""
-    if len(words) < n:
+def top_n_gram_chars(index: NGramIndex, n: int) -> int:
+    """Return the characters of the most frequent n-gram times its count (0 if none)."""
+    first = index.first(n)
+    if not first:
         return 0
-    gram, count = Counter(_n_grams(words, n)).most_common(1)[0]
-    return count * sum(map(len, gram))
+    start, count_ = Counter(first).most_common(1)[0]
+    return count_ * index.chars(start, n)
 
 
-def duplicate_n_gram_chars(words: list[str], n: int, prefix: list[int] | None = None) -> int:
-    """Return the characters of the words covered by repeated occurrences of word n-grams.
+def duplicate_n_gram_chars(index: NGramIndex, n: int) -> int:
+    """Return the characters of the words covered by repeated occurrences of n-grams.
 
     An occurrence is repeated when the same n-gram appeared earlier. A word covered by
-    several (overlapping) repeated n-grams counts once. ``prefix`` (cumulative word
-    lengths starting with 0) may be passed to share it between calls.
+    several (overlapping) repeated n-grams counts once.
     """
-    grams = _n_grams(words, n)
-    m = len(grams)
-    if m < 2:
+    first = index.first(n)
+    m = len(first)
+    if index.distinct(n) == m:
         return 0
-    # Built from the end, so each n-gram maps to the index of its first occurrence.
-    first = dict(zip(reversed(grams), range(m - 1, -1, -1), strict=True))
-    if len(first) == m:
-        return 0
-    if prefix is None:
-        prefix = [0, *accumulate(map(len, words))]
-    repeated = compress(range(m), map(ne, map(first.__getitem__, grams), range(m)))
+    prefix = index.prefix
     covered = 0
     start = end = -1
-    for i in repeated:
+    for i in compress(range(m), map(ne, first, range(m))):
         if i <= end:
             end = i + n
         else:
@@ -177,19 +219,28 @@ class GopherRepetition:
         if not self._top and not self._dup:
             return None
         words = text.split()
-        word_chars = sum(map(len, words))
+        index = NGramIndex(words)
+        word_chars = index.prefix[-1]
         if word_chars == 0:
             return None
 
+        prefix = index.prefix
+        top_count: int | None = None  # count of the top n-gram of a smaller n, if computed
         for n, max_frac in self._top:
-            if top_n_gram_chars(words, n) / word_chars > max_frac:
+            if len(words) < n:
+                break
+            if top_count is not None:
+                # Skip when even the longest n-gram at that count stays within the threshold:
+                # an n-gram occurs at most as often as the top (n-1)-gram.
+                longest = max(map(sub, prefix[n:], prefix[: len(prefix) - n]))
+                if top_count * longest / word_chars <= max_frac:
+                    continue
+            start, top_count = Counter(index.first(n)).most_common(1)[0]
+            if top_count * index.chars(start, n) / word_chars > max_frac:
                 return f"gopher_top_{n}_gram"
 
-        prefix: list[int] | None = None
         for i, (n, max_frac) in enumerate(self._dup):
-            if prefix is None:
-                prefix = [0, *accumulate(map(len, words))]
-            frac = duplicate_n_gram_chars(words, n, prefix) / word_chars
+            frac = duplicate_n_gram_chars(index, n) / word_chars
             if frac > max_frac:
                 return f"gopher_dup_{n}_gram"
             if frac <= self._dup_rest_min[i]:
