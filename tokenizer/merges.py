@@ -1,10 +1,11 @@
 """The BPE merge loop over unique pre-tokens, with incremental pair counts and a lazy heap.
 
-Only the words that contain the merged pair are revisited. The heap holds
-`(-count, inverted bytes of left, inverted bytes of right, left, right)`; entries may be
-stale (their count is an upper bound of the true count), and a stale top is corrected and
-pushed back when popped. A pair's count only grows in the step that creates its newer
-token, which is when it is pushed, so every stored count stays an upper bound.
+Only the words that contain the merged pair are revisited, and in them only the pairs next
+to each merge site change. A pair (a, b) is keyed by the integer `a << 21 | b`. The heap
+holds `(-count, inverted bytes of a, inverted bytes of b, key)`; an entry may be stale (its
+count an upper bound of the true count): a stale top is corrected and pushed back when
+popped. A pair's count only grows in the step that creates its newer token, which is when
+it is pushed, so every stored count stays an upper bound and the valid top is the maximum.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Mapping
 
 from tqdm import tqdm
 
-Pair = tuple[int, int]
+SHIFT = 21
+MASK = (1 << SHIFT) - 1
 
 
 def _inverted(token: bytes) -> tuple[int, ...]:
@@ -22,9 +24,120 @@ def _inverted(token: bytes) -> tuple[int, ...]:
     return (*(255 - b for b in token), 256)
 
 
+class _PairStats:
+    """Unique words with their counts, pair counts and the words where each pair occurs."""
+
+    def __init__(self, word_counts: Mapping[bytes, int]) -> None:
+        self.words: list[list[int]] = []
+        self.counts: list[int] = []
+        for word in sorted(word_counts):
+            if len(word) > 1:
+                self.words.append(list(word))
+                self.counts.append(word_counts[word])
+        self.pair_counts: dict[int, int] = {}
+        self.pair_words: dict[int, list[int]] = {}
+        pair_counts = self.pair_counts
+        pair_words = self.pair_words
+        get = pair_counts.get
+        for wi, word in enumerate(self.words):
+            c = self.counts[wi]
+            prev = word[0] << SHIFT
+            for t in word[1:]:
+                key = prev | t
+                old = get(key)
+                if old is None:
+                    pair_counts[key] = c
+                    pair_words[key] = [wi]
+                else:
+                    pair_counts[key] = old + c
+                    lst = pair_words[key]
+                    if lst[-1] != wi:
+                        lst.append(wi)
+                prev = t << SHIFT
+        self.last_visit = [-1] * len(self.words)
+
+    def merge(self, a: int, b: int, new_id: int, step: int) -> set[int]:
+        """Replace every (a, b) by `new_id` in the words containing it; update the counts.
+
+        Returns the keys of the pairs that contain `new_id` (the only counts that grew).
+        """
+        target = a << SHIFT | b
+        created: set[int] = set()
+        pair_counts = self.pair_counts
+        pair_words = self.pair_words
+        words = self.words
+        counts = self.counts
+        last_visit = self.last_visit
+        pair_counts.pop(target, None)
+        get = pair_counts.get
+
+        def bump(key: int, delta: int) -> None:
+            if key == target:
+                return
+            value = get(key, 0) + delta
+            if value:
+                pair_counts[key] = value
+            else:
+                del pair_counts[key]
+
+        for wi in pair_words.pop(target, ()):
+            if last_visit[wi] == step:
+                continue
+            last_visit[wi] = step
+            word = words[wi]
+            n = len(word)
+            try:
+                i = word.index(a)
+            except ValueError:
+                continue
+            while i + 1 < n and word[i + 1] != b:
+                try:
+                    i = word.index(a, i + 1)
+                except ValueError:
+                    i = n
+            if i + 1 >= n:
+                continue
+            c = counts[wi]
+            out = word[:i]
+            prev_merged = False
+            while i < n:
+                if i + 1 < n and word[i] == a and word[i + 1] == b:
+                    if out:
+                        if not prev_merged:
+                            bump(word[i - 1] << SHIFT | a, -c)
+                        key = out[-1] << SHIFT | new_id
+                        bump(key, c)
+                        created.add(key)
+                    if i + 2 < n:
+                        nxt = word[i + 2]
+                        bump(b << SHIFT | nxt, -c)
+                        if not (nxt == a and i + 3 < n and word[i + 3] == b):
+                            key = new_id << SHIFT | nxt
+                            bump(key, c)
+                            created.add(key)
+                    out.append(new_id)
+                    prev_merged = True
+                    i += 2
+                else:
+                    out.append(word[i])
+                    prev_merged = False
+                    i += 1
+            words[wi] = out
+            for pos in range(len(out) - 1):
+                left, right = out[pos], out[pos + 1]
+                if left == new_id or right == new_id:
+                    key = left << SHIFT | right
+                    lst = pair_words.get(key)
+                    if lst is None:
+                        pair_words[key] = [wi]
+                    elif lst[-1] != wi:
+                        lst.append(wi)
+        return created
+
+
 def bpe_merges(
     word_counts: Mapping[bytes, int], num_merges: int, progress: bool = True
-) -> tuple[list[bytes], list[Pair]]:
+) -> tuple[list[bytes], list[tuple[int, int]]]:
     """Run up to `num_merges` BPE merges over `word_counts` ({pre-token bytes: count}).
 
     The most frequent pair is merged at each step; ties go to the lexicographically greater
@@ -32,119 +145,39 @@ def bpe_merges(
     256 + i is the token of merge i) and the merges as pairs of those ids, in order. Stops
     early when no pair is left.
     """
+    if num_merges + 256 > MASK:
+        raise ValueError(f"at most {MASK - 256} merges are supported")
     tokens: list[bytes] = [bytes([b]) for b in range(256)]
     inv: list[tuple[int, ...]] = [_inverted(t) for t in tokens]
-    words: list[list[int]] = []
-    counts: list[int] = []
-    for word in sorted(word_counts):
-        if len(word) > 1:
-            words.append(list(word))
-            counts.append(word_counts[word])
-
-    pair_counts: dict[Pair, int] = {}
-    pair_words: dict[Pair, list[int]] = {}
-    for wi, (word, c) in enumerate(zip(words, counts, strict=True)):
-        seen: set[Pair] = set()
-        for pair in zip(word, word[1:], strict=False):
-            pair_counts[pair] = pair_counts.get(pair, 0) + c
-            if pair not in seen:
-                seen.add(pair)
-                lst = pair_words.get(pair)
-                if lst is None:
-                    pair_words[pair] = [wi]
-                else:
-                    lst.append(wi)
-
-    heap = [(-c, inv[a], inv[b], a, b) for (a, b), c in pair_counts.items()]
+    stats = _PairStats(word_counts)
+    pair_counts = stats.pair_counts
+    heap = [(-c, inv[k >> SHIFT], inv[k & MASK], k) for k, c in pair_counts.items()]
     heapq.heapify(heap)
-    last_visit = [-1] * len(words)
-    merges: list[Pair] = []
+    merges: list[tuple[int, int]] = []
     bar = tqdm(total=num_merges, desc="merge", unit="merge", disable=not progress)
     try:
         while len(merges) < num_merges and heap:
-            neg, _, _, a, b = heap[0]
-            current = pair_counts.get((a, b), 0)
+            neg, _, _, key = heap[0]
+            current = pair_counts.get(key, 0)
             if current != -neg:
                 if current > 0:
-                    heapq.heapreplace(heap, (-current, inv[a], inv[b], a, b))
+                    heapq.heapreplace(heap, (-current, heap[0][1], heap[0][2], key))
                 else:
                     heapq.heappop(heap)
                 continue
             heapq.heappop(heap)
+            a, b = key >> SHIFT, key & MASK
             new_id = len(tokens)
             tokens.append(tokens[a] + tokens[b])
             inv.append(_inverted(tokens[-1]))
             merges.append((a, b))
-            step = len(merges)
-            created = _apply_merge(
-                a, b, new_id, step, words, counts, pair_counts, pair_words, last_visit
-            )
-            for pair in created:
-                c = pair_counts.get(pair, 0)
+            for k in stats.merge(a, b, new_id, len(merges)):
+                c = pair_counts.get(k, 0)
                 if c > 0:
-                    heapq.heappush(heap, (-c, inv[pair[0]], inv[pair[1]], pair[0], pair[1]))
-            if step % 100 == 0:
+                    heapq.heappush(heap, (-c, inv[k >> SHIFT], inv[k & MASK], k))
+            if len(merges) % 100 == 0:
                 bar.update(100)
         bar.update(len(merges) - bar.n)
     finally:
         bar.close()
     return tokens, merges
-
-
-def _apply_merge(
-    a: int,
-    b: int,
-    new_id: int,
-    step: int,
-    words: list[list[int]],
-    counts: list[int],
-    pair_counts: dict[Pair, int],
-    pair_words: dict[Pair, list[int]],
-    last_visit: list[int],
-) -> set[Pair]:
-    """Merge (a, b) into `new_id` in every word containing it, updating the pair statistics.
-
-    Returns the set of pairs that contain `new_id` (the only pairs whose counts grew).
-    """
-    created: set[Pair] = set()
-    candidates = pair_words.pop((a, b), [])
-    pair_counts.pop((a, b), None)
-    for wi in candidates:
-        if last_visit[wi] == step:
-            continue
-        last_visit[wi] = step
-        word = words[wi]
-        n = len(word)
-        merged: list[int] = []
-        i = 0
-        found = False
-        while i < n:
-            if i + 1 < n and word[i] == a and word[i + 1] == b:
-                merged.append(new_id)
-                i += 2
-                found = True
-            else:
-                merged.append(word[i])
-                i += 1
-        if not found:
-            continue
-        c = counts[wi]
-        for pair in zip(word, word[1:], strict=False):
-            if pair != (a, b):
-                left = pair_counts[pair] - c
-                if left:
-                    pair_counts[pair] = left
-                else:
-                    del pair_counts[pair]
-        for pair in zip(merged, merged[1:], strict=False):
-            pair_counts[pair] = pair_counts.get(pair, 0) + c
-            if new_id in pair:
-                if pair not in created:
-                    created.add(pair)
-                lst = pair_words.get(pair)
-                if lst is None:
-                    pair_words[pair] = [wi]
-                elif lst[-1] != wi:
-                    lst.append(wi)
-        words[wi] = merged
-    return created

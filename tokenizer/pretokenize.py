@@ -135,7 +135,7 @@ def count_pretokens(
             for job in jobs:
                 merge(_count_chunk(job))
         else:
-            ctx = mp.get_context("spawn" if os.name == "nt" else "forkserver")
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
             with ctx.Pool(min(workers, len(jobs))) as pool:
                 for result in pool.imap_unordered(_count_chunk, jobs):
                     merge(result)
