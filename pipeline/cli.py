@@ -29,6 +29,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except JobConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ConnectionError as e:
+        print(
+            f"error: cannot join the Ray cluster ({str(e).splitlines()[-1]}); check --address or "
+            "RAY_ADDRESS, and for a cluster with token authentication set RAY_AUTH_MODE=token "
+            "(the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN)",
+            file=sys.stderr,
+        )
+        return 2
     out = Path(stats["output"])
     print((out / "summary.md").read_text(encoding="utf-8"))
     print(f"stats: {out / 'stats.json'}  plot: {out / 'stats.png'}")

@@ -222,3 +222,38 @@ def test_killed_job_resumes_to_the_same_output(shared_data: Path, tmp_path: Path
     for a, b in zip(ref_stats["steps"], stats["steps"], strict=True):
         assert (a["docs_in"], a["docs_out"], a["dropped"]) == (b["docs_in"], b["docs_out"], b["dropped"])
     shutil.rmtree(tmp_path / "ref")
+
+
+def test_job_joins_an_existing_ray_cluster(tmp_path: Path) -> None:
+    ray_bin = Path(sys.executable).with_name("ray")
+    src = _jsonl(tmp_path / "a.jsonl", ["The cat sat on the mat with the dog. " * 20] * 30)
+    job = tmp_path / "j.yaml"
+    job.write_text(yaml.safe_dump({"inputs": [str(src)], "output": str(tmp_path / "o"),
+                                   "steps": ["gopher_quality_v1"]}))
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    # --block keeps the head in the foreground, so killing its process group stops this
+    # cluster alone (`ray stop` would stop every cluster of the user, other tests' too).
+    head = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", "--num-cpus", "1", "--port", "6391",
+         "--include-dashboard", "false"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+    )
+    try:
+        address = None
+        for line in head.stdout:
+            m = re.search(r"ray start --address='([^']+)'", line)
+            if m:
+                address = m.group(1)
+                break
+        assert address, "the Ray head did not start"
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "run", str(job), "--address", address],
+            capture_output=True, text=True, env=env, cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "Connected to Ray cluster" in proc.stderr
+        assert "30 documents read, 30 kept" in proc.stdout
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
