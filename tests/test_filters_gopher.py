@@ -509,14 +509,15 @@ def test_repetition_edge_cases() -> None:
 def test_gopher_steps_drop_with_reasons_and_keep_text() -> None:
     quality = get_step_class("gopher_quality_v1")()
     repetition = get_step_class("gopher_repetition_v1")(GopherRepetitionOptions(dup_line_frac=0.1))
-    good = Document("good", _doc(80) + ".")
+    prose = " ".join(["the", "have", *_unique_words(78)]) + "."
+    good = Document("good", prose)
     short = Document("short", "Too short.")
     repeated = Document("rep", "\n".join(["the apple has many fine words in it today"] * 3 + [_doc(60)]))
     removed: list[tuple[str, str, str]] = []
     ctx = StepContext(StepStats(), removed=lambda d, s, r: removed.append((d.id, s, r)))
     out = list(quality.run([good, short, repeated], ctx))
     assert [d.id for d in out] == ["good", "rep"]
-    assert out[0].text == _doc(80) + "."
+    assert out[0].text == prose
     assert ctx.stats.dropped == {"gopher_short_doc": 1}
     assert removed == [("short", "gopher_quality_v1", "gopher_short_doc")]
 
