@@ -1,0 +1,1 @@
+"""DSIR: data selection with importance resampling over hashed n-gram features."""

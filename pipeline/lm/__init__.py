@@ -1,0 +1,1 @@
+"""KenLM language models: CCNet normalisation, a modified Kneser-Ney estimator, scoring."""
