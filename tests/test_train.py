@@ -174,3 +174,23 @@ def test_job_file_and_cli(tmp_path, capsys):
     assert "resumed from" in out and "tok/s" in out and '"steps": 4' in out
     with pytest.raises(ValueError, match="unknown keys"):
         run_from_file(path, {"train.learning_rate": 1.0})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_compiled_bf16_moe_with_flex_document_masking_trains_and_resumes(tmp_path):
+    """CUDA path end to end: torch.compile, bf16 autocast, fused AdamW, FlexAttention document
+    masking, grouped-GEMM experts, checkpoint and resume."""
+    cfg = tiny_config(tmp_path, device="cuda", compile=True, max_steps=12, eval_every=6,
+                      lr=1e-2, halt_at_step=8)
+    cfg["model"].update(n_experts=4, experts_per_token=2, d_model=64, n_heads=4, d_ff=128,
+                        moe_d_ff=64)
+    cfg["data"]["doc_masking"] = True
+    first = run(cfg)
+    assert first["status"] == "halted"
+    losses = first["train_losses"]
+    assert all(math.isfinite(v) for v in losses.values()) and losses[8] < losses[1]
+    assert first["mfu"] is not None and first["tokens_per_s"] > 0
+    cfg["train"]["halt_at_step"] = None
+    second = run(cfg)
+    assert second["status"] == "completed" and sorted(second["train_losses"]) == [9, 10, 11, 12]

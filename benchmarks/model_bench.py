@@ -1,0 +1,227 @@
+"""Training-throughput benchmarks of model/ on one GPU (run through the device tool).
+
+    PYTHONUNBUFFERED=1 python benchmarks/model_bench.py --out $OUT/model_bench.json
+
+Each case times full training steps (forward, loss, backward, gradient clipping, fused AdamW
+step) on synthetic random token batches at sequence length 2048 under bf16 autocast, after
+warm-up steps that include ``torch.compile``. Cases:
+
+* dense ~125M and ~350M (presets "125m", "350m"): tokens/s and MFU;
+* the same configs as ``transformers.LlamaForCausalLM`` with SDPA attention (eager, as it is
+  normally used), same batch: tokens/s ratio ours / Llama;
+* MoE 8 experts top-2 ("moe-8x2-125m", expert width half the dense d_ff, so the same active
+  parameters as "125m") against dense "125m": tokens/s ratio.
+
+MFU = flops_per_token * tokens/s / 989e12, with flops_per_token = 6 N + 12 L H Q T (PaLM
+appendix B; N = active non-embedding parameters incl. the LM head; see
+``Transformer.flops_per_token``) and 989 TFLOP/s the H100 SXM dense bf16 peak.
+Results go to the JSON file as they are measured; a table is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model.model import ModelConfig, Transformer, config_from_preset  # noqa: E402
+from model.train import H100_BF16_PEAK_FLOPS, TrainConfig, build_optimizer  # noqa: E402
+
+SEQ = 2048
+
+
+def llama_from(cfg: ModelConfig) -> torch.nn.Module:
+    """transformers' LlamaForCausalLM with the same shapes as our ModelConfig, SDPA attention."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    lc = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
+                     intermediate_size=cfg.d_ff, num_hidden_layers=cfg.n_layers,
+                     num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+                     max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
+                     rope_theta=cfg.rope_theta, tie_word_embeddings=cfg.tie_embeddings,
+                     attention_bias=False, mlp_bias=False, attn_implementation="sdpa")
+    lc._attn_implementation = "sdpa"
+    return LlamaForCausalLM(lc)
+
+
+def bench_case(label: str, cfg: ModelConfig, kind: str, batch: int, steps: int, warmup: int,
+               compile_: bool) -> dict[str, Any]:
+    """Time ``steps`` training steps of our model (``kind="ours"``) or the equivalent Llama."""
+    torch.manual_seed(0)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = (Transformer(cfg) if kind == "ours" else llama_from(cfg)).to(dev)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = build_optimizer(model, TrainConfig(lr=1e-4, weight_decay=0.1), dev)
+    fwd = torch.compile(model) if compile_ else model
+    vocab = cfg.vocab_size
+    seq = min(SEQ, cfg.max_seq_len)
+    batches = [torch.randint(0, vocab, (batch, seq + 1), device=dev) for _ in range(4)]
+
+    def step(i: int) -> torch.Tensor:
+        b = batches[i % len(batches)]
+        x, y = b[:, :-1], b[:, 1:]
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            if kind == "ours":
+                loss = fwd(x, y).loss
+            else:  # transformers shifts labels itself
+                loss = fwd(input_ids=b[:, :-1], labels=b[:, :-1]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    on_gpu = dev.type == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for i in range(warmup):
+        loss = step(i)
+    if on_gpu:
+        torch.cuda.synchronize()
+    warm_s = time.perf_counter() - t0
+    times = []
+    for i in range(steps):
+        if on_gpu:  # device events around each step
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            loss = step(warmup + i)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t = time.perf_counter()
+            loss = step(warmup + i)
+            times.append(time.perf_counter() - t)
+    times.sort()
+    med = times[len(times) // 2]
+    tok_s = batch * seq / med
+    with torch.device("meta"):  # same FLOP count for both implementations of one config
+        ref = Transformer(cfg)
+    fpt = ref.flops_per_token(seq)
+    res = {"case": label, "kind": kind, "compiled": compile_, "batch": batch, "seq": seq,
+           "params": n_params, "active_nonemb_params": ref.num_params(active=True, embedding=False),
+           "flops_per_token": fpt, "median_step_s": med, "min_step_s": times[0],
+           "max_step_s": times[-1], "tokens_per_s": tok_s,
+           "mfu": fpt * tok_s / H100_BF16_PEAK_FLOPS, "warmup_s": warm_s,
+           "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0,
+           "final_loss": float(loss)}
+    if kind == "llama":
+        res["attn_implementation"] = model.config._attn_implementation
+    return res  # model, optimizer and batches are freed with this frame
+
+
+_CFGS: dict[str, Any] = {}
+
+
+def main() -> int:
+    """Run the cases that fit in the time budget; write JSON and print a table."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="model_bench.json")
+    ap.add_argument("--budget-s", type=float, default=420.0)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--only", default="", help="comma-separated case names")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny shapes on whatever device there is (checks the script itself)")
+    args = ap.parse_args()
+    t_start = time.perf_counter()
+    import transformers
+
+    gpu = torch.cuda.is_available()
+    env = {"device": torch.cuda.get_device_name(0) if gpu else "cpu", "torch": torch.__version__,
+           "transformers": transformers.__version__, "cuda": torch.version.cuda}
+    n = 8192 if gpu else 256
+    a = torch.randn(n, n, device="cuda" if gpu else "cpu", dtype=torch.bfloat16)
+    b = torch.randn_like(a)
+    for _ in range(3):
+        a @ b
+    if gpu:
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(20):
+        a @ b
+    if gpu:
+        torch.cuda.synchronize()
+    env["matmul_bf16_tflops"] = 20 * 2 * n**3 / (time.perf_counter() - t) / 1e12
+    del a, b
+    print(json.dumps(env), flush=True)
+
+    if args.smoke:
+        small = dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, d_ff=128, max_seq_len=64)
+        _CFGS.update({"350m": ModelConfig(**small), "125m": ModelConfig(**small),
+                      "moe-8x2-125m": ModelConfig(**small, n_experts=8, experts_per_token=2,
+                                                  moe_d_ff=64)})
+    else:
+        _CFGS.update({"350m": config_from_preset("350m", vocab_size=50304),
+                      "125m": config_from_preset("125m", vocab_size=50304),
+                      "moe-8x2-125m": config_from_preset("moe-8x2-125m", vocab_size=50304)})
+    # (label, config name, kind, compile, batch, estimated seconds)
+    cases = [("ours-350m", "350m", "ours", True, 8, 100),
+             ("llama-350m", "350m", "llama", False, 8, 30),
+             ("ours-125m", "125m", "ours", True, 16, 70),
+             ("moe-8x2-125m", "moe-8x2-125m", "ours", True, 16, 90),
+             ("llama-125m", "125m", "llama", False, 16, 25),
+             ("ours-350m-b16", "350m", "ours", True, 16, 90),
+             ("ours-350m-eager", "350m", "ours", False, 8, 30)]
+    only = {s for s in args.only.split(",") if s}
+    results: list[dict[str, Any]] = []
+    out = Path(args.out)
+    for label, cname, kind, comp, batch, est in cases:
+        if only and label not in only:
+            continue
+        left = args.budget_s - (time.perf_counter() - t_start)
+        if left < est:
+            print(f"skip {label}: {left:.0f}s left < estimated {est}s", flush=True)
+            results.append({"case": label, "skipped": "time budget"})
+            continue
+        print(f"running {label} ...", flush=True)
+        try:
+            r = bench_case(label, _CFGS[cname], kind, batch, args.steps, 3,
+                           comp and not args.smoke)
+            gc.collect()
+            torch.cuda.empty_cache()
+        except torch.cuda.OutOfMemoryError as e:
+            r = {"case": label, "error": f"OOM: {str(e)[:200]}"}
+            gc.collect()
+            torch.cuda.empty_cache()
+        except Exception as e:  # record and go on to the next case
+            r = {"case": label, "error": f"{type(e).__name__}: {str(e)[:500]}"}
+        results.append(r)
+        print(json.dumps(r), flush=True)
+        out.write_text(json.dumps({"env": env, "results": results}, indent=2))
+
+    by = {r["case"]: r for r in results if "tokens_per_s" in r}
+    ratios = {}
+    for size in ("350m", "125m"):
+        if f"ours-{size}" in by and f"llama-{size}" in by:
+            ratios[f"ours/llama {size}"] = by[f"ours-{size}"]["tokens_per_s"] / by[f"llama-{size}"]["tokens_per_s"]
+    if "moe-8x2-125m" in by and "ours-125m" in by:
+        ratios["moe/dense 125m"] = by["moe-8x2-125m"]["tokens_per_s"] / by["ours-125m"]["tokens_per_s"]
+    out.write_text(json.dumps({"env": env, "results": results, "ratios": ratios}, indent=2))
+    print(f"\n{env['device']} | torch {env['torch']} | transformers {env['transformers']} "
+          f"| matmul {env['matmul_bf16_tflops']:.0f} TFLOP/s")
+    print(f"{'case':<18}{'params':>10}{'batch':>6}{'step ms':>9}{'tok/s':>11}{'MFU':>7}{'mem GiB':>9}")
+    for r in results:
+        if "tokens_per_s" in r:
+            print(f"{r['case']:<18}{r['params'] / 1e6:>9.1f}M{r['batch']:>6}"
+                  f"{1e3 * r['median_step_s']:>9.1f}{r['tokens_per_s']:>11,.0f}"
+                  f"{100 * r['mfu']:>6.1f}%{r['peak_mem_gib']:>9.1f}")
+        else:
+            print(f"{r['case']:<18} {r.get('error') or r.get('skipped')}")
+    for k, v in ratios.items():
+        print(f"{k}: {v:.3f}")
+    print(f"total {time.perf_counter() - t_start:.0f}s")
+    return 0 if all(math.isfinite(r.get("final_loss", 0.0)) for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
