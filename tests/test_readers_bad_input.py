@@ -140,6 +140,29 @@ def test_flipped_gzip_header_of_a_member(tmp_path: Path, sample: tuple[bytes, li
     assert errors(stats) == {"error:corrupt_gzip": 1}
 
 
+def test_crc_mismatch_drops_the_record(tmp_path: Path, sample: tuple[bytes, list[str]]) -> None:
+    """Data that inflates cleanly but fails the member CRC is never emitted.
+
+    The CRC is checked only at the end of the member, after the payload was read, so the
+    reader holds a record's document until the library has moved past the member.
+    """
+    data, expected = sample
+    members = [out for _, out in gzip_members(data)]
+    index = member_of_record(data, "response", 6)
+    original = gzip.compress(members[index], mtime=0)
+    changed = bytearray(members[index])
+    changed[len(changed) // 2] ^= 0x20  # one letter's case, deep in the HTML
+    member = bytearray(gzip.compress(bytes(changed), mtime=0))
+    member[-8:-4] = original[-8:-4]  # the CRC of the unchanged data: a mismatch
+    members_gz = [gzip.compress(m, mtime=0) for m in members]
+    members_gz[index] = bytes(member)
+    path = tmp_path / "crc.warc.gz"
+    path.write_bytes(b"".join(members_gz))
+    docs, stats = read(path)
+    assert ids(docs) == expected[:6] + expected[7:]
+    assert errors(stats) == {"error:corrupt_gzip": 1}
+
+
 def test_garbage_between_members(tmp_path: Path, sample: tuple[bytes, list[str]]) -> None:
     data, expected = sample
     start, _ = member_span(data, member_of_record(data, "request", 5))
@@ -237,6 +260,18 @@ def test_plain_warc_content_length_swallows_records(tmp_path: Path) -> None:
     assert errors(stats) == {"error:bad_content_length": 1}
 
 
+def test_plain_warc_bytes_inserted_in_a_payload(tmp_path: Path) -> None:
+    data = PLAIN.read_bytes()
+    expected = _plain_docs()
+    starts = warc_record_starts(data)
+    middle = (starts[5] + starts[6]) // 2  # inside the first HTML payload
+    path = tmp_path / "ins.warc"
+    path.write_bytes(data[:middle] + garbage(300) + data[middle:])
+    docs, stats = read(path)
+    assert ids(docs) == expected[1:]  # the damaged record is dropped, not cut short
+    assert errors(stats) == {"error:bad_content_length": 1}
+
+
 def test_plain_warc_trailing_garbage(tmp_path: Path) -> None:
     path = tmp_path / "tail.warc"
     path.write_bytes(PLAIN.read_bytes() + garbage(2000))
@@ -302,3 +337,23 @@ def test_parquet_truncated(tmp_path: Path) -> None:
     assert plan_splits(str(cut), "parquet", ReadOptions()) == 1
     docs, stats = read(cut)
     assert docs == [] and errors(stats) == {"error:bad_parquet": 1}
+
+
+def test_parquet_corrupt_page_skips_its_row_group(tmp_path: Path) -> None:
+    import json
+
+    import pyarrow as pa
+
+    rows = [json.loads(line) for line in gzip.decompress(MOBY.read_bytes()).splitlines()]
+    path = tmp_path / "m.parquet"
+    table = pa.table({"id": [r["id"] for r in rows], "text": [r["text"] for r in rows]})
+    pq.write_table(table, path, row_group_size=10, write_page_checksum=True)
+    chunk = pq.ParquetFile(path).metadata.row_group(5).column(1)  # the text of rows 50-59
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    at = start + chunk.total_compressed_size // 2
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(flip_bytes(path.read_bytes(), at, 8))
+    docs, stats = read(bad)
+    assert ids(docs) == [r["id"] for r in rows[:50] + rows[60:]]
+    assert [d.text for d in docs] == [r["text"] for r in rows[:50] + rows[60:]]
+    assert errors(stats) == {"error:bad_parquet": 1}

@@ -101,7 +101,8 @@ def read_parquet(
         report_error(stats, path, "empty_file", 0, "file is empty")
         return
     try:
-        pfile = pq.ParquetFile(path)
+        # pages written with CRCs are verified; files without them cannot be
+        pfile = pq.ParquetFile(path, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as exc:
         report_error(stats, path, "bad_parquet", None, f"unreadable footer: {exc}")
         return
@@ -134,7 +135,8 @@ def read_parquet(
                 yield from _batch_documents(batch, row, source, options, stats, limit)
                 row += batch.num_rows
         except (OSError, pa.ArrowException, ValueError) as exc:
-            offset = meta.row_group(group).column(0).file_offset
+            first = meta.row_group(group).column(0)
+            offset = first.dictionary_page_offset or first.data_page_offset
             detail = f"row group {group} (row {row}): {type(exc).__name__}: {exc}"
             report_error(stats, path, "bad_parquet", offset, detail)
 

@@ -156,16 +156,28 @@ class _ArchiveReader:
         records: Callable[[BinaryIO, int], Iterator[tuple[int, Any]]],
         handle: Callable[[Any, int, int], Iterator[Document]],
     ) -> Iterator[Document]:
+        """Iterate records, resuming after damage; emit a record's documents one record late.
+
+        The lag matters for per-record gzip: the library verifies a member's CRC only once
+        it has inflated the member to its end, which happens when it moves on to the next
+        record. A document is emitted only after that; if the check fails, the documents
+        of a member that does not inflate cleanly are dropped with the error.
+        """
         start = 0
         last = -1  # offset of the last record handled
         floor = -1  # a resume offset must be above this, so every loop makes progress
         fresh = True  # a failure now is new damage, not a resync attempt that missed
+        pending: list[Document] = []  # documents of the record at ``pending_at``
+        pending_at = -1
         while True:
             fh.seek(start)
             resume: int | None
             got = 0
             try:
                 for offset, rec in records(fh, start):
+                    for doc in pending:
+                        yield emit(self.stats, doc)
+                    pending = []
                     # offsets only grow; records of a one-stream .gz may share one (a
                     # buffer position), so equal offsets are normal, not a replay
                     last = max(last, offset)
@@ -173,13 +185,15 @@ class _ArchiveReader:
                     if got == 1 and start > 0:
                         self.stats.counters["resynced"] += 1
                     fresh = True
-                    yield from handle(rec, offset, 0)
+                    pending, pending_at = list(handle(rec, offset, 0)), offset
                 if got == 0 and start > 0:
                     problem = None  # a resync candidate that holds no record: try the next
                     resume = self._next_candidate(start + 1)
                 else:
                     problem = self._tail_check(last)
                     if problem is None:
+                        for doc in pending:
+                            yield emit(self.stats, doc)
                         return
                 if problem is not None:
                     raise problem
@@ -192,10 +206,20 @@ class _ArchiveReader:
                     detail = f"{type(exc).__name__}: {exc} (in or after the record at this offset)"
                     report_error(self.stats, self.path, self._diagnose(exc, at), at, detail)
                 resume = self._next_candidate(at + 1)
+            if pending and self._member_ok(pending_at):
+                for doc in pending:
+                    yield emit(self.stats, doc)
+            pending = []
             fresh = False
             if resume is None or resume <= floor or resume <= last:
                 return
             floor = start = resume
+
+    def _member_ok(self, offset: int) -> bool:
+        """False when the gzip member at ``offset`` does not inflate cleanly to its end."""
+        if self.plain or os.pread(self.fd, 3, offset) != _GZIP_MAGIC:
+            return True  # uncompressed, or one gzip stream: nothing to check per record
+        return _gzip_members(self.fd, offset, self.size, limit=1)[0].status == "ok"
 
     def _fastwarc_records(self, fh: BinaryIO, start: int) -> Iterator[tuple[int, Any]]:
         for rec in ArchiveIterator(fh, parse_http=False, quirks_mode=True):
@@ -344,11 +368,13 @@ class _ArchiveReader:
             if len(body) < rec.content_length:
                 self._truncated(offset, depth, len(body), rec.content_length)
                 return
+            if not self._ends_where_declared(offset, int(declared), depth):
+                return
             if not body:
                 count_skip(self.stats, "empty")
                 return
             text = body.decode("utf-8", "replace")
-            yield emit(self.stats, Document(rid, text, url, "text/plain", source))
+            yield Document(rid, text, url, "text/plain", source)
             return
         te = ce = None
         if rec.is_http:
@@ -379,9 +405,33 @@ class _ArchiveReader:
             report_error(self.stats, self.path, "bad_content_length", offset, detail)
             yield from self._recover(body[inner:], offset, depth)
             return
+        if not self._ends_where_declared(offset, int(declared), depth):
+            return
         doc = self._document(body, media, charset, te, ce, rid, url)
         if doc is not None:
-            yield emit(self.stats, doc)
+            yield doc
+
+    def _ends_where_declared(self, offset: int, block_len: int, depth: int) -> bool:
+        """In an uncompressed file, check that the record ends where Content-Length says.
+
+        Bytes inserted into a payload, or a Content-Length that is too small, leave the
+        declared end inside the record; FastWARC skips to the next ``WARC/`` line without
+        a word, so the record would be read short. Counted as ``error:bad_content_length``.
+        """
+        if not self.plain or depth > 0:
+            return True
+        head = os.pread(self.fd, _MAX_HEADER, offset)
+        end, sep = head.find(b"\r\n\r\n"), 4
+        if end < 0:
+            end, sep = head.find(b"\n\n"), 2
+        if end < 0:
+            return True
+        after = os.pread(self.fd, 64, offset + end + sep + block_len).lstrip(b"\r\n")
+        if not after or after.startswith(b"WARC/"):
+            return True
+        detail = f"the record does not end after its Content-Length ({block_len}) bytes"
+        report_error(self.stats, self.path, "bad_content_length", offset, detail)
+        return False
 
     def _truncated(self, offset: int, depth: int, got: int, want: int) -> None:
         detail = f"payload has {got} of {want} bytes"
@@ -434,7 +484,7 @@ class _ArchiveReader:
         rid = f"{self.source}:{offset}"
         doc = self._document(body, media, charset, te, ce, rid, url)
         if doc is not None:
-            yield emit(self.stats, doc)
+            yield doc
 
     def _document(
         self,
