@@ -352,7 +352,7 @@ class _ArchiveReader:
             return
         self.stats.docs_in += 1
         declared = rec.headers.get("Content-Length")
-        if declared is None or not declared.strip().isdigit():
+        if declared is None or not (declared.strip().isascii() and declared.strip().isdigit()):
             detail = f"Content-Length {declared!r} is not a byte count"
             report_error(self.stats, self.path, "bad_content_length", offset, detail)
             return
