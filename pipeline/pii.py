@@ -5,8 +5,9 @@ placeholders are ``|||EMAIL_ADDRESS|||``, ``|||PHONE_NUMBER|||`` and ``|||IP_ADD
 (dolma's convention).
 
 * **E-mail**: ``local@domain.tld``: a local part of word characters and RFC 5322 atom
-  symbols (``. + - % = ! # $ & * / ? ^ ` { | } ~``; bounce addresses such as
-  ``list-admin=example.org@host`` included, quotes excluded) and a domain of at least two
+  symbols (``. + - % = ! # $ * ^ ` { | } ~``; bounce addresses such as
+  ``list-admin=example.org@host`` included; quotes and the URL delimiters ``& ? /``
+  excluded) and a domain of at least two
   dot-separated labels, an address literal ``user@[10.0.0.1]``, or a truncated
   ``user@y...`` (mailing-list archives hide domains so). Unicode letters are allowed.
   ``a@b``, ``@mention`` and ``user at example dot com`` are left alone; a sentence period
@@ -34,7 +35,8 @@ EMAIL_PLACEHOLDER = "|||EMAIL_ADDRESS|||"
 PHONE_PLACEHOLDER = "|||PHONE_NUMBER|||"
 IP_PLACEHOLDER = "|||IP_ADDRESS|||"
 
-_LOCAL = r"[\w.+%=!#$&*/?^`{|}~-]"  # RFC 5322 atom characters but quotes, and dots
+# RFC 5322 atom characters and dots, less quotes and the URL delimiters & ? /
+_LOCAL = r"[\w.+%=!#$*^`{|}~-]"
 _DOMAIN = (
     r"(?:\[(?:\d{1,3}\.){3}\d{1,3}\]"  # address literal: user@[10.0.0.1]
     r"|[\w-]+(?:(?:\.+[\w-]+)+|\.{2,}))"  # host.tld, or a truncated "user@y..."
@@ -42,7 +44,7 @@ _DOMAIN = (
 EMAIL_RE = re.compile(rf"{_LOCAL}+\\?@{_DOMAIN}")  # "\\@": Perl strings escape the @
 #: EMAIL_RE starting only where a local part starts: no retries inside a run (linear scan)
 _EMAIL_AT_RUN_START_RE = re.compile(rf"(?<!{_LOCAL}){EMAIL_RE.pattern}")
-_LOCAL_CHARS = frozenset("+%=!#$&*/?^`{|}~-.\\")
+_LOCAL_CHARS = frozenset("+%=!#$*^`{|}~-.\\")
 #: the ``@domain`` part of :data:`EMAIL_RE`; found first, then the local part before it
 _EMAIL_DOMAIN_RE = re.compile(rf"@{_DOMAIN}")
 _LOCAL_PART_WINDOW = 100
@@ -60,9 +62,10 @@ PHONE_RE = re.compile(
     r"(?:\([2-9]\d\d\)[ \u00a0.\-]?\d{3}[ \u00a0.\-]\d{4}"
     r"|[2-9]\d\d(?P<sep>[ \u00a0.\-])\d{3}(?P=sep)\d{4})"
     r"|"
-    # international, explicit '+country': compact E.164 or groups with separators
+    # international, explicit '+country': compact E.164, or groups with separators after a
+    # country code other than 1 (+1 numbers are North American, handled above)
     r"(?P<intl>\+[1-9]\d{7,14}"
-    rf"|\+[1-9]\d{{0,2}}{_SEP}?(?:\(0\){_SEP}?)?(?:\(\d{{1,4}}\)|\d{{1,5}})(?:{_SEP}\d{{1,5}}){{1,5}})"
+    rf"|\+[2-9]\d{{0,2}}{_SEP}?(?:\(0\){_SEP}?)?(?:\(\d{{1,4}}\)|\d{{1,5}})(?:{_SEP}\d{{1,5}}){{1,5}})"
     r")"
     r"(?![\w\-]|[.,/]\d)"
 )
