@@ -10,6 +10,9 @@ from tokenizer.specials import partial_special_suffix, special_pattern, split_sp
 
 _CACHE_LIMIT = 1 << 18
 _STREAM_BUFFER = 1 << 16
+# Pre-tokens held back at a streaming cut. One is not enough: o200k's optional contraction
+# suffix lets "the" grow into "the's" when the held-back "'" is followed by "s".
+_HOLD_BACK = 2
 
 
 class Tokenizer:
@@ -108,7 +111,7 @@ class Tokenizer:
         """Lazily encode a stream of strings (e.g. an open file's lines) in constant memory.
 
         Yields exactly the ids of `encode("".join(iterable))`: text is buffered and only the
-        pre-tokens that more input cannot change are encoded; the last pre-token and any
+        pre-tokens that more input cannot change are encoded; the last two pre-tokens and any
         suffix that could begin a special token are carried into the next round.
         """
         buffer = ""
@@ -139,12 +142,12 @@ class Tokenizer:
                 pos = match.end()
         piece = text[pos:limit]
         matches = list(self._pre.finditer(piece))
-        if not matches:
+        if len(matches) <= _HOLD_BACK:
             return ids, pos
         encode_word = self._encode_word
-        for match in matches[:-1]:
+        for match in matches[:-_HOLD_BACK]:
             ids.extend(encode_word(match.group()))
-        return ids, pos + matches[-1].start()
+        return ids, pos + matches[-_HOLD_BACK].start()
 
     def _encode_ordinary(self, text: str) -> list[int]:
         """Encode text that contains no special tokens."""
