@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import regex
+
 from tokenizer.byte_unicode import decode_token, encode_token
 from tokenizer.patterns import GPT2_PATTERN
 
@@ -91,6 +93,16 @@ def tiktoken_ranks_text(tok: Tokenizer) -> str:
     return "\n".join(lines) + "\n"
 
 
+def onig_pattern(pattern: str) -> str:
+    """Rewrite a `regex` pattern for Hugging Face's Oniguruma engine.
+
+    Oniguruma reads `{m,n}+` as "one or more times {m,n}", not as a possessive interval, so
+    cl100k's `\\p{N}{1,3}+` would swallow whole numbers there. An interval at the end of an
+    alternative never backtracks, so dropping the `+` keeps the same splits.
+    """
+    return regex.sub(r"(?<!\\)(\{\d+(?:,\d*)?\})\+", r"\1", pattern)
+
+
 def hf_tokenizer_json(tok: Tokenizer) -> dict[str, Any]:
     """The Hugging Face `tokenizers` description of `tok` (byte-level BPE, no normalizer)."""
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False}
@@ -102,7 +114,7 @@ def hf_tokenizer_json(tok: Tokenizer) -> dict[str, Any]:
             "pretokenizers": [
                 {
                     "type": "Split",
-                    "pattern": {"Regex": tok.pattern_regex},
+                    "pattern": {"Regex": onig_pattern(tok.pattern_regex)},
                     "behavior": "Isolated",
                     "invert": False,
                 },
@@ -139,10 +151,23 @@ def hf_tokenizer_json(tok: Tokenizer) -> dict[str, Any]:
             "fuse_unk": False,
             "byte_fallback": False,
             "ignore_merges": False,
-            "vocab": {encode_token(tok.vocab[i]): i for i in regular_ids(tok)},
+            "vocab": _hf_model_vocab(tok),
             "merges": [[encode_token(a), encode_token(b)] for a, b in tok.merges],
         },
     }
+
+
+def _hf_model_vocab(tok: Tokenizer) -> dict[str, int]:
+    """The BPE model's vocab for tokenizer.json: byte-mapped tokens plus the special tokens.
+
+    Hugging Face gives an added token the id its content has in the model vocab, else the
+    next free id, ignoring the id written in `added_tokens`; so the specials must be here.
+    """
+    vocab = {encode_token(tok.vocab[i]): i for i in regular_ids(tok)}
+    for text, idx in tok.special_tokens.items():
+        if vocab.setdefault(text, idx) != idx:
+            raise ValueError(f"special token {text!r} collides with a regular token's string")
+    return vocab
 
 
 def save_tokenizer(tok: Tokenizer, directory: str | os.PathLike) -> None:
