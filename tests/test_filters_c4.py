@@ -218,15 +218,19 @@ def test_c4_step_rewrites_text_counts_lines_and_drops() -> None:
     kept = Document("kept", _with("Menu Home Contact"))
     clean = Document("clean", "\n".join(GOOD))
     code = Document("code", _with("Call render() { now } please, it works."))
+    few = Document("few", GOOD[0] + "\nMenu Home Contact")
     removed: list[tuple[str, str, str, str]] = []
     ctx = StepContext(StepStats(), removed=lambda d, s, r: removed.append((d.id, s, r, d.text)))
-    out = list(step.run([kept, clean, code], ctx))
+    out = list(step.run([kept, clean, code, few], ctx))
     assert [d.id for d in out] == ["kept", "clean"]
     assert out[0].text == "\n".join(GOOD)
-    assert ctx.stats.dropped == {"c4_curly_bracket": 1}
-    assert removed == [("code", "c4_v1", "c4_curly_bracket", code.text)]  # original text
+    assert ctx.stats.dropped == {"c4_curly_bracket": 1, "c4_too_few_sentences": 1}
+    assert removed == [  # with their original text
+        ("code", "c4_v1", "c4_curly_bracket", code.text),
+        ("few", "c4_v1", "c4_too_few_sentences", GOOD[0] + "\nMenu Home Contact"),
+    ]
     assert "render()" in removed[0][3]
-    c = ctx.stats.counters
+    c = ctx.stats.counters  # lines of kept documents only
     assert c["c4_lines_kept"] == 6
     assert c["c4_lines_removed:no_terminal_punct"] == 1
     assert c["c4_lines_removed"] == 1

@@ -96,8 +96,11 @@ class C4Rules:
         self.options = options if options is not None else C4Options()
 
     def apply(self, text: str) -> C4Result:
-        """Return the cleaned text, or ``None`` and a reason (``c4_lorem_ipsum``,
-        ``c4_curly_bracket``, ``c4_too_few_sentences``) when the document is dropped."""
+        """Return the cleaned text, or ``None`` and a reason when the document is dropped.
+
+        Reasons: ``c4_lorem_ipsum``, ``c4_curly_bracket``, ``c4_too_few_sentences``, and
+        ``c4_empty`` (no line kept while ``min_num_sentences`` is off).
+        """
         o = self.options
         max_word = o.max_word_length
         min_words = o.min_words_per_line or 0

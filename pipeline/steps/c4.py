@@ -1,9 +1,11 @@
 """``c4_v1``: the C4 line and document rules (see :mod:`pipeline.filters.c4`).
 
 A filter that also rewrites the text of the documents it keeps to their surviving lines.
-Line outcomes are added to ``ctx.stats.counters``: ``c4_lines_kept``,
-``c4_lines_removed`` (all removal rules together) and ``c4_lines_removed:<rule>``;
-``c4_docs_changed`` counts kept documents whose text changed.
+For those documents, line outcomes are added to ``ctx.stats.counters``:
+``c4_lines_kept``, ``c4_lines_removed`` (all removal rules together) and
+``c4_lines_removed:<rule>`` (``no_terminal_punct``, ``too_few_words``, ``javascript``,
+``policy``, ``too_long_word``); ``c4_docs_changed`` counts those whose text changed.
+Dropped documents are counted by reason only, with their original text.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class C4Filter(Filter):
 
     def _apply(self, doc: Document, counters: Counter | None) -> str | None:
         result = self.rules.apply(doc.text)
+        if result.text is None:
+            return result.reason
         if counters is not None:
             removed = 0
             for key, n in result.lines.items():
@@ -38,8 +42,6 @@ class C4Filter(Filter):
                     counters[f"c4_lines_removed:{key}"] += n
                     removed += n
             counters["c4_lines_removed"] += removed
-        if result.text is None:
-            return result.reason
         if result.text != doc.text:
             doc.text = result.text
             if counters is not None:
