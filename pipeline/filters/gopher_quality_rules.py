@@ -40,8 +40,9 @@ STOP_WORDS: tuple[str, ...] = ("the", "be", "to", "of", "and", "that", "have", "
 
 #: A whitespace token stripped of edge punctuation; symbol-only tokens do not match.
 _WORD_RE = re.compile(r"[^\W_](?:\S*[^\W_])?")
-#: A whitespace token that contains at least one letter (``[^\W\d_]`` is a Unicode letter).
-_ALPHA_TOKEN_RE = re.compile(r"(?<!\S)\S*?[^\W\d_]")
+#: One match per whitespace token that holds a letter (``[^\W\d_]``): its first letter
+#: and the rest of the token.
+_ALPHA_TOKEN_RE = re.compile(r"[^\W\d_]\S*")
 _NONBLANK_LINE_RE = re.compile(r"^[^\S\n]*\S", re.MULTILINE)
 _BULLET_LINE_RE = re.compile(r"^[^\S\n]*[•●◦▪‣⁃∙*\-–]", re.MULTILINE)
 _ELLIPSIS_LINE_RE = re.compile(r"(?:\.\.\.|…)[^\S\n]*$", re.MULTILINE)
