@@ -1,0 +1,293 @@
+"""MinHash signatures, LSH banding and the in-memory near-duplicate API.
+
+Signatures use the same permutation family as datasketch's default ``affine32`` scheme:
+``h_k(x) = a_k * x + b_k mod 2**32`` with ``a_k`` odd, applied to a well-mixed 32-bit
+shingle hash (the top half of :class:`~pipeline.dedup.text.ShingleHasher`'s 64-bit hash).
+They are computed for a whole batch of documents at once: a ``(num_perm, n_shingles)``
+uint32 matrix per chunk, a multiply, an add and ``np.minimum.reduceat`` over each
+document's columns.
+
+LSH: the signature is cut into ``bands`` bands of ``rows`` values; two documents are
+candidates when any band is identical. The probability that a pair with Jaccard ``s``
+becomes a candidate is ``1 - (1 - s**rows)**bands`` (:func:`s_curve`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from pipeline.dedup.components import connected_components
+from pipeline.dedup.text import U64, ShingleHasher, jaccard, mix64
+
+EMPTY = np.uint32(0xFFFFFFFF)
+
+#: Defaults for a Jaccard threshold of 0.8 (see :func:`s_curve` and docs/dedup-at-scale.md):
+#: P(candidate) is 0.998 at J=0.8, 0.918 at 0.7, 0.27 at 0.5 and 0.015 at 0.3.
+DEFAULT_NUM_PERM = 120
+DEFAULT_BANDS = 20
+DEFAULT_ROWS = 6
+DEFAULT_NGRAM = 5
+DEFAULT_THRESHOLD = 0.8
+
+Verify = Literal["exact", "signature", "none"]
+
+
+def s_curve(similarity: float | np.ndarray, bands: int, rows: int) -> float | np.ndarray:
+    """Return the probability that a pair with Jaccard ``similarity`` shares a band."""
+    s = np.asarray(similarity, dtype=np.float64)
+    p = 1.0 - (1.0 - s**rows) ** bands
+    return float(p) if p.ndim == 0 else p
+
+
+def s_curve_midpoint(bands: int, rows: int) -> float:
+    """Return the Jaccard at which the candidate probability is 0.5."""
+    return float((1.0 - 0.5 ** (1.0 / bands)) ** (1.0 / rows))
+
+
+class MinHasher:
+    """Computes MinHash signatures of word n-gram shingle sets, many documents at a time."""
+
+    def __init__(
+        self,
+        num_perm: int = DEFAULT_NUM_PERM,
+        ngram: int = DEFAULT_NGRAM,
+        seed: int = 1,
+        chunk: int = 16384,
+    ) -> None:
+        if num_perm < 1:
+            raise ValueError("num_perm must be >= 1")
+        self.num_perm = num_perm
+        self.ngram = ngram
+        self.seed = seed
+        self.chunk = chunk
+        self.shingler = ShingleHasher(ngram)
+        rng = np.random.default_rng(seed)
+        self.a = (rng.integers(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2)) + np.uint32(1)
+        self.b = rng.integers(0, 1 << 32, num_perm, dtype=np.uint64).astype(np.uint32)
+
+    def signatures_from_hashes(self, hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Return the ``(n_docs, num_perm)`` uint32 signatures of concatenated shingle hashes.
+
+        ``counts[i]`` shingles belong to document ``i``; a document with none gets a row of
+        ``0xFFFFFFFF`` (callers must not put such rows into LSH).
+        """
+        nd = len(counts)
+        x = (hashes >> U64(32)).astype(np.uint32)
+        out = np.full((self.num_perm, nd), EMPTY, dtype=np.uint32)
+        offsets = np.zeros(nd + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        nz = np.flatnonzero(counts > 0)
+        if len(nz) == 0:
+            return np.ascontiguousarray(out.T)
+        starts = offsets[nz]
+        ends = offsets[nz + 1]
+        chunk = self.chunk
+        buf = np.empty((self.num_perm, min(chunk, len(x))), dtype=np.uint32)
+        a = self.a[:, None]
+        b = self.b[:, None]
+        i = 0
+        while i < len(nz):
+            # a group of whole documents whose shingles fit one chunk (at least one document)
+            r0 = starts[i]
+            j = max(int(np.searchsorted(ends, r0 + chunk, side="right")), i + 1)
+            r1 = ends[j - 1]
+            if r1 - r0 <= chunk:
+                m = buf[:, : r1 - r0]
+                np.multiply(a, x[None, r0:r1], out=m)
+                m += b
+                out[:, nz[i:j]] = np.minimum.reduceat(m, starts[i:j] - r0, axis=1)
+            else:  # one document longer than a chunk
+                acc = out[:, nz[i]]
+                for c0 in range(r0, r1, chunk):
+                    c1 = min(r1, c0 + chunk)
+                    m = buf[:, : c1 - c0]
+                    np.multiply(a, x[None, c0:c1], out=m)
+                    m += b
+                    np.minimum(acc, m.min(axis=1), out=acc)
+                out[:, nz[i]] = acc
+            i = j
+        return np.ascontiguousarray(out.T)
+
+    def signatures(self, texts: Sequence[str]) -> np.ndarray:
+        """Return the ``(len(texts), num_perm)`` uint32 signatures of ``texts``."""
+        h, counts = self.shingler.hashes(texts)
+        return self.signatures_from_hashes(h, counts)
+
+    def signatures_batched(
+        self, texts: Sequence[str], batch_bytes: int = 1 << 20
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return (signatures, shingle count per text), hashing batches of ~``batch_bytes``."""
+        sigs: list[np.ndarray] = []
+        counts: list[np.ndarray] = []
+        for batch in iter_batches(texts, batch_bytes):
+            h, c = self.shingler.hashes(batch)
+            sigs.append(self.signatures_from_hashes(h, c))
+            counts.append(c)
+        if not sigs:
+            return np.zeros((0, self.num_perm), dtype=np.uint32), np.zeros(0, dtype=np.int64)
+        return np.concatenate(sigs), np.concatenate(counts)
+
+
+def iter_batches(texts: Sequence[str], batch_bytes: int = 1 << 20):
+    """Yield consecutive slices of ``texts`` of about ``batch_bytes`` characters each."""
+    start, size = 0, 0
+    for i, t in enumerate(texts):
+        size += len(t) + 1
+        if size >= batch_bytes:
+            yield texts[start : i + 1]
+            start, size = i + 1, 0
+    if start < len(texts):
+        yield texts[start:]
+
+
+def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray | float:
+    """Return the fraction of equal signature values (rows of 2-D arrays, or two vectors)."""
+    eq = np.asarray(sig_a) == np.asarray(sig_b)
+    return eq.mean(axis=-1)
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """Return ``(n_docs, bands)`` uint64 bucket keys; equal key in a column = equal band."""
+    n, k = signatures.shape
+    if bands * rows > k:
+        raise ValueError(f"bands*rows = {bands * rows} exceeds num_perm = {k}")
+    rng = np.random.default_rng(0xB4D5)
+    coef = rng.integers(0, 1 << 63, (bands, rows), dtype=np.int64).view(U64) | U64(1)
+    salt = rng.integers(0, 1 << 63, bands, dtype=np.int64).view(U64)
+    keys = np.empty((n, bands), dtype=U64)
+    sig64 = signatures.astype(U64)
+    for j in range(bands):
+        acc = np.full(n, salt[j], dtype=U64)
+        for r in range(rows):
+            acc += sig64[:, j * rows + r] * coef[j, r]
+        keys[:, j] = mix64(acc)
+    return keys
+
+
+def candidate_pairs(keys: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Return the distinct candidate pairs ``(i, j)``, ``i < j``, as an ``(m, 2)`` int64 array.
+
+    For each band, the documents sharing a bucket are linked to the bucket's smallest index
+    (a star), which connects the bucket with ``size - 1`` edges.
+    """
+    n, bands = keys.shape
+    idx = np.arange(n, dtype=np.int64)
+    if valid is not None:
+        idx = idx[valid]
+    edges: list[np.ndarray] = []
+    for j in range(bands):
+        edges.append(_bucket_edges(np.full(len(idx), j, dtype=np.int64), keys[idx, j], idx))
+    return unique_pairs(np.concatenate(edges) if edges else np.zeros((0, 2), dtype=np.int64))
+
+
+def _bucket_edges(band: np.ndarray, key: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Return star edges (smallest ref, other ref) of every (band, key) group of size > 1."""
+    if len(ref) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    order = np.lexsort((ref, key, band))
+    band, key, ref = band[order], key[order], ref[order]
+    new = np.ones(len(ref), dtype=bool)
+    new[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1])
+    group_start = np.flatnonzero(new)
+    head = np.repeat(ref[group_start], np.diff(np.append(group_start, len(ref))))
+    member = ~new
+    return np.stack([head[member], ref[member]], axis=1)
+
+
+def bucket_edges(band: np.ndarray, key: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Public form of the bucket grouping: rows (band, key, ref) to distinct star edges."""
+    return unique_pairs(_bucket_edges(band.astype(np.int64), key.astype(U64), ref.astype(np.int64)))
+
+
+def unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """Return distinct rows of an ``(m, 2)`` int64 pair array, sorted."""
+    if len(pairs) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    p = pairs[order]
+    keep = np.ones(len(p), dtype=bool)
+    keep[1:] = (p[1:, 0] != p[:-1, 0]) | (p[1:, 1] != p[:-1, 1])
+    return p[keep]
+
+
+def minhash_keep_mask(
+    docs: list[str],
+    num_perm: int = DEFAULT_NUM_PERM,
+    bands: int = DEFAULT_BANDS,
+    ngram: int = DEFAULT_NGRAM,
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    verify: Verify = "exact",
+    seed: int = 1,
+) -> list[bool]:
+    """Return one flag per document: True to keep it, False for a near duplicate.
+
+    Documents are candidates when any of ``bands`` bands of ``num_perm // bands`` signature
+    rows agree; a candidate pair is accepted when its exact shingle Jaccard (``verify=
+    "exact"``) or its signature estimate (``"signature"``) is at least ``threshold``, or
+    always (``"none"``). Accepted pairs are joined into clusters (connected components) and
+    exactly one document of each cluster is kept: the one with the smallest index.
+    Documents with no words are never near duplicates of anything.
+    """
+    keep, _, _ = minhash_clusters(
+        docs, num_perm, bands, ngram, threshold, verify=verify, seed=seed
+    )
+    return keep
+
+
+def minhash_clusters(
+    docs: list[str],
+    num_perm: int = DEFAULT_NUM_PERM,
+    bands: int = DEFAULT_BANDS,
+    ngram: int = DEFAULT_NGRAM,
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    verify: Verify = "exact",
+    seed: int = 1,
+) -> tuple[list[bool], np.ndarray, np.ndarray]:
+    """Like :func:`minhash_keep_mask`, also returning each document's cluster and its size.
+
+    The cluster of a document is the index of its cluster's kept document.
+    """
+    if bands < 1 or num_perm // bands < 1:
+        raise ValueError("need 1 <= bands <= num_perm")
+    rows = num_perm // bands
+    hasher = MinHasher(num_perm, ngram, seed)
+    sigs, counts = hasher.signatures_batched(docs)
+    n = len(docs)
+    keys = band_keys(sigs, bands, rows)
+    pairs = candidate_pairs(keys, counts > 0)
+    pairs = verify_pairs(pairs, docs, sigs, hasher, threshold, verify)
+    cluster, size = connected_components(pairs[:, 0], pairs[:, 1], n)
+    keep = (cluster == np.arange(n)).tolist()
+    return keep, cluster, size
+
+
+def verify_pairs(
+    pairs: np.ndarray,
+    docs: Sequence[str],
+    sigs: np.ndarray,
+    hasher: MinHasher,
+    threshold: float,
+    verify: Verify,
+) -> np.ndarray:
+    """Return the candidate pairs whose similarity passes ``threshold`` under ``verify``."""
+    if len(pairs) == 0 or verify == "none":
+        return pairs
+    if verify == "signature":
+        est = estimated_jaccard(sigs[pairs[:, 0]], sigs[pairs[:, 1]])
+        return pairs[est >= threshold]
+    if verify != "exact":
+        raise ValueError(f"unknown verify mode {verify!r}")
+    needed = np.unique(pairs)
+    sets = hasher.shingler.shingle_sets([docs[i] for i in needed])
+    by_doc = dict(zip(needed.tolist(), sets, strict=True))
+    ok = np.fromiter(
+        (jaccard(by_doc[a], by_doc[b]) >= threshold for a, b in pairs.tolist()),
+        dtype=bool,
+        count=len(pairs),
+    )
+    return pairs[ok]

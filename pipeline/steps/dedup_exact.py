@@ -1,0 +1,54 @@
+"""``dedup_exact_v1``: drop documents whose normalised text repeats an earlier document's.
+
+Across every shard of the job: the copy that comes first in (shard, position) order is
+kept, every other copy is dropped with reason ``exact_duplicate``. Normalisation is case
+folding and collapsed whitespace (:func:`pipeline.dedup.text.normalize_document`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from pydantic import Field
+
+from pipeline.document import Document
+from pipeline.step import GlobalStep, StageShard, StepContext, StepOptions
+
+
+class ExactDedupOptions(StepOptions):
+    """Options of ``dedup_exact_v1``."""
+
+    partitions: int = Field(16, ge=1, description="shuffle partitions (reduce tasks)")
+
+
+class ExactDedup(GlobalStep):
+    """Exact document deduplication across all shards (keeps the first copy)."""
+
+    name = "dedup_exact_v1"
+    Options = ExactDedupOptions
+
+    def __init__(self, options: StepOptions | None = None) -> None:
+        super().__init__(options)
+        self._decisions = None
+
+    def prepare(self, shards: list[StageShard], workdir: str) -> None:
+        """Find every exact duplicate across ``shards``; resumable under ``workdir``."""
+        from pipeline.dedup.jobs import ExactConfig, prepare_exact
+
+        prepare_exact(shards, workdir, ExactConfig(partitions=self.options.partitions))
+
+    def load(self, workdir: str, shard_id: str) -> None:
+        """Load which documents of ``shard_id`` are duplicates."""
+        from pipeline.dedup.jobs import load_exact
+
+        self._decisions = load_exact(workdir, shard_id)
+
+    def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
+        """Yield the first copy of each document; drop the others."""
+        if self._decisions is None:
+            raise RuntimeError(f"{self.name}: load() must be called before run()")
+        for doc in docs:
+            if self._decisions.get(doc.id) is None:
+                yield doc
+            else:
+                ctx.drop(doc, self.name, "exact_duplicate")
