@@ -1,0 +1,223 @@
+"""``tokenize_v1``: documents to token ids, packed into an Arrow token stream.
+
+A global step: once every shard has finished the steps before it, :meth:`Tokenize.prepare`
+tokenizes each shard in its own Ray task into one part of the stream
+(``docs/token-stream-format.md``: each document's ids followed by the EOS id, uint16 when
+the vocabulary fits, else uint32), then writes ``manifest.json`` with the parts in shard
+order, their token counts and the tokenizer's hash. A part is written atomically and then
+marked done, so a rerun after a kill redoes only the parts that were not finished.
+Documents then pass through unchanged, each with its ``num_tokens`` (EOS excluded).
+
+Encoding goes through tiktoken loaded with the tokenizer's ranks
+(:class:`tokenizer.fast.FastEncoder`), whose ids equal ``tokenizer.Tokenizer.encode``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import Field
+
+from pipeline.document import Document
+from pipeline.step import GlobalStep, StageShard, StepContext, StepOptions
+
+CONFIG_FILE = "_tokenize.json"
+
+
+class TokenizeOptions(StepOptions):
+    """Options of ``tokenize_v1``."""
+
+    tokenizer: str = Field(description="directory written by `tokenizer train` / Tokenizer.save")
+    eos_token: str = Field("<|endoftext|>", description="token appended after every document")
+    dtype: Literal["auto", "uint16", "uint32"] = "auto"
+    output: str = Field("tokens", description="stream directory; relative to the job output")
+    batch_docs: int = Field(256, gt=0, description="documents encoded per batch")
+
+
+def _done_path(stream: Path, index: int) -> Path:
+    return stream / f"part-{index:05d}.done.json"
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _is_done(stream: Path, index: int) -> bool:
+    marker = _done_path(stream, index)
+    if not marker.exists():
+        return False
+    info = json.loads(marker.read_text(encoding="utf-8"))
+    part = stream / info["path"]
+    return part.is_file() and part.stat().st_size == info["size"]
+
+
+def tokenize_shard(
+    shard: StageShard,
+    index: int,
+    tokenizer_dir: str,
+    stream_dir: str,
+    eos_id: int,
+    dtype: str,
+    batch_docs: int,
+) -> dict[str, Any]:
+    """Tokenize one shard's documents into ``part-{index:05d}.arrow``; mark it done.
+
+    Returns the done record: part path, token and document counts, shard id and file size.
+    """
+    from tokenizer.fast import FastEncoder
+    from tokenizer.stream_writer import write_token_stream
+
+    encoder = FastEncoder(tokenizer_dir)
+    docs = shard.documents()
+
+    def ids() -> Iterator[list[int]]:
+        while batch := [d.text for d in islice(docs, batch_docs)]:
+            yield from encoder.encode_batch(batch)
+
+    stream = Path(stream_dir)
+    name = f"part-{index:05d}.arrow"
+    info = write_token_stream(ids(), stream, name, dtype, eos_id)
+    record = {
+        "path": info.path,
+        "num_tokens": info.num_tokens,
+        "num_docs": info.num_docs,
+        "shard_id": shard.shard_id,
+        "size": (stream / name).stat().st_size,
+    }
+    _write_json(_done_path(stream, index), record)
+    return record
+
+
+class Tokenize(GlobalStep):
+    """Tokenize every document into a packed Arrow token stream (Ray-parallel, resumable)."""
+
+    name = "tokenize_v1"
+    Options = TokenizeOptions
+    metadata_fields = {"num_tokens": pa.int64()}
+
+    def __init__(self, options: StepOptions | None = None) -> None:
+        super().__init__(options)
+        self._counts: dict[str, deque[int]] | None = None
+
+    def stream_dir(self, workdir: str) -> Path:
+        """The stream directory: ``output``, relative to the job output folder.
+
+        ``workdir`` is the runner's ``<job output>/_global/stage-K``.
+        """
+        path = Path(self.options.output)
+        return path if path.is_absolute() else Path(workdir).parents[1] / path
+
+    def _settings(self) -> tuple[int, str, int, str]:
+        """(eos id, dtype, vocab size, tokenizer hash) of the configured tokenizer."""
+        from tokenizer.fast import FastEncoder
+        from tokenizer.formats import tokenizer_hash
+        from tokenizer.stream_writer import dtype_for_vocab
+
+        encoder = FastEncoder(self.options.tokenizer)
+        eos = self.options.eos_token
+        if eos not in encoder.special_tokens:
+            raise ValueError(f"{self.name}: EOS token {eos!r} is not a special token of "
+                             f"{self.options.tokenizer} ({sorted(encoder.special_tokens)})")
+        dtype = self.options.dtype
+        if dtype == "auto":
+            dtype = dtype_for_vocab(encoder.vocab_size)
+        elif dtype == "uint16" and encoder.vocab_size > 1 << 16:
+            raise ValueError(f"{self.name}: {encoder.vocab_size} ids do not fit uint16")
+        return (encoder.special_tokens[eos], dtype, encoder.vocab_size,
+                tokenizer_hash(self.options.tokenizer))
+
+    def prepare(self, shards: list[StageShard], workdir: str) -> None:
+        """Tokenize every shard (one Ray task each, unless done) and write the manifest."""
+        from tokenizer.stream_writer import PartInfo, write_manifest
+
+        eos_id, dtype, vocab_size, digest = self._settings()
+        ordered = sorted(shards, key=lambda s: s.shard_id)
+        stream = self.stream_dir(workdir)
+        stream.mkdir(parents=True, exist_ok=True)
+        config = {"tokenizer_hash": digest, "eos_id": eos_id, "dtype": dtype,
+                  "shards": [[s.shard_id, list(s.files)] for s in ordered]}
+        config_path = stream / CONFIG_FILE
+        if config_path.exists():
+            if json.loads(config_path.read_text(encoding="utf-8")) != config:
+                raise ValueError(f"{config_path}: stream was written with another tokenizer, "
+                                 "dtype or input; use a fresh output directory")
+        else:
+            _write_json(config_path, config)
+        todo = [i for i in range(len(ordered)) if not _is_done(stream, i)]
+        args = [(ordered[i], i, str(Path(self.options.tokenizer).resolve()), str(stream), eos_id,
+                 dtype, self.options.batch_docs) for i in todo]
+        _run_tasks(args)
+        parts = []
+        for i in range(len(ordered)):
+            record = json.loads(_done_path(stream, i).read_text(encoding="utf-8"))
+            parts.append(PartInfo(record["path"], record["num_tokens"], record["num_docs"]))
+        write_manifest(stream, parts, dtype, eos_id, vocab_size, digest)
+        index = {s.shard_id: {"index": i, "files": list(s.files)} for i, s in enumerate(ordered)}
+        _write_json(stream / "_shards.json", index)
+
+    def load(self, workdir: str, shard_id: str) -> None:
+        """Read the token count of every document of ``shard_id``, keyed by document id.
+
+        ``run`` is called once per checkpoint chunk, and after a resume starts mid-shard,
+        so counts are matched by id (repeated ids take their counts in order).
+        """
+        import pyarrow.parquet as pq
+
+        from tokenizer.stream_writer import read_part_offsets
+
+        stream = self.stream_dir(workdir)
+        entry = json.loads((stream / "_shards.json").read_text(encoding="utf-8"))[shard_id]
+        record = json.loads(_done_path(stream, entry["index"]).read_text(encoding="utf-8"))
+        offsets = read_part_offsets(stream / record["path"])
+        counts = (offsets[1:] - offsets[:-1] - 1).tolist()
+        ids = [i for f in entry["files"] for i in pq.read_table(f, columns=["id"])["id"].to_pylist()]
+        if len(ids) != len(counts):
+            raise RuntimeError(f"{self.name}: shard {shard_id} has {len(ids)} documents but its "
+                               f"part has {len(counts)}; the stage input changed")
+        self._counts = {}
+        for doc_id, n in zip(ids, counts, strict=True):
+            self._counts.setdefault(doc_id, deque()).append(n)
+
+    def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
+        """Yield each document unchanged but for its ``num_tokens`` (EOS excluded)."""
+        if self._counts is None:
+            raise RuntimeError(f"{self.name}: load() must be called before run()")
+        for doc in docs:
+            queue = self._counts.get(doc.id)
+            if not queue:
+                raise RuntimeError(f"{self.name}: document {doc.id!r} was not tokenized")
+            n = queue.popleft() if len(queue) > 1 else queue[0]
+            doc.metadata["num_tokens"] = n
+            ctx.stats.counters["tokens"] += n
+            yield doc
+
+
+def _run_tasks(args: list[tuple]) -> None:
+    """Run ``tokenize_shard`` for each argument tuple: as Ray tasks when Ray is up, else here."""
+    if not args:
+        return
+    import ray
+
+    if not ray.is_initialized():
+        for a in args:
+            tokenize_shard(*a)
+        return
+    remote = ray.remote(tokenize_shard).options(num_cpus=1, max_retries=2)
+    refs = [remote.remote(*a) for a in args]
+    errors = []
+    for ref in refs:
+        try:
+            ray.get(ref)
+        except Exception as e:  # noqa: BLE001 - re-raised once every task has stopped
+            errors.append(e)
+    if errors:
+        raise errors[0]
