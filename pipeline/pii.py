@@ -44,7 +44,7 @@ _DOMAIN = (
 EMAIL_RE = re.compile(rf"{_LOCAL}+\\?@{_DOMAIN}")  # "\\@": Perl strings escape the @
 #: EMAIL_RE starting only where a local part starts: no retries inside a run (linear scan)
 _EMAIL_AT_RUN_START_RE = re.compile(rf"(?<!{_LOCAL}){EMAIL_RE.pattern}")
-_LOCAL_CHARS = frozenset("+%=!#$*^`{|}~-.\\")
+_LOCAL_SYMBOLS = frozenset("+%=!#$*^`{|}~-._")
 #: the ``@domain`` part of :data:`EMAIL_RE`; found first, then the local part before it
 _EMAIL_DOMAIN_RE = re.compile(rf"@{_DOMAIN}")
 _LOCAL_PART_WINDOW = 100
@@ -88,9 +88,10 @@ def mask_emails(text: str) -> tuple[str, int]:
     last = 0
     for dom in _EMAIL_DOMAIN_RE.finditer(text):
         at = dom.start()
-        before = text[at - 1 : at]
-        if not before or not (before.isalnum() or before == "_" or before in _LOCAL_CHARS):
-            continue  # nothing before the @ that could be a local part
+        last_local = at - 2 if text[at - 1 : at] == "\\" else at - 1
+        before = text[last_local] if last_local >= 0 else ""
+        if not before or not (before.isalnum() or before in _LOCAL_SYMBOLS):
+            continue  # no local part: the patterns below cannot match at this @
         m = _EMAIL_AT_RUN_START_RE.search(text, max(last, at - _LOCAL_PART_WINDOW), dom.end())
         if m is None:
             # the local part starts right after the previous address, or before the window

@@ -533,3 +533,28 @@ def test_step_options_are_validated_by_name() -> None:
         cls.Options(min_words="many")
     rep = get_step_class("gopher_repetition_v1")
     assert rep.Options(dup_n_grams={5: 0.2}).dup_n_grams == {5: 0.2}
+
+
+def test_pathological_inputs_stay_fast() -> None:
+    import time
+
+    from pipeline.filters import C4Rules
+
+    texts = [
+        "a" + "!" * 500_000,  # one huge token that backtracks
+        "-" * 500_000,
+        "[" * 500_000 + ".",
+        "the " * 150_000,
+        "a b c d e f g h i j k " * 50_000,
+        "\n" * 500_000,
+        "... " * 150_000,
+    ]
+    start = time.process_time()
+    reasons = [
+        (gopher_quality_reason(t), gopher_repetition_reason(t), C4Rules().apply(t).reason)
+        for t in texts
+    ]
+    assert time.process_time() - start < 10  # about 0.5 s
+    assert reasons[0][0] == "gopher_short_doc"
+    assert reasons[3][:2] == ("gopher_long_doc", "gopher_top_2_gram")
+    assert reasons[4][1] == "gopher_top_3_gram"

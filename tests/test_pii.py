@@ -293,3 +293,23 @@ def test_pii_step_options_switch_kinds_off() -> None:
     assert doc.metadata == {"pii_email_count": 0, "pii_phone_count": 0, "pii_ip_count": 1}
     with pytest.raises(ValueError):
         cls.Options(email=False)
+
+
+def test_pathological_inputs_stay_fast() -> None:
+    import time
+
+    texts = [
+        "x \\@a.bc " * 40_000,  # escaped @ without a local part
+        "@a.com" * 50_000,
+        ("x" * 150 + "@y.com ") * 2_000,  # local parts longer than the search window
+        "a." * 200_000 + "@x.com",
+        "1 2 3 4 5 6 7 8 9 " * 30_000,
+        "+1 " * 100_000,
+        "1.2.3.4." * 50_000,
+    ]
+    start = time.process_time()
+    counts = [mask_pii(t)[1:] for t in texts]
+    assert time.process_time() - start < 10  # about 0.5 s; a quadratic scan takes minutes
+    assert counts[0] == (0, 0, 0) and counts[2][0] == 2_000 and counts[4] == (0, 0, 0)
+    short = "x \\@a.bc q@r.st " * 100
+    assert mask_emails(short) == EMAIL_RE.subn(EM, short)
