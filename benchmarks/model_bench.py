@@ -7,8 +7,8 @@ step) on synthetic random token batches at sequence length 2048 under bf16 autoc
 warm-up steps that include ``torch.compile``. Cases:
 
 * dense ~125M and ~350M (presets "125m", "350m"): tokens/s and MFU;
-* the same configs as ``transformers.LlamaForCausalLM`` with SDPA attention (eager, as it is
-  normally used), same batch: tokens/s ratio ours / Llama;
+* the same configs as ``transformers.LlamaForCausalLM`` with SDPA attention, same batch:
+  tokens/s ratio ours / Llama (Llama eager, as it is normally used, and also compiled);
 * MoE 8 experts top-2 ("moe-8x2-125m", expert width half the dense d_ff, so the same active
   parameters as "125m") against dense "125m": tokens/s ratio.
 
@@ -171,7 +171,8 @@ def main() -> int:
              ("moe-8x2-125m", "moe-8x2-125m", "ours", True, 16, 90),
              ("llama-125m", "125m", "llama", False, 16, 25),
              ("ours-350m-b16", "350m", "ours", True, 16, 90),
-             ("ours-350m-eager", "350m", "ours", False, 8, 30)]
+             ("ours-350m-eager", "350m", "ours", False, 8, 30),
+             ("llama-350m-compiled", "350m", "llama", True, 8, 100)]
     only = {s for s in args.only.split(",") if s}
     results: list[dict[str, Any]] = []
     out = Path(args.out)
@@ -204,6 +205,9 @@ def main() -> int:
     for size in ("350m", "125m"):
         if f"ours-{size}" in by and f"llama-{size}" in by:
             ratios[f"ours/llama {size}"] = by[f"ours-{size}"]["tokens_per_s"] / by[f"llama-{size}"]["tokens_per_s"]
+    if "ours-350m" in by and "llama-350m-compiled" in by:
+        ratios["ours/llama-compiled 350m"] = (by["ours-350m"]["tokens_per_s"]
+                                              / by["llama-350m-compiled"]["tokens_per_s"])
     if "moe-8x2-125m" in by and "ours-125m" in by:
         ratios["moe/dense 125m"] = by["moe-8x2-125m"]["tokens_per_s"] / by["ours-125m"]["tokens_per_s"]
     out.write_text(json.dumps({"env": env, "results": results, "ratios": ratios}, indent=2))
