@@ -7,22 +7,23 @@ placeholders are ``|||EMAIL_ADDRESS|||``, ``|||PHONE_NUMBER|||`` and ``|||IP_ADD
 * **E-mail**: ``local@domain.tld``: a local part of word characters and RFC 5322 atom
   symbols (``. + - % = ! # $ * ^ ` { | } ~``; bounce addresses such as
   ``list-admin=example.org@host`` included; quotes and the URL delimiters ``& ? /``
-  excluded) and a domain of at least two
-  dot-separated labels, an address literal ``user@[10.0.0.1]``, or a truncated
-  ``user@y...`` (mailing-list archives hide domains so). Unicode letters are allowed.
-  ``a@b``, ``@mention`` and ``user at example dot com`` are left alone; a sentence period
-  after the address is not taken.
+  excluded), then a domain of at least two dot-separated labels, an address literal
+  ``user@[10.0.0.1]`` or a truncated ``user@y...`` (mailing-list archives hide domains
+  so). Unicode letters are allowed; ``user\\@host.org`` (Perl) counts. ``a@b``,
+  ``user@localhost``, ``@mention`` and ``user at example dot com`` are left alone; a
+  sentence period after the address is not taken.
 * **Phone**: North American numbers, ``(555) 123-4567``, ``555-123-4567``,
   ``555.123.4567``, ``555 123 4567``, optionally with a ``1`` / ``+1`` prefix, area code
   starting 2-9, the same separator between the last two groups; and international numbers
   written with ``+`` and a country code: ``+44 20 7946 0958``, ``+44 (0)20 7946 0958``,
-  ``+33 1 23 45 67 89``, ``+4915112345678`` (8 to 15 digits in all). A North American
-  number written with spaces only is skipped inside a longer list of numbers
-  (``800 824 896 1024``, image-map coordinates). Digits glued to
+  ``+33 1 23 45 67 89`` (grouped: country code not 1), ``+4915112345678`` (8 to 15
+  digits in all). A North American number written with spaces only is skipped inside a
+  longer list of numbers (``800 824 896 1024``, image-map coordinates). Digits glued to
   letters or further digit groups (``ISBN 978-0-306-40615-7``, ``555-123-45678``, order
-  numbers, dates ``2002-08-22``, years, prices, times) do not match.
+  numbers, dates ``2002-08-22``, years, prices, times) do not match. Local numbers
+  without an area code (``555-1234``) are not masked.
 * **IPv4**: four dot-separated octets 0-255 without leading zeros, not part of a longer
-  dotted number (``1.2.3.4.5``) or a word.
+  dotted number (``1.2.3.4.5``) or a word. IPv6 is not masked.
 """
 
 from __future__ import annotations
