@@ -282,9 +282,12 @@ def verify_pairs(
         return pairs[est >= threshold]
     if verify != "exact":
         raise ValueError(f"unknown verify mode {verify!r}")
-    needed = np.unique(pairs)
-    sets = hasher.shingler.shingle_sets([docs[i] for i in needed])
-    by_doc = dict(zip(needed.tolist(), sets, strict=True))
+    needed = np.unique(pairs).tolist()
+    texts = [docs[i] for i in needed]
+    sets: list[np.ndarray] = []
+    for batch in iter_batches(texts):
+        sets.extend(hasher.shingler.shingle_sets(batch))
+    by_doc = dict(zip(needed, sets, strict=True))
     ok = np.fromiter(
         (jaccard(by_doc[a], by_doc[b]) >= threshold for a, b in pairs.tolist()),
         dtype=bool,

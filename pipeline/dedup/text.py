@@ -43,7 +43,7 @@ _MIX2 = U64(0x94D049BB133111EB)
 
 def normalize_document(text: str) -> str:
     """Return the text exact deduplication compares: case folded, whitespace collapsed."""
-    return _WS.sub(" ", text.casefold()).strip()
+    return " ".join(text.casefold().split())
 
 
 def document_key(text: str) -> tuple[int, int]:

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.dedup.exact import exact_keep_mask
 from pipeline.dedup.minhash import minhash_clusters
 from pipeline.dedup.text import ShingleHasher, document_key, jaccard
 
@@ -114,19 +113,21 @@ class WebmixResult:
 
 
 def dedup_groups(
-    texts: list[str], num_perm: int, bands: int, ngram: int, threshold: float, verify: str
+    texts: list[str], num_perm: int, bands: int, ngram: int, threshold: float, verify: str,
+    keys: list[tuple[int, int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (group of each document, removed flag) for exact then MinHash deduplication.
 
-    The group is the index of the kept document that stands for it.
+    The group is the index of the kept document that stands for it. ``keys`` are the
+    documents' exact-dedup keys when already computed.
     """
     n = len(texts)
-    keep_exact = np.array(exact_keep_mask(texts))
+    keys = keys if keys is not None else [document_key(t) for t in texts]
     first_of: dict[tuple[int, int], int] = {}
     group = np.arange(n)
-    for i, t in enumerate(texts):
-        k = document_key(t)
+    for i, k in enumerate(keys):
         group[i] = first_of.setdefault(k, i)
+    keep_exact = group == np.arange(n)  # the first copy, as exact_keep_mask keeps
     survivors = np.flatnonzero(keep_exact)
     _, cluster, _ = minhash_clusters([texts[i] for i in survivors], num_perm, bands, ngram,
                                      threshold, verify=verify)
@@ -138,6 +139,11 @@ def dedup_groups(
     return root, removed
 
 
+def _first_copies(keys: list[tuple[int, int]]) -> list[int]:
+    first: dict[tuple[int, int], int] = {}
+    return [first.setdefault(k, i) for i, k in enumerate(keys)]
+
+
 def evaluate(
     docs: list[WebmixDoc], labels: dict[str, dict], representation: str,
     num_perm: int = 120, bands: int = 20, ngram: int = 5, threshold: float = 0.8,
@@ -146,7 +152,8 @@ def evaluate(
     """Run exact + MinHash deduplication on ``docs`` and score it against ``labels``."""
     t0 = time.perf_counter()
     texts = [d.text for d in docs]
-    root, removed = dedup_groups(texts, num_perm, bands, ngram, threshold, verify)
+    keys = [document_key(t) for t in texts]
+    root, removed = dedup_groups(texts, num_perm, bands, ngram, threshold, verify, keys)
     seconds = time.perf_counter() - t0
     index = {d.url: i for i, d in enumerate(docs)}
     near, exact = [], []
@@ -157,13 +164,13 @@ def evaluate(
         i, j = index[url], index[rec["dup_of"]]
         planted.update((i, j))
         (near if "near_dup" in rec["source"] else exact).append(root[i] == root[j])
-    keep_exact = np.array(exact_keep_mask(texts))
+    n_exact = int(sum(first != i for i, first in enumerate(_first_copies(keys))))
     shingler = ShingleHasher(ngram)
     non_planted = [i for i in range(len(docs)) if i not in planted]
     removed_np = [i for i in non_planted if removed[i]]
     sims = []
     for i in removed_np:
-        if document_key(texts[i]) == document_key(texts[root[i]]):
+        if keys[i] == keys[root[i]]:
             sims.append(1.0)
         else:
             a, b = shingler.shingle_sets([texts[i], texts[root[i]]])
@@ -178,7 +185,7 @@ def evaluate(
         recall_all=float(np.mean(all_pairs)),
         non_planted=len(non_planted), removed_non_planted=len(removed_np),
         false_removals=int(false), false_removal_rate=false / max(1, len(non_planted)),
-        removed_exact=int((~keep_exact).sum()), removed_near=int(removed.sum() - (~keep_exact).sum()),
+        removed_exact=n_exact, removed_near=int(removed.sum()) - n_exact,
         min_similarity_removed=float(min(sims)) if sims else 1.0, seconds=seconds,
     )
 
