@@ -2,7 +2,8 @@
 
 Both sides sign the same documents with the same number of permutations on one core,
 in the same run, in alternating rounds (so machine load hits both alike); the median
-round of each is reported. Two datasketch figures are given:
+round of each is reported. Times are the process's CPU time (``time.process_time``), so
+a busy shared machine slows the clock of neither side. Two datasketch figures are given:
 
 * ``datasketch end-to-end``: tokenise, build the n-gram shingle strings, encode them and
   ``MinHash.update_batch`` them, which is what a caller has to do per document;
@@ -13,7 +14,7 @@ closely the two estimate the true Jaccard of (document, perturbed copy) pairs.
 
 Usage::
 
-    python benchmarks/minhash_vs_datasketch.py [--docs 400] [--rounds 3] [--num-perm 120]
+    python benchmarks/minhash_vs_datasketch.py [--docs 1000] [--rounds 5] [--num-perm 120] [--phases]
 
 Documents: Wikipedia articles from ``../shared/data/reference/wiki_ref.jsonl.gz`` plus
 extracted webmix pages, so lengths vary as in a crawl.
@@ -152,6 +153,57 @@ def jaccard_agreement(texts: list[str], num_perm: int, ngram: int, pairs: int = 
     )
 
 
+def phase_throughput(texts: list[str], num_perm: int, bands: int, ngram: int) -> None:
+    """Print per-core CPU throughput of each dedup phase's inner loop on ``texts``.
+
+    These are the figures docs/dedup-at-scale.md scales up: the map side (per document)
+    and the reduce side (per shuffled row).
+    """
+    from pipeline.dedup.lines import line_hashes
+    from pipeline.dedup.minhash import band_keys, bucket_edges
+    from pipeline.dedup.text import document_key
+
+    n = len(texts)
+    mb = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) / 1e6
+    rows = []
+
+    t0 = time.process_time()
+    for t in texts:
+        document_key(t)
+    rows.append(("exact map: normalise + 128-bit key", time.process_time() - t0, n, mb))
+
+    t0 = time.process_time()
+    n_lines = 0
+    for t in texts:
+        n_lines += len(line_hashes(t))
+    rows.append(("lines map: normalise + hash every line", time.process_time() - t0, n, mb))
+
+    hasher = MinHasher(num_perm=num_perm, ngram=ngram)
+    rows_per_band = num_perm // bands
+    t0 = time.process_time()
+    sigs, counts = hasher.signatures_batched(texts)
+    keys = band_keys(sigs, bands, rows_per_band)
+    rows.append(("minhash map: signatures + band keys", time.process_time() - t0, n, mb))
+
+    # reduce side: group (band, key, ref) rows of 50 copies of these documents' keys
+    rng = np.random.default_rng(0)
+    reps = 50
+    k = np.concatenate([keys.reshape(-1)] * reps)
+    k[len(keys.reshape(-1)):] ^= rng.integers(0, 1 << 63, len(k) - len(keys.reshape(-1)),
+                                              dtype=np.int64).view(np.uint64)
+    band = np.tile(np.arange(bands), n * reps)
+    ref = np.repeat(np.arange(n * reps, dtype=np.int64), bands)
+    t0 = time.process_time()
+    bucket_edges(band, k, ref)
+    dt = time.process_time() - t0
+    print("\n| phase (one core, CPU time) | docs/s | MB/s | rows/s |")
+    print("|---|---:|---:|---:|")
+    for name, sec, docs, size in rows:
+        print(f"| {name} | {docs / sec:,.0f} | {size / sec:.1f} | |")
+    print(f"| minhash candidates: sort + group bucket rows | | | {len(k) / dt:,.0f} |")
+    print(f"\n({n_lines:,} lines; {len(k):,} bucket rows of which 1/{reps} collide as in the data)")
+
+
 def main() -> None:
     """Run the benchmark and print a Markdown table with the speed ratio."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -159,6 +211,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--num-perm", type=int, default=120)
     ap.add_argument("--ngram", type=int, default=5)
+    ap.add_argument("--bands", type=int, default=20)
+    ap.add_argument("--phases", action="store_true", help="also time every dedup phase")
     args = ap.parse_args()
 
     texts = load_documents(args.docs)
@@ -188,6 +242,8 @@ def main() -> None:
     print(f"Jaccard estimates on 120 (document, perturbed copy) pairs, true J {jr[0]:.2f}-{jr[1]:.2f}: "
           f"MAE refinery vs datasketch {mae_od:.4f}, refinery vs true {mae_ot:.4f}, "
           f"datasketch vs true {mae_dt:.4f}")
+    if args.phases:
+        phase_throughput(texts, args.num_perm, args.bands, args.ngram)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import gzip
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -215,8 +216,9 @@ def test_minhash_job_resumes_after_a_crash_in_every_phase(corpus, tmp_path) -> N
     assert sum(c != r for c, _, r in reference.values()) > 20
 
     work = str(tmp_path / "crashed")
+    config = replace(config, max_map_tasks=3)  # map tasks over runs of shards: same result
     for phase, unit in (("map", 1), ("candidates", 2), ("verify1", 0), ("verify2", 1),
-                        ("components", 0), ("final", 2)):
+                        ("components", 0), ("final", 2)):  # map unit 1 = shards 1..2
         with pytest.raises(InjectedFailure):
             prepare_minhash(stage, work, config, fail_at=(phase, unit))
     prepare_minhash(stage, work, config)
@@ -240,21 +242,21 @@ def test_minhash_job_redoes_deleted_and_truncated_outputs(corpus, tmp_path) -> N
     work = str(tmp_path)
     prepare_minhash(stage, work, config)
     reference = _decisions(work, stage)
-    map_file = Path(work) / "map" / "p00001" / "s000002.parquet"
+    map_file = Path(work) / "map" / "p00001" / "m00002.parquet"
     with open(map_file, "r+b") as f:  # truncate: the marker's size no longer matches
         f.truncate(os.path.getsize(map_file) // 2)
     os.remove(Path(work) / "candidates" / "p00001" / "g00000.parquet")
     shutil.rmtree(Path(work) / "decisions")
-    units = (("map", "s000000"), ("map", "s000002"), ("candidates", "p00001"),
+    units = (("map", "m00000"), ("map", "m00002"), ("candidates", "p00001"),
              ("components", "all"))
     before = {u: marker_path(work, *u).stat().st_mtime_ns for u in units}
     prepare_minhash(stage, work, config)
     assert _decisions(work, stage) == reference
     after = {u: marker_path(work, *u).stat().st_mtime_ns for u in units}
     # damaged units were redone, untouched ones skipped
-    assert after[("map", "s000002")] != before[("map", "s000002")]
+    assert after[("map", "m00002")] != before[("map", "m00002")]
     assert after[("candidates", "p00001")] != before[("candidates", "p00001")]
-    assert after[("map", "s000000")] == before[("map", "s000000")]
+    assert after[("map", "m00000")] == before[("map", "m00000")]
     assert after[("components", "all")] == before[("components", "all")]
 
 
@@ -264,6 +266,9 @@ def test_exact_and_line_jobs_resume_after_a_crash(corpus, tmp_path) -> None:
                                   (prepare_lines, LinesConfig(partitions=3), "lines")):
         clean, work = str(tmp_path / f"{name}-clean"), str(tmp_path / f"{name}-work")
         ref = prepare(stage, clean, config)
+        config = replace(config, max_map_tasks=2)
+        with pytest.raises(InjectedFailure):
+            prepare(stage, work, config, fail_at=("map", 1))
         with pytest.raises(InjectedFailure):
             prepare(stage, work, config, fail_at=("reduce", 1))
         with pytest.raises(InjectedFailure):

@@ -6,12 +6,14 @@ shard's stage order. Smaller ref = earlier in the deterministic (shard, position
 which decides which copy of a duplicate survives.
 
 Every job is a chain of resumable phases (:mod:`pipeline.dedup.store`); no process ever
-holds more than one shard's documents, one partition of the shuffle, or (for MinHash) the
-duplicate edges:
+holds more than one batch of documents, one map task's rows, one partition of the
+shuffle, or (for MinHash) the duplicate edges. Map tasks each read a contiguous run of
+shards (at most ``max_map_tasks`` tasks, so the shuffle has ``tasks x P`` files however
+many shards there are):
 
 exact
-    ``map`` (task per shard): 128-bit key per document, rows ``(key, ref)`` split into P
-    partition files by key. ``reduce`` (task per partition): sort, keep the smallest ref
+    ``map``: 128-bit key per document, rows ``(key, ref)`` split into P partition files
+    by key. ``reduce`` (task per partition): sort, keep the smallest ref
     of each key, emit the others routed to shard groups. ``final`` (task per group): one
     decision file per shard.
 lines
@@ -88,9 +90,12 @@ def sorted_shards(shards: Sequence[StageShard]) -> list[StageShard]:
     return ordered
 
 
+MAX_GROUPS = 256
+
+
 def n_groups(n_shards: int, partitions: int) -> int:
-    """Number of shard groups the reducers route decisions into."""
-    return max(1, min(n_shards, partitions))
+    """Number of shard groups the reducers route decisions into (at most 256)."""
+    return max(1, min(n_shards, partitions, MAX_GROUPS))
 
 
 def group_of(shard_index: np.ndarray | int, n_shards: int, groups: int) -> np.ndarray | int:
@@ -103,8 +108,8 @@ def shards_in_group(g: int, n_shards: int, groups: int) -> list[int]:
     return [s for s in range(n_shards) if (s * groups) // n_shards == g]
 
 
-def _part(workdir: str, phase: str, p: int, s: int) -> Path:
-    return Path(workdir) / phase / f"p{p:05d}" / f"s{s:06d}.parquet"
+def _part(workdir: str, phase: str, p: int, u: int) -> Path:
+    return Path(workdir) / phase / f"p{p:05d}" / f"m{u:05d}.parquet"
 
 
 def _routed(workdir: str, phase: str, p: int, g: int) -> Path:
@@ -143,7 +148,7 @@ def _route(
 
 
 def _write_partitions(
-    workdir: str, phase: str, s: int, part: np.ndarray, partitions: int,
+    workdir: str, phase: str, u: int, part: np.ndarray, partitions: int,
     columns: dict[str, np.ndarray],
 ) -> list[Path]:
     """Write rows to ``partitions`` files by ``part`` (the partition of each row)."""
@@ -152,7 +157,7 @@ def _write_partitions(
     out = []
     for p in range(partitions):
         sel = order[bounds[p] : bounds[p + 1]]
-        path = _part(workdir, phase, p, s)
+        path = _part(workdir, phase, p, u)
         write_table(path, {k: v[sel] for k, v in columns.items()})
         out.append(path)
     return out
@@ -237,6 +242,64 @@ def _read_ids(workdir: str, s: int) -> list[str]:
     return [str(x) for x in read_table(_ids_path(workdir, s))["id"]]
 
 
+# --------------------------------------------------------------------------- map units
+
+
+def map_units(n_shards: int, max_map_tasks: int) -> list[tuple[int, int]]:
+    """Split shard indexes ``0..n_shards-1`` into at most ``max_map_tasks`` contiguous runs.
+
+    A map task reads every shard of its run and writes one file per partition, so the
+    shuffle has ``units x partitions`` files whatever the number of shards.
+    """
+    m = max(1, min(n_shards, max_map_tasks))
+    return [((u * n_shards) // m, ((u + 1) * n_shards) // m) for u in range(m)]
+
+
+_ROWS = {
+    "exact": (lambda: _exact_rows, lambda: _exact_partition),
+    "lines": (lambda: _lines_rows, lambda: _lines_partition),
+    "minhash": (lambda: _minhash_rows, lambda: _minhash_partition),
+}
+
+
+def _map_task(
+    kind: str, shards: Sequence[StageShard], lo: int, u: int, workdir: str, partitions: int,
+    config: Any, fail_at: FailAt,
+) -> None:
+    """Map one run of shards (indexes ``lo..``): rows of each shard, split into partitions."""
+    rows_fn, part_fn = (f() for f in _ROWS[kind])
+    tables: list[dict[str, np.ndarray]] = []
+    info: dict[str, int] = defaultdict(int)
+    outputs: list[Path] = []
+    for k, shard in enumerate(shards):
+        cols, ids, shard_info = rows_fn(shard, lo + k, config)
+        tables.append(cols)
+        if kind != "lines":
+            outputs.append(_write_ids(workdir, lo + k, ids))
+        for key, v in shard_info.items():
+            info[key] += v
+    names = list(tables[0]) if tables else []
+    cols = {n: _concat(tables, n, tables[0][n].dtype) for n in names}
+    outputs += _write_partitions(workdir, "map", u, part_fn(cols, partitions), partitions, cols)
+    maybe_fail(fail_at, "map", u)
+    mark_done(workdir, "map", f"m{u:05d}", outputs, dict(info))
+
+
+def _run_map(
+    workdir: str, kind: str, ordered: Sequence[StageShard], partitions: int, config: Any,
+    max_map_tasks: int, fail_at: FailAt,
+) -> int:
+    units = map_units(len(ordered), max_map_tasks)
+    run_phase(workdir, "map", [f"m{u:05d}" for u in range(len(units))], _map_task,
+              [(kind, list(ordered[lo:hi]), lo, u, workdir, partitions, config, fail_at)
+               for u, (lo, hi) in enumerate(units)])
+    return len(units)
+
+
+def _map_info(workdir: str, n_units: int, key: str) -> int:
+    return sum(done_info(workdir, "map", f"m{u:05d}").get(key, 0) for u in range(n_units))
+
+
 # --------------------------------------------------------------------------- exact
 
 
@@ -245,9 +308,11 @@ class ExactConfig:
     """Options of the exact-duplicate job."""
 
     partitions: int = 16
+    max_map_tasks: int = 4096
 
 
-def _exact_map(shard: StageShard, s: int, workdir: str, partitions: int, fail_at: FailAt) -> None:
+def _exact_rows(shard: StageShard, s: int, config: ExactConfig) -> tuple[dict, list[str], dict]:
+    """One shard's exact-dedup rows: 128-bit key and ref of every document."""
     ids: list[str] = []
     hi: list[int] = []
     lo: list[int] = []
@@ -257,18 +322,19 @@ def _exact_map(shard: StageShard, s: int, workdir: str, partitions: int, fail_at
         hi.append(h)
         lo.append(lo_)
     n = len(ids)
-    his = np.array(hi, dtype=U64)
-    los = np.array(lo, dtype=U64)
-    refs = (np.int64(s) << SHIFT) | np.arange(n, dtype=np.int64)
-    part = (his % U64(partitions)).astype(np.int64)
-    outputs = _write_partitions(workdir, "map", s, part, partitions, {"hi": his, "lo": los, "ref": refs})
-    outputs.append(_write_ids(workdir, s, ids))
-    maybe_fail(fail_at, "map", s)
-    mark_done(workdir, "map", f"s{s:06d}", outputs, {"docs": n})
+    cols = {"hi": np.array(hi, dtype=U64), "lo": np.array(lo, dtype=U64),
+            "ref": (np.int64(s) << SHIFT) | np.arange(n, dtype=np.int64)}
+    return cols, ids, {"docs": n}
 
 
-def _exact_reduce(workdir: str, p: int, n_shards: int, partitions: int, fail_at: FailAt) -> None:
-    tables = [read_table(_part(workdir, "map", p, s)) for s in range(n_shards)]
+def _exact_partition(cols: dict[str, np.ndarray], partitions: int) -> np.ndarray:
+    return (cols["hi"] % U64(partitions)).astype(np.int64)
+
+
+def _exact_reduce(
+    workdir: str, p: int, n_shards: int, n_units: int, partitions: int, fail_at: FailAt
+) -> None:
+    tables = [read_table(_part(workdir, "map", p, u)) for u in range(n_units)]
     hi = _concat(tables, "hi", U64)
     lo = _concat(tables, "lo", U64)
     ref = _concat(tables, "ref", np.int64)
@@ -291,15 +357,15 @@ def prepare_exact(
     ordered = sorted_shards(shards)
     S, P = len(ordered), config.partitions
     os.makedirs(workdir, exist_ok=True)
-    check_config(workdir, {"job": "exact", "partitions": P, "shards": [s.shard_id for s in ordered],
+    check_config(workdir, {"job": "exact", "partitions": P, "max_map_tasks": config.max_map_tasks,
+                           "shards": [s.shard_id for s in ordered],
                            "files": [list(s.files) for s in ordered]})
-    run_phase(workdir, "map", [f"s{s:06d}" for s in range(S)], _exact_map,
-              [(sh, s, workdir, P, fail_at) for s, sh in enumerate(ordered)])
+    M = _run_map(workdir, "exact", ordered, P, config, config.max_map_tasks, fail_at)
     run_phase(workdir, "reduce", [f"p{p:05d}" for p in range(P)], _exact_reduce,
-              [(workdir, p, S, P, fail_at) for p in range(P)])
+              [(workdir, p, S, M, P, fail_at) for p in range(P)])
     _run_final(workdir, "reduce", P, S, fail_at)
     summary = {
-        "documents": sum(done_info(workdir, "map", f"s{s:06d}")["docs"] for s in range(S)),
+        "documents": _map_info(workdir, M, "docs"),
         "duplicates": sum(done_info(workdir, "reduce", f"p{p:05d}")["duplicates"] for p in range(P)),
     }
     write_json(Path(workdir) / "summary.json", summary)
@@ -323,9 +389,11 @@ class LinesConfig:
 
     min_count: int = 2
     partitions: int = 16
+    max_map_tasks: int = 4096
 
 
-def _lines_map(shard: StageShard, s: int, workdir: str, partitions: int, fail_at: FailAt) -> None:
+def _lines_rows(shard: StageShard, s: int, config: LinesConfig) -> tuple[dict, list[str], dict]:
+    """One shard's distinct normalised-line hashes with their counts."""
     parts: list[np.ndarray] = []
     n = 0
     for doc in shard.documents():
@@ -333,22 +401,23 @@ def _lines_map(shard: StageShard, s: int, workdir: str, partitions: int, fail_at
         parts.append(np.fromiter((h for h in line_hashes(doc.text) if h is not None), dtype=np.int64))
     allh = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     uniq, counts = np.unique(allh, return_counts=True)
-    part = ((uniq.view(U64) >> U64(SHIFT)) % U64(partitions)).astype(np.int64)
-    outputs = _write_partitions(workdir, "map", s, part, partitions,
-                                {"hash": uniq, "count": counts.astype(np.int64)})
-    maybe_fail(fail_at, "map", s)
-    mark_done(workdir, "map", f"s{s:06d}", outputs, {"docs": n, "lines": int(len(allh))})
+    cols = {"hash": uniq, "count": counts.astype(np.int64),
+            "shard": np.full(len(uniq), s, dtype=np.int64)}
+    return cols, [], {"docs": n, "lines": int(len(allh))}
+
+
+def _lines_partition(cols: dict[str, np.ndarray], partitions: int) -> np.ndarray:
+    return ((cols["hash"].view(U64) >> U64(SHIFT)) % U64(partitions)).astype(np.int64)
 
 
 def _lines_reduce(
-    workdir: str, p: int, n_shards: int, partitions: int, min_count: int, fail_at: FailAt
+    workdir: str, p: int, n_shards: int, n_units: int, partitions: int, min_count: int,
+    fail_at: FailAt,
 ) -> None:
-    tables = [read_table(_part(workdir, "map", p, s)) for s in range(n_shards)]
+    tables = [read_table(_part(workdir, "map", p, u)) for u in range(n_units)]
     h = _concat(tables, "hash", np.int64)
     c = _concat(tables, "count", np.int64)
-    shard = np.concatenate(
-        [np.full(len(t["hash"]), s, dtype=np.int64) for s, t in enumerate(tables)]
-    ) if tables else np.zeros(0, dtype=np.int64)
+    shard = _concat(tables, "shard", np.int64)
     uniq, inverse = np.unique(h, return_inverse=True)
     total = np.bincount(inverse, weights=c, minlength=len(uniq)).astype(np.int64)
     frequent_row = total[inverse] >= min_count
@@ -368,17 +437,17 @@ def prepare_lines(
     S, P = len(ordered), config.partitions
     os.makedirs(workdir, exist_ok=True)
     check_config(workdir, {"job": "lines", "partitions": P, "min_count": config.min_count,
+                           "max_map_tasks": config.max_map_tasks,
                            "shards": [s.shard_id for s in ordered],
                            "files": [list(s.files) for s in ordered]})
-    run_phase(workdir, "map", [f"s{s:06d}" for s in range(S)], _lines_map,
-              [(sh, s, workdir, P, fail_at) for s, sh in enumerate(ordered)])
+    M = _run_map(workdir, "lines", ordered, P, config, config.max_map_tasks, fail_at)
     run_phase(workdir, "reduce", [f"p{p:05d}" for p in range(P)], _lines_reduce,
-              [(workdir, p, S, P, config.min_count, fail_at) for p in range(P)])
+              [(workdir, p, S, M, P, config.min_count, fail_at) for p in range(P)])
     _run_final(workdir, "reduce", P, S, fail_at)
     red = [done_info(workdir, "reduce", f"p{p:05d}") for p in range(P)]
     summary = {
-        "documents": sum(done_info(workdir, "map", f"s{s:06d}")["docs"] for s in range(S)),
-        "lines": sum(done_info(workdir, "map", f"s{s:06d}")["lines"] for s in range(S)),
+        "documents": _map_info(workdir, M, "docs"),
+        "lines": _map_info(workdir, M, "lines"),
         "distinct_lines": sum(r["distinct_lines"] for r in red),
         "frequent_lines": sum(r["frequent_lines"] for r in red),
     }
@@ -407,6 +476,7 @@ class MinHashConfig:
     verify: str = "exact"
     seed: int = 1
     partitions: int = 16
+    max_map_tasks: int = 4096
     batch_bytes: int = 1 << 20
 
 
@@ -414,9 +484,8 @@ def _hasher(config: MinHashConfig) -> MinHasher:
     return MinHasher(config.num_perm, config.ngram, config.seed)
 
 
-def _minhash_map(
-    shard: StageShard, s: int, workdir: str, config: MinHashConfig, fail_at: FailAt
-) -> None:
+def _minhash_rows(shard: StageShard, s: int, config: MinHashConfig) -> tuple[dict, list[str], dict]:
+    """One shard's LSH rows: ``(band, bucket key, ref)`` for every document with words."""
     hasher = _hasher(config)
     ids: list[str] = []
     texts: list[str] = []
@@ -446,15 +515,16 @@ def _minhash_map(
             flush()
             size = 0
     flush()
-    band = np.concatenate(bands) if bands else np.zeros(0, dtype=np.int16)
-    key = np.concatenate(keys) if keys else np.zeros(0, dtype=U64)
-    ref = np.concatenate(refs) if refs else np.zeros(0, dtype=np.int64)
-    part = ((key >> U64(SHIFT)) % U64(config.partitions)).astype(np.int64)
-    outputs = _write_partitions(workdir, "map", s, part, config.partitions,
-                                {"band": band, "key": key, "ref": ref})
-    outputs.append(_write_ids(workdir, s, ids))
-    maybe_fail(fail_at, "map", s)
-    mark_done(workdir, "map", f"s{s:06d}", outputs, {"docs": len(ids), "rows": int(len(ref))})
+    cols = {
+        "band": np.concatenate(bands) if bands else np.zeros(0, dtype=np.int16),
+        "key": np.concatenate(keys) if keys else np.zeros(0, dtype=U64),
+        "ref": np.concatenate(refs) if refs else np.zeros(0, dtype=np.int64),
+    }
+    return cols, ids, {"docs": len(ids), "rows": int(len(cols["ref"]))}
+
+
+def _minhash_partition(cols: dict[str, np.ndarray], partitions: int) -> np.ndarray:
+    return ((cols["key"] >> U64(SHIFT)) % U64(partitions)).astype(np.int64)
 
 
 def _edges_path(workdir: str, p: int) -> Path:
@@ -462,9 +532,9 @@ def _edges_path(workdir: str, p: int) -> Path:
 
 
 def _minhash_candidates(
-    workdir: str, p: int, n_shards: int, config: MinHashConfig, fail_at: FailAt
+    workdir: str, p: int, n_shards: int, n_units: int, config: MinHashConfig, fail_at: FailAt
 ) -> None:
-    tables = [read_table(_part(workdir, "map", p, s)) for s in range(n_shards)]
+    tables = [read_table(_part(workdir, "map", p, u)) for u in range(n_units)]
     edges = bucket_edges(_concat(tables, "band", np.int64), _concat(tables, "key", U64),
                          _concat(tables, "ref", np.int64))
     outputs = []
@@ -640,10 +710,9 @@ def prepare_minhash(
     check_config(workdir, {"job": "minhash", **config.__dict__,
                            "shards": [s.shard_id for s in ordered],
                            "files": [list(s.files) for s in ordered]})
-    run_phase(workdir, "map", [f"s{s:06d}" for s in range(S)], _minhash_map,
-              [(sh, s, workdir, config, fail_at) for s, sh in enumerate(ordered)])
+    M = _run_map(workdir, "minhash", ordered, P, config, config.max_map_tasks, fail_at)
     run_phase(workdir, "candidates", [f"p{p:05d}" for p in range(P)], _minhash_candidates,
-              [(workdir, p, S, config, fail_at) for p in range(P)])
+              [(workdir, p, S, M, config, fail_at) for p in range(P)])
     groups = n_groups(S, P)
     if config.verify != "none":
         run_phase(workdir, "verify1", [f"g{g:05d}" for g in range(groups)], _verify1,
@@ -655,8 +724,8 @@ def prepare_minhash(
     _run_final_components(workdir, S, P, fail_at)
     comp = done_info(workdir, "components", "all")
     summary = {
-        "documents": sum(done_info(workdir, "map", f"s{s:06d}")["docs"] for s in range(S)),
-        "bucket_rows": sum(done_info(workdir, "map", f"s{s:06d}")["rows"] for s in range(S)),
+        "documents": _map_info(workdir, M, "docs"),
+        "bucket_rows": _map_info(workdir, M, "rows"),
         "candidate_edges": sum(done_info(workdir, "candidates", f"p{p:05d}")["edges"]
                                for p in range(P)),
         **comp,

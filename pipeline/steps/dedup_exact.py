@@ -19,6 +19,7 @@ class ExactDedupOptions(StepOptions):
     """Options of ``dedup_exact_v1``."""
 
     partitions: int = Field(16, ge=1, description="shuffle partitions (reduce tasks)")
+    max_map_tasks: int = Field(4096, ge=1, description="map tasks (each reads a run of shards)")
 
 
 class ExactDedup(GlobalStep):
@@ -35,7 +36,9 @@ class ExactDedup(GlobalStep):
         """Find every exact duplicate across ``shards``; resumable under ``workdir``."""
         from pipeline.dedup.jobs import ExactConfig, prepare_exact
 
-        prepare_exact(shards, workdir, ExactConfig(partitions=self.options.partitions))
+        o = self.options
+        prepare_exact(shards, workdir, ExactConfig(partitions=o.partitions,
+                                                   max_map_tasks=o.max_map_tasks))
 
     def load(self, workdir: str, shard_id: str) -> None:
         """Load which documents of ``shard_id`` are duplicates."""

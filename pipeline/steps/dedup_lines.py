@@ -26,6 +26,7 @@ class LineDedupOptions(StepOptions):
     min_chars: int = Field(50, ge=0, description="drop documents left shorter than this")
     min_words: int = Field(10, ge=0, description="drop documents left with fewer words")
     partitions: int = Field(16, ge=1, description="shuffle partitions (reduce tasks)")
+    max_map_tasks: int = Field(4096, ge=1, description="map tasks (each reads a run of shards)")
 
 
 class LineDedup(GlobalStep):
@@ -47,7 +48,8 @@ class LineDedup(GlobalStep):
         from pipeline.dedup.jobs import LinesConfig, prepare_lines
 
         o = self.options
-        prepare_lines(shards, workdir, LinesConfig(min_count=o.min_count, partitions=o.partitions))
+        prepare_lines(shards, workdir, LinesConfig(min_count=o.min_count, partitions=o.partitions,
+                                                   max_map_tasks=o.max_map_tasks))
 
     def load(self, workdir: str, shard_id: str) -> None:
         """Load the frequent line hashes that occur in ``shard_id``."""

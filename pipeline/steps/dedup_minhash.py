@@ -36,6 +36,7 @@ class MinHashDedupOptions(StepOptions):
     verify: Literal["exact", "signature", "none"] = "exact"
     seed: int = 1
     partitions: int = Field(16, ge=1, description="shuffle partitions (bucket-grouping tasks)")
+    max_map_tasks: int = Field(4096, ge=1, description="map tasks (each reads a run of shards)")
 
     @model_validator(mode="after")
     def _bands_fit(self) -> MinHashDedupOptions:
@@ -61,7 +62,7 @@ class MinHashDedup(GlobalStep):
         o = self.options
         return MinHashConfig(num_perm=o.num_perm, bands=o.bands, rows=o.rows, ngram=o.ngram,
                              threshold=o.threshold, verify=o.verify, seed=o.seed,
-                             partitions=o.partitions)
+                             partitions=o.partitions, max_map_tasks=o.max_map_tasks)
 
     def prepare(self, shards: list[StageShard], workdir: str) -> None:
         """Cluster near-duplicates across ``shards``; resumable under ``workdir``."""
