@@ -44,7 +44,7 @@ class TrainOptions:
     """Options of :func:`train_classifier` (fastText's names where they are fastText's)."""
 
     epoch: int = 5
-    lr: float = 0.5
+    lr: float = 0.2
     word_ngrams: int = 2
     dim: int = 32
     min_count: int = 2
@@ -236,6 +236,28 @@ def _read_docs(paths: Iterable[str], norm: NormalizeOptions, max_tokens: int,
     return out
 
 
+def _fit_and_save(train_path: str, params: dict[str, Any], out_path: str) -> None:
+    import fasttext
+
+    fasttext.train_supervised(input=train_path, **params).save_model(out_path)
+
+
+def _train_in_subprocess(train_path: str, params: dict[str, Any], out_path: str) -> None:
+    """Train and save a fastText model in a fresh (spawned) process.
+
+    fastText 0.9.3's supervised training reads heap memory it never initialised: in a
+    process whose freed heap holds NaNs (NumPy work before, e.g. estimating a KenLM
+    model), it fails with "Encountered NaN" at any learning rate. A fresh process has a
+    clean heap, so training there is deterministic.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        pool.submit(_fit_and_save, train_path, params, out_path).result()
+
+
 def train_classifier(positive: list[str], negative: list[str], output: str | os.PathLike,
                      opts: TrainOptions | None = None, show_progress: bool = True
                      ) -> dict[str, Any]:
@@ -287,20 +309,31 @@ def train_classifier(positive: list[str], negative: list[str], output: str | os.
         if show_progress:
             print(f"training fastText on {len(train_pos)} hq + {len(train_neg)} lq documents "
                   f"({o.epoch} epochs, word n-grams {o.word_ngrams})", flush=True)
-        model = fasttext.train_supervised(
-            input=train_path, epoch=o.epoch, lr=o.lr, wordNgrams=o.word_ngrams, dim=o.dim,
-            minCount=o.min_count, bucket=o.bucket, thread=o.threads, seed=o.seed,
-            loss="softmax", verbose=2 if show_progress else 0,
-        )
+        lr = o.lr
+        params = {"epoch": o.epoch, "wordNgrams": o.word_ngrams, "dim": o.dim,
+                  "minCount": o.min_count, "bucket": o.bucket, "thread": o.threads,
+                  "seed": o.seed, "loss": "softmax", "verbose": 2 if show_progress else 0}
+        tmp_model = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+        for attempt in range(4):
+            try:
+                _train_in_subprocess(train_path, {**params, "lr": lr}, str(tmp_model))
+                break
+            except RuntimeError as e:
+                # fastText diverges ("Encountered NaN") when the learning rate is too high
+                # for the data; halve it and train again rather than fail the job
+                if "NaN" not in str(e) or attempt == 3:
+                    raise
+                lr /= 2
+                print(f"fastText diverged; retrying with lr={lr}", flush=True)
     finally:
         os.unlink(train_path)
-    tmp_model = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    model.save_model(str(tmp_model))
     os.replace(tmp_model, output)
+    model = fasttext.load_model(str(output))
 
     clf = QualityClassifier(model, o.normalization, o.max_tokens)
     result = evaluate(clf, [t for t, _ in hold], [lab for _, lab in hold]) if hold else None
     options = {k: v for k, v in o.__dict__.items() if k != "normalization"}
+    options["lr_used"] = lr
     report = {
         "positive_docs": len(pos), "negative_docs": len(neg),
         "train_positive": len(train_pos), "train_negative": len(train_neg),

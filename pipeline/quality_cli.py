@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--negative", nargs="+", required=True, help="raw (lq) files or globs")
     p.add_argument("--output", required=True, help="model file to write (MODEL.bin)")
     p.add_argument("--epoch", type=int, default=5)
-    p.add_argument("--lr", type=float, default=0.5)
+    p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--word-ngrams", type=int, default=2)
     p.add_argument("--dim", type=int, default=32)
     p.add_argument("--bucket", type=int, default=200_000, help="hash buckets of word n-grams")

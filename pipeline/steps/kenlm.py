@@ -1,0 +1,136 @@
+"""KenLM perplexity filter (CCNet): score each document, keep by threshold or bucket.
+
+``kenlm_v1`` computes the document perplexity under a KenLM model as CCNet does (all lines
+scored with ``<s>``/``</s>``, ``10 ** (-sum log10 p / tokens)``, see
+:mod:`pipeline.lm.model`) and records ``perplexity`` and ``bucket``. The bucket is CCNet's:
+``head`` below the ``percentile_head`` percentile of the cutoff table's column for
+``language``, ``middle`` below ``percentile_tail``, else ``tail``; ``all`` when there is
+no cutoff table, no such language or no text. A document is kept when its perplexity is
+``<= max_perplexity`` (if set) and its bucket is in ``keep_buckets`` (if set); with both
+unset the step only annotates.
+"""
+
+from __future__ import annotations
+
+import csv
+from typing import Any, ClassVar, Literal
+
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from pipeline.document import Document
+from pipeline.lm.normalize import NormalizeOptions
+from pipeline.step import Filter, StepOptions
+
+BUCKETS = ("head", "middle", "tail", "all")
+
+
+class KenLMOptions(StepOptions):
+    """Options of ``kenlm_v1``."""
+
+    model: str = Field(description="ARPA or KenLM binary written by `pipeline lm train`")
+    max_perplexity: float | None = Field(None, gt=0, description="keep perplexity <= this")
+    cutoff_csv: str | None = Field(
+        None, description="CCNet percentile table: rows 0..100, one column per language")
+    language: str = Field("en", description="column of the cutoff table")
+    language_field: str | None = Field(
+        None, description="metadata key holding the document language (overrides language)")
+    percentile_head: int = Field(30, ge=0, le=100)
+    percentile_tail: int = Field(60, ge=0, le=100)
+    keep_buckets: list[Literal["head", "middle", "tail", "all"]] | None = Field(
+        None, description="buckets to keep; null: all")
+    normalization: NormalizeOptions = Field(default_factory=NormalizeOptions)
+    require_meta: bool = Field(True, description="refuse a model without .meta.json sidecar")
+
+    @model_validator(mode="after")
+    def _check(self) -> KenLMOptions:
+        if self.percentile_head > self.percentile_tail:
+            raise ValueError("percentile_head must not exceed percentile_tail")
+        if self.keep_buckets is not None and self.cutoff_csv is None:
+            raise ValueError("keep_buckets needs cutoff_csv (without it every bucket is 'all')")
+        return self
+
+
+def read_cutoffs(path: str, head: int, tail: int) -> dict[str, tuple[float, float]]:
+    """Return ``{language: (head cutoff, tail cutoff)}`` from a CCNet cutoff CSV."""
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or len(rows[0]) < 2:
+        raise ValueError(f"{path}: not a cutoff table (header ',lang1,lang2,...')")
+    langs = rows[0][1:]
+    table: dict[int, list[str]] = {}
+    for r in rows[1:]:
+        if r and r[0].strip():
+            table[int(float(r[0]))] = r[1:]
+    for pct in (head, tail):
+        if pct not in table:
+            raise ValueError(f"{path}: no row for percentile {pct}")
+    return {lang: (float(table[head][i]), float(table[tail][i])) for i, lang in enumerate(langs)}
+
+
+def bucket_of(perplexity: float | None, cutoffs: tuple[float, float] | None) -> str:
+    """Return CCNet's bucket of a perplexity given ``(head, tail)`` cutoffs."""
+    if perplexity is None or cutoffs is None:
+        return "all"
+    if perplexity < cutoffs[0]:
+        return "head"
+    if perplexity < cutoffs[1]:
+        return "middle"
+    return "tail"
+
+
+class KenLMPerplexity(Filter):
+    """Annotates ``perplexity`` and ``bucket``; keeps by ``max_perplexity``/``keep_buckets``."""
+
+    name = "kenlm_v1"
+    Options = KenLMOptions
+    metadata_fields: ClassVar[dict[str, pa.DataType]] = {
+        "perplexity": pa.float64(), "bucket": pa.string()}
+
+    def __init__(self, options: StepOptions | None = None) -> None:
+        super().__init__(options)
+        self._lm: Any = None
+        self._cutoffs: dict[str, tuple[float, float]] = {}
+
+    def setup(self) -> None:
+        """Load the model (checked against its sidecar) and the cutoff table."""
+        if self._lm is not None:
+            return
+        from pipeline.lm.model import LanguageModel
+
+        o = self.options
+        self._lm = LanguageModel.load(o.model, o.normalization, o.require_meta)
+        if o.cutoff_csv:
+            self._cutoffs = read_cutoffs(o.cutoff_csv, o.percentile_head, o.percentile_tail)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a kenlm.Model is not picklable; each worker loads its own in setup()
+        return {k: v for k, v in self.__dict__.items() if k != "_lm"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lm = None
+
+    def score(self, doc: Document) -> tuple[float | None, str]:
+        """Return the document's perplexity (``None`` without tokens) and its bucket."""
+        self.setup()
+        pp = self._lm.perplexity(doc.text)
+        lang = self.options.language
+        if self.options.language_field:
+            lang = str(doc.metadata.get(self.options.language_field) or lang)
+        return pp, bucket_of(pp, self._cutoffs.get(lang))
+
+    def reject_reason(self, doc: Document) -> str | None:
+        """Annotate ``doc``; return ``None`` to keep it or why it is dropped."""
+        pp, bucket = self.score(doc)
+        doc.metadata["perplexity"] = None if pp is None else round(pp, 2)
+        doc.metadata["bucket"] = bucket
+        o = self.options
+        if o.max_perplexity is not None:
+            if pp is None:
+                return "no_text"
+            if pp > o.max_perplexity:
+                return "perplexity_too_high"
+        if o.keep_buckets is not None and bucket not in o.keep_buckets:
+            return f"bucket_{bucket}"
+        return None
