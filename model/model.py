@@ -289,6 +289,13 @@ class MoE(nn.Module):
         # the last :meth:`update_bias`; both persistent so that a resumed run matches exactly.
         self.register_buffer("expert_bias", torch.zeros(E))
         self.register_buffer("tokens_per_expert", torch.zeros(E))
+        self.reset_parameters(cfg.init_std)
+
+    @torch.no_grad()
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """Normal(0, std) experts and router (the Transformer rescales ``w2`` afterwards)."""
+        for p in (self.w13, self.w2, self.router.weight):
+            nn.init.normal_(p, 0.0, std)
 
     def route(self, x: torch.Tensor) -> RouterOutput:
         """Route ``x`` ``[N, d]`` in float32 and compute the balancing losses."""
