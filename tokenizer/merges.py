@@ -60,6 +60,8 @@ class _PairStats:
         """Replace every (a, b) by `new_id` in the words containing it; update the counts.
 
         Returns the keys of the pairs that contain `new_id` (the only counts that grew).
+        Only the pairs next to each merge site change: (x, a) becomes (x, new) and (b, y)
+        becomes (new, y); two adjacent sites make (new, new).
         """
         target = a << SHIFT | b
         created: set[int] = set()
@@ -70,15 +72,8 @@ class _PairStats:
         last_visit = self.last_visit
         pair_counts.pop(target, None)
         get = pair_counts.get
-
-        def bump(key: int, delta: int) -> None:
-            if key == target:
-                return
-            value = get(key, 0) + delta
-            if value:
-                pair_counts[key] = value
-            else:
-                del pair_counts[key]
+        new_left = new_id << SHIFT
+        b_left = b << SHIFT
 
         for wi in pair_words.pop(target, ()):
             if last_visit[wi] == step:
@@ -88,50 +83,68 @@ class _PairStats:
             n = len(word)
             try:
                 i = word.index(a)
-            except ValueError:
-                continue
-            while i + 1 < n and word[i + 1] != b:
-                try:
+                while word[i + 1] != b:
                     i = word.index(a, i + 1)
-                except ValueError:
-                    i = n
-            if i + 1 >= n:
+            except (ValueError, IndexError):
                 continue
             c = counts[wi]
             out = word[:i]
             prev_merged = False
-            while i < n:
-                if i + 1 < n and word[i] == a and word[i + 1] == b:
-                    if out:
-                        if not prev_merged:
-                            bump(word[i - 1] << SHIFT | a, -c)
-                        key = out[-1] << SHIFT | new_id
-                        bump(key, c)
-                        created.add(key)
-                    if i + 2 < n:
-                        nxt = word[i + 2]
-                        bump(b << SHIFT | nxt, -c)
-                        if not (nxt == a and i + 3 < n and word[i + 3] == b):
-                            key = new_id << SHIFT | nxt
-                            bump(key, c)
-                            created.add(key)
-                    out.append(new_id)
-                    prev_merged = True
-                    i += 2
-                else:
-                    out.append(word[i])
-                    prev_merged = False
-                    i += 1
-            words[wi] = out
-            for pos in range(len(out) - 1):
-                left, right = out[pos], out[pos + 1]
-                if left == new_id or right == new_id:
-                    key = left << SHIFT | right
+            while True:
+                # Here word[i] == a and word[i + 1] == b.
+                if out:
+                    if not prev_merged:
+                        key = word[i - 1] << SHIFT | a
+                        if key != target:
+                            value = get(key, 0) - c
+                            if value:
+                                pair_counts[key] = value
+                            else:
+                                del pair_counts[key]
+                    key = out[-1] << SHIFT | new_id
+                    pair_counts[key] = get(key, 0) + c
+                    created.add(key)
                     lst = pair_words.get(key)
                     if lst is None:
                         pair_words[key] = [wi]
                     elif lst[-1] != wi:
                         lst.append(wi)
+                out.append(new_id)
+                j = i + 2
+                if j >= n:
+                    break
+                nxt = word[j]
+                key = b_left | nxt
+                if key != target:
+                    value = get(key, 0) - c
+                    if value:
+                        pair_counts[key] = value
+                    else:
+                        del pair_counts[key]
+                # Next merge site at or after j (n if none).
+                try:
+                    k = word.index(a, j)
+                    while word[k + 1] != b:
+                        k = word.index(a, k + 1)
+                except (ValueError, IndexError):
+                    k = n
+                if k == j:
+                    prev_merged = True
+                else:
+                    key = new_left | nxt
+                    pair_counts[key] = get(key, 0) + c
+                    created.add(key)
+                    lst = pair_words.get(key)
+                    if lst is None:
+                        pair_words[key] = [wi]
+                    elif lst[-1] != wi:
+                        lst.append(wi)
+                    out.extend(word[j:k])
+                    prev_merged = False
+                    if k == n:
+                        break
+                i = k
+            words[wi] = out
         return created
 
 
