@@ -312,8 +312,22 @@ def run_from_file(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     return run(load_config(path, overrides))
 
 
+TOP_LEVEL_KEYS = {"job", "name", "description", "model", "data", "train", "out_dir"}
+
+
 def run(config: dict[str, Any]) -> dict[str, Any]:
-    """Train with a parsed config dict (see module docstring); returns the run summary."""
+    """Train with a parsed config dict (see module docstring); returns the run summary.
+
+    A top-level ``out_dir`` (what ``pipeline run --output DIR`` passes) overrides
+    ``train.out_dir``.
+    """
+    unknown = set(config) - TOP_LEVEL_KEYS
+    if unknown:
+        raise ValueError(f"unknown top-level keys in train config: {sorted(unknown)} "
+                         f"(allowed: {sorted(TOP_LEVEL_KEYS)})")
+    if config.get("out_dir"):
+        config = {**config, "train": {**(config.get("train") or {}),
+                                      "out_dir": str(config["out_dir"])}}
     data_cfg = _from_dict(DataConfig, config.get("data"), "data")
     if isinstance(data_cfg.eval, str):
         data_cfg.eval = {Path(data_cfg.eval).name: data_cfg.eval}

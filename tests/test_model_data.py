@@ -172,3 +172,23 @@ def test_merge_overrides_dotted_and_nested():
     assert out == {"train": {"lr": 1.0, "max_steps": 10}, "data": {"seq_len": 16},
                    "new": {"x": 1}}
     assert base["train"]["max_steps"] == 5
+
+
+def test_model_package_imports_only_torch_numpy_pyarrow_and_stdlib():
+    """The GPU machine has torch, numpy and pyarrow only (no PyYAML, no matplotlib)."""
+    import ast
+    import sys
+
+    allowed = {"torch", "numpy", "pyarrow", "model", "__future__"}
+    for path in sorted((ROOT / "model").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in allowed or top in sys.stdlib_module_names, f"{path.name}: {name}"

@@ -174,6 +174,11 @@ def test_job_file_and_cli(tmp_path, capsys):
     assert "resumed from" in out and "tok/s" in out and '"steps": 4' in out
     with pytest.raises(ValueError, match="unknown keys"):
         run_from_file(path, {"train.learning_rate": 1.0})
+    with pytest.raises(ValueError, match="top-level"):
+        run_from_file(path, {"trian": {"max_steps": 1}})
+    # `pipeline run --output DIR` passes a top-level out_dir.
+    elsewhere = run_from_file(path, {"out_dir": str(tmp_path / "elsewhere"), "train.max_steps": 1})
+    assert Path(elsewhere["metrics_path"]).parent == tmp_path / "elsewhere"
 
 
 @pytest.mark.gpu
