@@ -1,0 +1,185 @@
+"""DSIR selection (``dsir_v1``): importance-resample the job's documents toward a target.
+
+A :class:`GlobalStep`. ``prepare`` runs in the driver: Ray tasks count each shard's hashed
+n-gram features (the raw model, summed over shards, so no process holds the pool), the
+target model is fitted from the ``target`` files (one Ray task per file) or read from a
+``model`` written by ``pipeline dsir fit``, then Ray tasks score every shard's documents
+(log importance weight plus seeded Gumbel noise) and return their top-k lists, which are
+merged into the job-wide k-th largest key. Each shard task then keeps its documents at or
+above it: ``num_documents`` (or ``fraction`` of the job) documents sampled without
+replacement in proportion to their importance weights. Without either, it only annotates.
+Metadata: ``dsir_log_weight`` (null for a document with no tokens, never selected).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from pipeline.document import Document
+from pipeline.lm.normalize import NormalizeOptions
+from pipeline.step import GlobalStep, StageShard, StepContext, StepOptions
+
+
+class DSIROptions(StepOptions):
+    """Options of ``dsir_v1``."""
+
+    target: list[str] | None = Field(None, description="target text files or globs")
+    model: str | None = Field(None, description="`pipeline dsir fit` model (its target counts)")
+    num_documents: int | None = Field(None, ge=0, description="documents to select")
+    fraction: float | None = Field(None, gt=0.0, le=1.0, description="share to select")
+    buckets: int = Field(10_000, gt=0)
+    ngrams: int = Field(2, ge=1, le=2)
+    max_tokens: int | None = Field(None, gt=0, description="tokens per document used")
+    smoothing: float = Field(1.0, gt=0.0)
+    seed: int = 0
+    normalization: NormalizeOptions = Field(default_factory=NormalizeOptions)
+
+    @model_validator(mode="after")
+    def _check(self) -> DSIROptions:
+        if (self.target is None) == (self.model is None):
+            raise ValueError("give exactly one of target (files) or model (a dsir fit model)")
+        if self.num_documents is not None and self.fraction is not None:
+            raise ValueError("give num_documents or fraction, not both")
+        return self
+
+
+def _features(o: DSIROptions) -> Any:
+    from pipeline.dsir.model import FeatureOptions
+
+    return FeatureOptions(o.buckets, o.ngrams, o.max_tokens, o.normalization)
+
+
+def _count_shard(shard: StageShard, path: str, fingerprint: str, feats: Any) -> int:
+    """Count one shard's raw features into ``path`` (reused if finished); return its docs."""
+    from pipeline.dsir.model import count_features
+
+    p = Path(path)
+    if p.is_file():
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                if str(z["fingerprint"]) == fingerprint:
+                    return int(z["docs"])
+        except (OSError, ValueError, KeyError):
+            pass
+    counts, docs = count_features((d.text for d in shard.documents()), feats)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.stem}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, counts=counts, docs=np.int64(docs), fingerprint=np.asarray(fingerprint))
+    os.replace(tmp, p)
+    return docs
+
+
+class _Scorer:
+    """Scores documents for :func:`pipeline.dsir.select.score_shards` (picklable)."""
+
+    def __init__(self, log_ratio: np.ndarray, feats: Any, seed: int) -> None:
+        self.log_ratio = log_ratio
+        self.feats = feats
+        self.seed = seed
+
+    def setup(self) -> None:
+        """Nothing to load: the log ratios travel with the scorer."""
+
+    def score(self, doc: Document) -> tuple[float | None, float | None]:
+        """Return ``(log weight, log weight + Gumbel noise)``; ``(None, None)`` without tokens."""
+        from pipeline.dsir.model import feature_buckets, gumbel
+        from pipeline.dsir.select import doc_key
+
+        b = feature_buckets(doc.text, self.feats)
+        if b.size == 0:
+            return None, None
+        lw = float(self.log_ratio[b].sum())
+        return lw, lw + gumbel(doc_key(doc), self.seed)
+
+
+class DSIRSelect(GlobalStep):
+    """Keeps ``num_documents`` (or ``fraction``) documents sampled by DSIR importance weights."""
+
+    name = "dsir_v1"
+    Options = DSIROptions
+    metadata_fields: ClassVar[dict[str, pa.DataType]] = {"dsir_log_weight": pa.float64()}
+
+    def __init__(self, options: StepOptions | None = None) -> None:
+        super().__init__(options)
+        self._decisions: Any = None
+
+    def _target_counts(self, feats: Any) -> np.ndarray:
+        from pipeline.dsir.model import DSIRModel, count_files_ray
+        from pipeline.lm.corpus import expand_paths
+
+        o = self.options
+        if o.model is not None:
+            return DSIRModel.load(o.model, feats).target_counts
+        counts, _ = count_files_ray(expand_paths(o.target), feats, f"{self.name} target")
+        return counts
+
+    def prepare(self, shards: list[StageShard], workdir: str) -> None:
+        """Fit both models and score every shard in Ray tasks; write the job-wide cut."""
+        import ray
+
+        from pipeline.dsir.model import log_probs
+        from pipeline.dsir.select import (
+            fingerprint_of,
+            global_threshold,
+            read_decision,
+            score_shards,
+            write_decision,
+        )
+
+        o = self.options
+        feats = _features(o)
+        inputs = {s.shard_id: list(s.files) for s in shards}
+        fp = fingerprint_of({"step": self.name, **o.model_dump(), "inputs": inputs})
+        old = read_decision(workdir)
+        if old is not None and old.get("fingerprint") == fp:
+            return
+        if not ray.is_initialized():
+            ray.init(ignore_reinit_error=True, log_to_driver=False)
+        count = ray.remote(_count_shard)
+        raw_dir = Path(workdir) / "raw_counts"
+        refs = [count.remote(s, str(raw_dir / f"{s.shard_id}.npz"), fp, feats) for s in shards]
+        total = int(sum(ray.get(refs)))
+        raw = np.zeros(o.buckets, dtype=np.int64)
+        for s in shards:
+            with np.load(raw_dir / f"{s.shard_id}.npz", allow_pickle=False) as z:
+                raw += z["counts"]
+        target = self._target_counts(feats)
+        log_ratio = log_probs(target, o.smoothing) - log_probs(raw, o.smoothing)
+        np.save(Path(workdir) / "log_ratio.npy", log_ratio)
+        if o.num_documents is not None:
+            k = min(o.num_documents, total)
+        elif o.fraction is not None:
+            k = math.ceil(o.fraction * total)
+        else:
+            k = total
+        annotate_only = o.num_documents is None and o.fraction is None
+        tops, scored = score_shards(_Scorer(log_ratio, feats, o.seed), shards, workdir, fp,
+                                    0 if annotate_only else k, desc=f"{self.name} scoring")
+        threshold = -math.inf if annotate_only else global_threshold(tops, k)
+        write_decision(workdir, {"fingerprint": fp, "threshold": threshold, "k": k,
+                                 "total": scored, "raw_features": int(raw.sum()),
+                                 "target_features": int(target.sum())})
+
+    def load(self, workdir: str, shard_id: str) -> None:
+        """Load this shard's weights and the job-wide cut."""
+        from pipeline.dsir.select import ShardDecisions
+
+        self._decisions = ShardDecisions.load(workdir, shard_id)
+
+    def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
+        """Annotate ``dsir_log_weight``; yield the selected documents."""
+        for doc in docs:
+            value, selected = self._decisions.lookup(doc)
+            doc.metadata["dsir_log_weight"] = value
+            if selected:
+                yield doc
+            else:
+                ctx.drop(doc, self.name, "not_resampled")
