@@ -72,6 +72,8 @@ class TokenStream:
             for b in range(reader.num_record_batches):
                 batch = reader.get_batch(b)
                 col = batch.column(batch.schema.get_field_index("tokens"))
+                if len(col) == 0:
+                    continue
                 if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
                     raise ValueError(f"{entry['path']}: 'tokens' must be a list column")
                 offsets = col.offsets.to_numpy().astype(np.int64)

@@ -192,3 +192,19 @@ def test_model_package_imports_only_torch_numpy_pyarrow_and_stdlib():
             for name in names:
                 top = name.split(".")[0]
                 assert top in allowed or top in sys.stdlib_module_names, f"{path.name}: {name}"
+
+
+def test_reads_streams_written_by_the_tokenizer_writer(tmp_path):
+    """Contract with tokenizer/stream_writer.py (the tokenize step's writer), if present."""
+    sw = pytest.importorskip("tokenizer.stream_writer")
+    docs = [[5, 6, 7], [], [8] * 30, [9, 10]]
+    p1 = sw.write_token_stream(docs[:2], tmp_path, "part-00000.arrow", "uint16", eos_id=1,
+                               batch_tokens=4)
+    p2 = sw.write_token_stream(docs[2:], tmp_path, "part-00001.arrow", "uint16", eos_id=1)
+    p3 = sw.write_token_stream([], tmp_path, "part-00002.arrow", "uint16", eos_id=1)
+    sw.write_manifest(tmp_path, [p1, p2, p3], "uint16", 1, 300, "h")
+    s = TokenStream(tmp_path)
+    flat = [t for d in docs for t in d + [1]]
+    assert s.num_tokens == len(flat) and s.num_docs == len(docs)
+    assert s.read(0, len(flat)).tolist() == flat
+    assert s.doc_ids(0, len(flat)).tolist() == [i for i, d in enumerate(docs) for _ in d + [1]]
