@@ -376,6 +376,8 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
     wrapped = parallel.parallelize(model, mode, info,
                                    param_dtype=torch.bfloat16 if use_bf16 else None)
     optimizer = build_optimizer(model, tcfg, device)
+    if not (isinstance(tcfg.compile, bool) or tcfg.compile == "auto"):
+        raise ValueError(f"train.compile must be true, false or auto, not {tcfg.compile!r}")
     do_compile = tcfg.compile if isinstance(tcfg.compile, bool) else device.type == "cuda"
     fwd = torch.compile(wrapped) if do_compile else wrapped
     flops_per_token = model.flops_per_token(seq_len)

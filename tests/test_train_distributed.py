@@ -1,4 +1,4 @@
-"""World-size-2 data parallel training on CPU (gloo) under torchrun: DDP and FSDP2."""
+"""World-size-2 data parallel training on CPU (gloo) under torchrun: DDP and FSDP2 (with resume)."""
 
 from __future__ import annotations
 
@@ -48,8 +48,16 @@ def test_world_size_two_matches_single_process_with_accumulation(tmp_path, mode)
     ref = run(single)
     dist_cfg = tiny_config(tmp_path / "dist", batch_size=2, grad_accum=1, max_steps=4,
                            eval_every=4, parallel=mode)
+    if mode == "fsdp":  # also: interrupt after step 2 and resume from the sharded model
+        dist_cfg["train"]["halt_at_step"] = 2
+        proc = _torchrun(dist_cfg, tmp_path / "dist.json")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert '"status": "halted"' in proc.stdout
+        dist_cfg["train"]["halt_at_step"] = None
     proc = _torchrun(dist_cfg, tmp_path / "dist.json")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if mode == "fsdp":
+        assert "resumed from" in proc.stdout
     got = _losses(Path(dist_cfg["train"]["out_dir"]))
     assert list(got) == [1, 2, 3, 4]
     for step, loss in ref["train_losses"].items():
