@@ -178,3 +178,13 @@ def test_bad_vocab_is_rejected() -> None:
     full = {i: bytes([i]) for i in range(256)}
     with pytest.raises(ValueError):
         Tokenizer(full, [(b"a", b"b")])
+
+
+def test_special_token_equal_to_a_bpe_token_gets_its_own_id(gpt2: Tokenizer) -> None:
+    tok = Tokenizer(gpt2.vocab, gpt2.merges, special_tokens=["the", EOT])
+    assert tok.special_tokens[EOT] == 50256
+    the_id = tok.special_tokens["the"]
+    assert the_id == 50257 and gpt2.encode("the") == [1169]
+    # Special tokens match anywhere, also inside words.
+    assert tok.encode("the cat bathe") == [the_id, *gpt2.encode(" cat ba"), the_id]
+    assert tok.decode([the_id, 1169]) == "thethe"

@@ -41,13 +41,16 @@ class Tokenizer:
             self.token_to_id.setdefault(self.vocab[i], i)
         self.special_tokens: dict[str, int] = {}
         next_id = max(self.vocab, default=-1) + 1
+        # A special token reuses the id of its bytes unless a merge or a single byte makes
+        # those bytes too (a special "the" must not take the id BPE gives to "the").
+        bpe_made = {bytes([b]) for b in range(256)} | {a + b for a, b in self.merges}
         for token in dict.fromkeys(special_tokens or []):
             raw = token.encode("utf-8")
-            if raw in self.token_to_id:
+            if raw in self.token_to_id and raw not in bpe_made:
                 self.special_tokens[token] = self.token_to_id[raw]
             else:
                 self.vocab[next_id] = raw
-                self.token_to_id[raw] = next_id
+                self.token_to_id.setdefault(raw, next_id)
                 self.special_tokens[token] = next_id
                 next_id += 1
         self._special_re = special_pattern(list(self.special_tokens))
