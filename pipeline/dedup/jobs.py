@@ -480,8 +480,15 @@ class MinHashConfig:
     batch_bytes: int = 1 << 20
 
 
+_HASHERS: dict[tuple[int, int, int], MinHasher] = {}
+
+
 def _hasher(config: MinHashConfig) -> MinHasher:
-    return MinHasher(config.num_perm, config.ngram, config.seed)
+    """One MinHasher per worker process and configuration (its work buffers are reused)."""
+    key = (config.num_perm, config.ngram, config.seed)
+    if key not in _HASHERS:
+        _HASHERS[key] = MinHasher(config.num_perm, config.ngram, config.seed)
+    return _HASHERS[key]
 
 
 def _minhash_rows(shard: StageShard, s: int, config: MinHashConfig) -> tuple[dict, list[str], dict]:

@@ -1,11 +1,16 @@
 """MinHash signatures, LSH banding and the in-memory near-duplicate API.
 
-Signatures use the same permutation family as datasketch's default ``affine32`` scheme:
-``h_k(x) = a_k * x + b_k mod 2**32`` with ``a_k`` odd, applied to a well-mixed 32-bit
-shingle hash (the top half of :class:`~pipeline.dedup.text.ShingleHasher`'s 64-bit hash).
-They are computed for a whole batch of documents at once: a ``(num_perm, n_shingles)``
-uint32 matrix per chunk, a multiply, an add and ``np.minimum.reduceat`` over each
-document's columns.
+Permutations: ``h_k(x) = a_k * x mod 2**32`` with ``a_k`` odd, applied to ``x``, the top
+31 bits of :class:`~pipeline.dedup.text.ShingleHasher`'s well-mixed 64-bit shingle hash
+with the low bit set. ``x`` is odd, so each ``h_k`` permutes the odd residues and has no
+fixed point. This is datasketch's default ``affine32`` scheme (``a_k * h + b_k``) without
+the additive term, which costs a third of the matrix work and changes nothing measurable:
+on 300 Wikipedia pairs x 5 seeds both give the theoretical error of k-permutation MinHash
+(RMSE 0.041 at 120 permutations; bias below 0.001), see docs/dedup-at-scale.md.
+
+Signatures are computed for a whole batch of documents at once: per chunk of shingles a
+``(num_perm, n_shingles)`` uint32 matrix is one broadcast multiply, and
+``np.minimum.reduceat`` over each document's columns gives the minima.
 
 LSH: the signature is cut into ``bands`` bands of ``rows`` values; two documents are
 candidates when any band is identical. The probability that a pair with Jaccard ``s``
@@ -66,7 +71,7 @@ class MinHasher:
         self.shingler = ShingleHasher(ngram)
         rng = np.random.default_rng(seed)
         self.a = (rng.integers(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2)) + np.uint32(1)
-        self.b = rng.integers(0, 1 << 32, num_perm, dtype=np.uint64).astype(np.uint32)
+        self._buf: np.ndarray | None = None  # reused work matrix (num_perm x chunk)
 
     def signatures_from_hashes(self, hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Return the ``(n_docs, num_perm)`` uint32 signatures of concatenated shingle hashes.
@@ -75,7 +80,7 @@ class MinHasher:
         ``0xFFFFFFFF`` (callers must not put such rows into LSH).
         """
         nd = len(counts)
-        x = (hashes >> U64(32)).astype(np.uint32)
+        x = (hashes >> U64(32)).astype(np.uint32) | np.uint32(1)
         out = np.full((self.num_perm, nd), EMPTY, dtype=np.uint32)
         offsets = np.zeros(nd + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
@@ -85,9 +90,10 @@ class MinHasher:
         starts = offsets[nz]
         ends = offsets[nz + 1]
         chunk = self.chunk
-        buf = np.empty((self.num_perm, min(chunk, len(x))), dtype=np.uint32)
+        if self._buf is None or self._buf.shape[1] < min(chunk, len(x)):
+            self._buf = np.empty((self.num_perm, min(chunk, max(len(x), 1024))), dtype=np.uint32)
+        buf = self._buf
         a = self.a[:, None]
-        b = self.b[:, None]
         i = 0
         while i < len(nz):
             # a group of whole documents whose shingles fit one chunk (at least one document)
@@ -97,7 +103,6 @@ class MinHasher:
             if r1 - r0 <= chunk:
                 m = buf[:, : r1 - r0]
                 np.multiply(a, x[None, r0:r1], out=m)
-                m += b
                 out[:, nz[i:j]] = np.minimum.reduceat(m, starts[i:j] - r0, axis=1)
             else:  # one document longer than a chunk
                 acc = out[:, nz[i]]
@@ -105,7 +110,6 @@ class MinHasher:
                     c1 = min(r1, c0 + chunk)
                     m = buf[:, : c1 - c0]
                     np.multiply(a, x[None, c0:c1], out=m)
-                    m += b
                     np.minimum(acc, m.min(axis=1), out=acc)
                 out[:, nz[i]] = acc
             i = j
