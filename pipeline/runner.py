@@ -321,7 +321,9 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        # "local" always starts a private cluster; a bare ray.init() would attach to any
+        # cluster that `ray start` left running on this machine.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
 
 
 def _check_output_dir(out: Path, job: JobConfig, files: list[str], fingerprint: str) -> None:
