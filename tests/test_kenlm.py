@@ -98,6 +98,15 @@ def test_ccnet_normalisation() -> None:
     assert normalize_line("«x»", NormalizeOptions(punct="remove")) == "x"
     assert normalize_line("«x»", NormalizeOptions(punct="keep")) == "«x»"
     assert lm_sentences("A <s> b\n\n  \nC </s> <unk>\n") == [["a", "b"], ["c"]]
+    # whole-document normalisation equals CCNet's line-by-line normalisation
+    from pipeline.lm.normalize import normalized_lines
+
+    text = "Ünïcode “Quotes” 42\r\nTabs\there\x85next\u2028para ＡＢ！\n\n\x07 Σίσυφος ΣΑΣ\n"
+    per_line = [" ".join(normalize_line(x).split()) for x in text.splitlines()]
+    assert normalized_lines(text) == [x for x in per_line if x]
+    assert normalized_lines(text, NormalizeOptions(punct="remove", lower=False)) == [
+        x for x in (" ".join(normalize_line(y, NormalizeOptions(punct="remove", lower=False))
+                             .split()) for y in text.splitlines()) if x]
 
 
 def test_every_context_sums_to_one(small_model: dict) -> None:

@@ -177,8 +177,9 @@ def count_files_ray(paths: list[str], opts: FeatureOptions, desc: str = "countin
     import ray
     from tqdm import tqdm
 
-    if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=False)
+    from pipeline.dsir.select import ensure_ray
+
+    ensure_ray()
     task = ray.remote(count_file)
     refs = [task.remote(p, opts) for p in paths]
     total = np.zeros(opts.buckets, dtype=np.int64)

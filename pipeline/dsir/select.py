@@ -26,6 +26,19 @@ from pipeline.document import Document
 from pipeline.step import StageShard
 
 
+def ensure_ray() -> None:
+    """Start Ray if nothing has: a new local instance (or ``RAY_ADDRESS`` when set).
+
+    ``ray.init()`` without an address would join any cluster already running on the
+    machine, which may be someone else's.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+                 log_to_driver=False)
+
+
 def doc_key(doc: Document) -> str:
     """Return the key that finds a document's decision: its id and a hash of its text."""
     h = hashlib.blake2b(doc.text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
@@ -91,8 +104,7 @@ def score_shards(scorer: Scorer, shards: list[StageShard], workdir: str, fingerp
     import ray
     from tqdm import tqdm
 
-    if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=False)
+    ensure_ray()
     task = ray.remote(score_one_shard)
     scorer_ref = ray.put(scorer)
     refs = [task.remote(scorer_ref, s, workdir, fingerprint, k) for s in shards]

@@ -9,6 +9,7 @@ stored in each model's sidecar so a step can refuse a model normalised different
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Literal
 
@@ -23,11 +24,12 @@ _UNICODE_PUNCT = {
     "～": "~", "’": "'", "…": "...", "━": "-", "〈": "<", "〉": ">", "【": "[", "】": "]",
     "％": "%", "►": "-",
 }  # fmt: skip
-_PUNCT_TABLE = str.maketrans(_UNICODE_PUNCT)
-_PUNCT_DELETE = str.maketrans(dict.fromkeys(_UNICODE_PUNCT, ""))
+# regex substitution rather than str.translate: translate with a dict costs a Python-level
+# lookup per character of non-ASCII text, the regex scans in C and calls back per match
+_PUNCT_RE = re.compile("[" + "".join(re.escape(c) for c in _UNICODE_PUNCT) + "]")
 # C0 and C1 control characters (CCNet's NON_PRINTING_CHARS_RE), tab and newline included.
-_NON_PRINTING = str.maketrans(dict.fromkeys([*range(0, 32), *range(127, 160)], None))
-_DIGIT_RE = regex.compile(r"\d")
+_NON_PRINTING_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+_DIGIT_RE = re.compile(r"\d")  # Unicode decimal digits, as CCNet's re.compile(r"\d")
 _MARK_RE = regex.compile(r"\p{Mn}+")
 
 
@@ -49,33 +51,48 @@ def strip_accents(text: str) -> str:
     return _MARK_RE.sub("", unicodedata.normalize("NFD", text))
 
 
+def _normalize_chars(text: str, o: NormalizeOptions) -> str:
+    """Apply the per-character steps (case, accents, digits, punctuation) to ``text``.
+
+    None of them adds or removes line breaks, so they can run on a whole document before
+    it is split into lines. Translations are skipped where they cannot change anything
+    (the punctuation table has no ASCII keys).
+    """
+    if o.lower:
+        text = text.lower()
+    if o.strip_accents:
+        text = strip_accents(text)
+    if o.digits_to_zero:
+        text = _DIGIT_RE.sub("0", text)
+    if o.punct != "keep" and not text.isascii():
+        if o.punct == "replace":
+            text = _PUNCT_RE.sub(lambda m: _UNICODE_PUNCT[m.group()], text)
+        else:
+            text = _PUNCT_RE.sub("", text)
+    return text
+
+
+def _strip_non_printing(line: str) -> str:
+    return line if line.isprintable() else _NON_PRINTING_RE.sub("", line)
+
+
 def normalize_line(line: str, opts: NormalizeOptions | None = None) -> str:
     """Return one line normalised as CCNet's ``normalize`` does (stripped; may be empty)."""
-    o = opts or _DEFAULT
     line = line.strip()
     if not line:
         return line
-    if o.lower:
-        line = line.lower()
-    if o.strip_accents:
-        line = strip_accents(line)
-    if o.digits_to_zero:
-        line = _DIGIT_RE.sub("0", line)
-    if o.punct == "replace":
-        line = line.translate(_PUNCT_TABLE)
-    elif o.punct == "remove":
-        line = line.translate(_PUNCT_DELETE)
-    return line.translate(_NON_PRINTING)
+    return _strip_non_printing(_normalize_chars(line, opts or _DEFAULT))
 
 
 def normalized_lines(text: str, opts: NormalizeOptions | None = None) -> list[str]:
     """Split ``text`` into lines (paragraphs), normalise each; return the non-empty ones.
 
     Each returned line has its tokens separated by single spaces, the form KenLM scores.
+    The result equals applying :func:`normalize_line` to every line, done once per text.
     """
     out = []
-    for raw in text.splitlines():
-        toks = normalize_line(raw, opts).split()
+    for raw in _normalize_chars(text, opts or _DEFAULT).splitlines():
+        toks = _strip_non_printing(raw).split()
         if toks:
             out.append(" ".join(toks))
     return out

@@ -127,6 +127,7 @@ class DSIRSelect(GlobalStep):
 
         from pipeline.dsir.model import log_probs
         from pipeline.dsir.select import (
+            ensure_ray,
             fingerprint_of,
             global_threshold,
             read_decision,
@@ -141,8 +142,7 @@ class DSIRSelect(GlobalStep):
         old = read_decision(workdir)
         if old is not None and old.get("fingerprint") == fp:
             return
-        if not ray.is_initialized():
-            ray.init(ignore_reinit_error=True, log_to_driver=False)
+        ensure_ray()
         count = ray.remote(_count_shard)
         raw_dir = Path(workdir) / "raw_counts"
         refs = [count.remote(s, str(raw_dir / f"{s.shard_id}.npz"), fp, feats) for s in shards]
