@@ -58,7 +58,7 @@ def test_extracted_text_dedup_is_bounded_by_extraction() -> None:
     """After main-content extraction many planted near pairs are no longer similar.
 
     The perturbation replaced words in the HTML source, which changes what the extractor
-    keeps (15 copies extract to nothing); recall is bounded by that, not by MinHash.
+    keeps (10 copies extract to nothing); recall is bounded by that, not by MinHash.
     """
     docs, labels = payloads()
     ext = extracted()
