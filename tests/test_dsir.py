@@ -264,3 +264,33 @@ def test_crawl_job_with_all_three_filters(corpus: dict, models: dict, ray_local,
     assert all(r["perplexity"] > 0 and 0 <= r["quality_score"] <= 1 for r in table)
     wiki = [r for r in table if r["id"].startswith("wiki")]
     assert len(wiki) >= 15
+
+
+def test_train_filters_job_trains_all_three(corpus: dict, models: dict, ray_local,
+                                            tmp_path: Path) -> None:
+    import yaml
+
+    from pipeline.config import JobConfigError
+    from pipeline.train_filters import run_from_file
+
+    target, neg = str(corpus["target"]), str(corpus["tmp"] / "neg.jsonl")
+    job = {"job": "train_filters", "output": str(tmp_path / "models"),
+           "kenlm": {"order": 3, "input": [target], "build_binary": None,
+                     "cutoffs_from": [neg]},
+           "fasttext": {"positive": [target], "negative": [neg], "dim": 8, "bucket": 10_000},
+           "dsir": {"target": [target], "raw": [neg], "buckets": 500}}
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(job))
+    summary = run_from_file(str(path))
+    out = tmp_path / "models"
+    for name in ("kenlm.arpa", "quality.bin", "dsir.npz"):
+        assert (out / name).is_file() and (out / f"{name}.meta.json").is_file()
+    cut = (out / "kenlm.cutoff.csv").read_text().splitlines()
+    assert cut[0] == ",en" and len(cut) == 102
+    assert summary["kenlm"]["cutoffs"]["p30"] <= summary["kenlm"]["cutoffs"]["p60"]
+    assert summary["fasttext"]["holdout"]["recall"] > 0.5
+    assert summary["dsir"]["buckets"] == 500
+    assert json.loads((out / "summary.json").read_text())["job"] == "train_filters"
+    path.write_text(yaml.safe_dump({**job, "fasttext": {**job["fasttext"], "epochs": 3}}))
+    with pytest.raises(JobConfigError, match="fasttext.epochs: unknown key"):
+        run_from_file(str(path))
