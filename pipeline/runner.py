@@ -65,8 +65,12 @@ def plan_input_shards(files: list[str], read: ReadOptions) -> list[InputShard]:
 
 
 def split_stages(steps: list[Step]) -> list[tuple[int, int]]:
-    """Return [start, end) step ranges; every stage after the first starts at a GlobalStep."""
-    bounds = [0] + [i for i, s in enumerate(steps) if isinstance(s, GlobalStep) and i > 0]
+    """Return [start, end) step ranges; every stage after the first starts at a GlobalStep.
+
+    The first stage holds the local steps before the first global one; it is empty (the
+    shards are only read) when the job starts with a global step.
+    """
+    bounds = [0] + [i for i, s in enumerate(steps) if isinstance(s, GlobalStep)]
     return [(b, e) for b, e in zip(bounds, bounds[1:] + [len(steps)], strict=True)]
 
 

@@ -257,3 +257,15 @@ def test_job_joins_an_existing_ray_cluster(tmp_path: Path) -> None:
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
+
+
+def test_stages_split_at_global_steps() -> None:
+    from pipeline.registry import get_step_class
+    from pipeline.runner import split_stages
+
+    local = get_step_class("gopher_quality_v1")()
+    dedup = get_step_class("dedup_exact_v1")()
+    assert split_stages([local, local]) == [(0, 2)]
+    assert split_stages([local, dedup, local]) == [(0, 1), (1, 3)]
+    assert split_stages([dedup, local]) == [(0, 0), (0, 2)]
+    assert split_stages([]) == [(0, 0)]
