@@ -1,4 +1,8 @@
-"""The ``pipeline`` command: run jobs, show their status."""
+"""The ``pipeline`` command: run jobs, show their status, train filter models, ablations.
+
+Imports stay inside the subcommands: ``pipeline ablate train`` runs on a GPU machine that
+has only torch, numpy and pyarrow.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,34 @@ import json
 import logging
 import sys
 from pathlib import Path
+
+
+def _run_crawl(data: dict, args: argparse.Namespace) -> int:
+    from pipeline.runner import run_job
+
+    stats = run_job(data, output=args.output, address=args.address)
+    out = Path(stats["output"])
+    print((out / "summary.md").read_text(encoding="utf-8"))
+    print(f"stats: {out / 'stats.json'}  plot: {out / 'stats.png'}")
+    if stats["failed_shards"]:
+        print(f"{len(stats['failed_shards'])} shard(s) failed; rerun to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_ablation(data: dict, args: argparse.Namespace, train: bool = True) -> int:
+    from pipeline.ablation.config import validate_ablation
+    from pipeline.ablation.prepare import prepare
+
+    cfg = validate_ablation(data, args.output)
+    prepared = prepare(cfg, args.address)
+    print(f"prepared: {prepared} (carry this folder to the GPU machine)")
+    if train:
+        from pipeline.ablation.train import train_all
+
+        train_all(prepared)
+        print((prepared.parent / "report.md").read_text(encoding="utf-8"))
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -19,13 +51,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
             from model.train import run_from_file
 
             summary = run_from_file(args.job, {"out_dir": args.output} if args.output else None)
-            print(json.dumps(summary, indent=1, default=str))
+            print(json.dumps({k: v for k, v in summary.items()
+                              if k not in ("train_losses", "eval_losses")}, indent=1, default=str))
             return 0
-        if kind != "crawl":
-            raise JobConfigError(f"{args.job}: job: {kind!r} is not a known job kind (crawl, train)")
-        from pipeline.runner import run_job
+        if kind == "train_filters":
+            from pipeline.train_filters import run_from_file as train_filters
 
-        stats = run_job(data, output=args.output, address=args.address)
+            report = train_filters(args.job, {"output": args.output} if args.output else None)
+            print(json.dumps(report, indent=1, default=str))
+            return 0
+        if kind == "ablation":
+            return _run_ablation(data, args)
+        if kind != "crawl":
+            raise JobConfigError(
+                f"{args.job}: job: {kind!r} is not a known job kind "
+                "(crawl, train, train_filters, ablation)"
+            )
+        return _run_crawl(data, args)
     except JobConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -37,13 +79,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    out = Path(stats["output"])
-    print((out / "summary.md").read_text(encoding="utf-8"))
-    print(f"stats: {out / 'stats.json'}  plot: {out / 'stats.png'}")
-    if stats["failed_shards"]:
-        print(f"{len(stats['failed_shards'])} shard(s) failed; rerun to retry them", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -53,11 +88,47 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _cmd_ablate_prepare(args: argparse.Namespace) -> int:
+    from pipeline.config import JobConfigError, load_job_dict
+
+    try:
+        return _run_ablation(load_job_dict(args.job), args, train=False)
+    except JobConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _cmd_ablate_train(args: argparse.Namespace) -> int:
+    from pipeline.ablation.train import train_all
+
+    overrides = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    train_all(args.prepared, args.out, overrides)
+    out = Path(args.out) if args.out else Path(args.prepared).parent
+    print((out / "report.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _register_optional(sub: argparse._SubParsersAction) -> None:
+    """Add the filter-training commands (``lm``, ``classifier``, ``dsir``)."""
+    from pipeline.dsir.cli import register as register_dsir
+    from pipeline.lm.cli import register as register_lm
+    from pipeline.quality_cli import register as register_classifier
+
+    for register in (register_lm, register_classifier, register_dsir):
+        register(sub)
+
+
+def build_parser(with_training_commands: bool = True) -> argparse.ArgumentParser:
     """Return the argument parser of the ``pipeline`` command."""
-    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__)
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a job file (crawl or train)")
+    run = sub.add_parser("run", help="run a job file (crawl, train, train_filters, ablation)")
     run.add_argument("job", help="job YAML file")
     run.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
     run.add_argument("--output", help="output folder (overrides the job's 'output')")
@@ -65,13 +136,32 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show what a job's output folder has done")
     status.add_argument("outdir")
     status.set_defaults(func=_cmd_status)
+
+    ablate = sub.add_parser("ablate", help="data ablations in two halves (CPU, then GPU)")
+    ablate_sub = ablate.add_subparsers(dest="ablate_command", required=True)
+    prep = ablate_sub.add_parser("prepare", help="filter and tokenize every arm (CPU machine)")
+    prep.add_argument("job", help="ablation YAML file")
+    prep.add_argument("--address", help="Ray cluster to join")
+    prep.add_argument("--output", help="output folder (overrides the job's 'output')")
+    prep.set_defaults(func=_cmd_ablate_prepare)
+    train = ablate_sub.add_parser("train", help="train every arm and seed (GPU machine)")
+    train.add_argument("prepared", help="the prepared folder written by `ablate prepare`")
+    train.add_argument("--out", help="where runs and the report go (default: its parent)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a training option for every run, e.g. batch_size=32")
+    train.set_defaults(func=_cmd_ablate_train)
+    if with_training_commands:
+        _register_optional(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pipeline`` console script; returns the exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # The GPU machine lacks the filters' dependencies; `ablate train` must not need them.
+    light = bool(argv[:2] == ["ablate", "train"])
+    args = build_parser(with_training_commands=not light).parse_args(argv)
     return args.func(args)
 
 

@@ -93,6 +93,24 @@ def all_metadata_fields(steps: list[Step]) -> dict[str, Any]:
     return fields
 
 
+def input_columns(job: JobConfig) -> dict[str, Any]:
+    """Columns that Parquet inputs pass through (``read.keep_columns``), with their types.
+
+    Taken from the first Parquet input, so every shard writes the same schema.
+    """
+    if not job.read.keep_columns:
+        return {}
+    import pyarrow.parquet as pq
+
+    from pipeline.readers.parquet import passthrough_columns
+
+    for path in expand_inputs(job.inputs):
+        if (job.read.format or detect_format(path)) == "parquet":
+            schema = pq.read_schema(path)
+            return {n: schema.field(n).type for n in passthrough_columns(schema, job.read)}
+    return {}
+
+
 class _Timed:
     """Wraps a step's output iterator: counts documents out and inclusive time.
 
@@ -222,7 +240,7 @@ def process_unit(
     logging.basicConfig(level=logging.WARNING)
     job = JobConfig(**job_data)
     all_steps = parse_steps(job.steps)
-    fields = all_metadata_fields(all_steps)
+    fields = {**input_columns(job), **all_metadata_fields(all_steps)}
     start, end = step_range
     steps = all_steps[start:end]
     out = Path(out_dir)

@@ -31,6 +31,8 @@ class ReadOptions(StepOptions):
     ``text_field``/``id_field``/``url_field``: JSONL/Parquet field names; a dotted name
     (``metadata.url``) reaches into nested objects/structs.
     ``html_only``: WARC/ARC keep only HTML/XHTML payloads (others: ``skipped:non_html``).
+    ``keep_columns``: Parquet inputs carry their other columns into each document's
+    metadata, and the job writes them out again (chained jobs keep earlier steps' scores).
     """
 
     format: Format | None = None
@@ -40,6 +42,7 @@ class ReadOptions(StepOptions):
     id_field: str = Field(default="id", min_length=1)
     url_field: str = Field(default="url", min_length=1)
     html_only: bool = True
+    keep_columns: bool = False
 
 
 def report_error(

@@ -88,6 +88,16 @@ def _strings(array: pa.Array | None) -> list[str | None] | None:
     return None
 
 
+def passthrough_columns(schema: pa.Schema, options: ReadOptions) -> list[str]:
+    """Columns that ``keep_columns`` carries into metadata: all but text, id, url and the
+    writer's own base columns."""
+    if not options.keep_columns:
+        return []
+    core = {options.text_field, options.id_field, options.url_field, "text", "id", "url",
+            "source", "media_type"}
+    return [name for name in schema.names if name not in core]
+
+
 def read_parquet(
     path: str, split: int, n_splits: int, options: ReadOptions, stats: StepStats
 ) -> Iterator[Document]:
@@ -121,6 +131,8 @@ def read_parquet(
         column = _column_names(schema, name)
         if column is not None and column not in columns:
             columns.append(column)
+    extra = [n for n in passthrough_columns(schema, options) if n not in columns]
+    columns += extra
     row_of_group = [0]
     for i in range(meta.num_row_groups):
         row_of_group.append(row_of_group[-1] + meta.row_group(i).num_rows)
@@ -132,7 +144,7 @@ def read_parquet(
                 batch_size=BATCH_ROWS, row_groups=[group], columns=columns, use_threads=False
             )
             for batch in batches:
-                yield from _batch_documents(batch, row, source, options, stats, limit)
+                yield from _batch_documents(batch, row, source, options, stats, limit, extra)
                 row += batch.num_rows
         except (OSError, pa.ArrowException, ValueError) as exc:
             first = meta.row_group(group).column(0)
@@ -148,6 +160,7 @@ def _batch_documents(
     options: ReadOptions,
     stats: StepStats,
     limit: int,
+    extra: list[str],
 ) -> Iterator[Document]:
     texts_array = _field_array(batch, options.text_field)
     n = batch.num_rows
@@ -166,6 +179,7 @@ def _batch_documents(
     size_list = sizes.to_pylist()
     ids = _strings(_field_array(batch, options.id_field))
     urls = _strings(_field_array(batch, options.url_field))
+    extra_values = {name: batch.column(name).to_pylist() for name in extra}
     for i in range(n):
         text = texts[i]
         if text is None:
@@ -176,4 +190,8 @@ def _batch_documents(
             continue
         doc_id = ids[i] if ids is not None and ids[i] else f"{source}:{first_row + i}"
         url = urls[i] if urls is not None and urls[i] else None
-        yield emit(stats, Document(doc_id, text, url, "text/plain", source))
+        doc = Document(doc_id, text, url, "text/plain", source)
+        for name, values in extra_values.items():
+            if values[i] is not None:
+                doc.metadata[name] = values[i]
+        yield emit(stats, doc)

@@ -1,0 +1,117 @@
+"""``pipeline ablate train DIR``: train every arm and seed of a prepared ablation.
+
+Needs only torch, numpy and pyarrow (the GPU machine has nothing else). Each finished
+(arm, seed) run is recorded in ``ablation.json`` at once, so a killed run rerun skips the
+finished ones (and an unfinished one resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "seq_len": 256,
+    "batch_size": 16,
+    "grad_accum": 1,
+    "lr": 1e-3,
+    "warmup_frac": 0.05,
+    "schedule": "cosine",
+    "evals": 8,
+    "eval_batches": 16,
+    "compile": "auto",
+}
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_config(plan: dict[str, Any], prepared: Path, out: Path, arm: str, seed: int,
+               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the ``model.train`` config of one (arm, seed) run at the plan's token budget."""
+    t = {**TRAIN_DEFAULTS, **plan.get("train", {}), **(overrides or {})}
+    tokens_per_step = t["seq_len"] * t["batch_size"] * t["grad_accum"]
+    max_steps = max(1, math.ceil(plan["budget_tokens"] / tokens_per_step))
+    eval_every = max(1, max_steps // max(1, t["evals"]))
+    train = {k: v for k, v in t.items() if k not in {"seq_len", "warmup_frac", "evals"}}
+    train.update(
+        seed=seed,
+        max_steps=max_steps,
+        warmup_steps=max(1, int(t["warmup_frac"] * max_steps)),
+        eval_every=eval_every,
+        log_every=max(1, eval_every // 2),
+        ckpt_every=eval_every,
+        out_dir=str(out / "runs" / f"{arm}-seed{seed}"),
+        resume=True,
+    )
+    return {
+        "job": "train",
+        "model": {"vocab_size": "auto", **plan["model"]},
+        "data": {
+            "train": str(prepared / "streams" / arm),
+            "eval": {name: str(prepared / "eval" / name) for name in plan["eval"]},
+            "seq_len": t["seq_len"],
+        },
+        "train": train,
+    }
+
+
+def train_all(prepared: str | os.PathLike, out: str | os.PathLike | None = None,
+              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train every arm and seed in ``prepared``; write ``ablation.json`` and the report.
+
+    ``out`` defaults to the prepared folder's parent. ``overrides`` change training
+    options (e.g. ``{"batch_size": 32}``) for every run. Returns the ablation record.
+    """
+    from model.train import run
+    from pipeline.ablation.report import write_report
+
+    prepared = Path(prepared)
+    plan = json.loads((prepared / "plan.json").read_text(encoding="utf-8"))
+    out = Path(out) if out is not None else prepared.parent
+    out.mkdir(parents=True, exist_ok=True)
+    record_path = out / "ablation.json"
+    record = (json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists()
+              else {"name": plan["name"], "budget_tokens": plan["budget_tokens"], "runs": []})
+    done = {(r["arm"], r["seed"]) for r in record["runs"]}
+    for arm in plan["arm_order"]:
+        info = plan["arms"][arm]
+        for seed in plan["seeds"]:
+            if (arm, seed) in done:
+                continue
+            cfg = run_config(plan, prepared, out, arm, seed, overrides)
+            print(f"== arm {arm} seed {seed}: {cfg['train']['max_steps']} steps", flush=True)
+            summary = run(cfg)
+            tokens_per_step = (cfg["data"]["seq_len"] * cfg["train"]["batch_size"]
+                               * cfg["train"]["grad_accum"])
+            record["runs"].append({
+                "arm": arm,
+                "seed": seed,
+                "documents_kept": info["documents_kept"],
+                "tokens_kept": info["tokens_kept"],
+                "tokens_trained": summary["steps"] * tokens_per_step,
+                "params": summary["params"],
+                "status": summary["status"],
+                "loss_curve": [[int(s) * tokens_per_step, v]
+                               for s, v in sorted(summary["train_losses"].items(), key=lambda kv: int(kv[0]))],
+                "eval_curve": {
+                    name: [[int(s) * tokens_per_step, ev[name]]
+                           for s, ev in sorted(summary["eval_losses"].items(), key=lambda kv: int(kv[0]))]
+                    for name in plan["eval"]
+                },
+                "final_eval": summary["final_eval"],
+                "tokens_per_s": summary["tokens_per_s"],
+            })
+            record["arms"], record["arm_order"] = plan["arms"], plan["arm_order"]
+            _write_json(record, record_path)
+    record["arms"], record["arm_order"] = plan["arms"], plan["arm_order"]
+    record["eval"] = plan["eval"]
+    _write_json(record, record_path)
+    write_report(record, out)
+    return record
