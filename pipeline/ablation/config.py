@@ -69,6 +69,8 @@ class AblationConfig(StepOptions):
 
 def validate_ablation(data: dict[str, Any], output: str | None = None) -> AblationConfig:
     """Validate an ablation job dict (steps included); raise JobConfigError naming the key."""
+    # Keys starting with "x-" hold YAML anchors for the arms (as in docker-compose files).
+    data = {k: v for k, v in data.items() if not str(k).startswith("x-")}
     if output is not None:
         data = {**data, "output": output}
     try:

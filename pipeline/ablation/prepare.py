@@ -140,31 +140,37 @@ def tokenize(
     return stream
 
 
-def cut_stream(src: Path, dest: Path, max_tokens: int) -> dict[str, Any]:
-    """Copy whole documents of stream ``src`` into ``dest`` until ``max_tokens`` are reached.
+def _stream_documents(src: Path, manifest: dict[str, Any]):
+    """Yield every document's ids (EOS included) of a stream, in stream order."""
+    for entry in manifest["files"]:
+        with pa.memory_map(str(src / entry["path"])) as mm:
+            reader = pa.ipc.open_file(mm)
+            for b in range(reader.num_record_batches):
+                yield from reader.get_batch(b).column(0).to_numpy(zero_copy_only=False)
 
-    Returns the new manifest. The cut keeps the stream's order, so it is deterministic.
+
+def cut_stream(src: Path, dest: Path, max_tokens: int, seed: int = 0) -> dict[str, Any]:
+    """Copy a seeded random subset of whole documents of stream ``src`` into ``dest``.
+
+    Documents are drawn in a random order (fixed by ``seed``) until ``max_tokens`` are
+    reached, then written in their stream order, so the cut samples every shard of the
+    arm rather than its first files. Returns the new manifest.
     """
+    import numpy as np
+
     from tokenizer.stream_writer import write_manifest, write_token_stream
 
     manifest = json.loads((src / "manifest.json").read_text())
-
-    def docs():
-        total = 0
-        for entry in manifest["files"]:
-            with pa.memory_map(str(src / entry["path"])) as mm:
-                reader = pa.ipc.open_file(mm)
-                for b in range(reader.num_record_batches):
-                    for ids in reader.get_batch(b).column(0).to_numpy(zero_copy_only=False):
-                        # the writer appends EOS itself
-                        yield ids[:-1].tolist()
-                        total += len(ids)
-                        if total >= max_tokens:
-                            return
-
+    lengths = np.array([len(ids) for ids in _stream_documents(src, manifest)], dtype=np.int64)
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    n = int(np.searchsorted(np.cumsum(lengths[order]), max_tokens)) + 1
+    chosen = np.zeros(len(lengths), dtype=bool)
+    chosen[order[:n]] = True
+    # the writer appends EOS itself
+    docs = (ids[:-1].tolist() for ids, keep in zip(_stream_documents(src, manifest), chosen, strict=True) if keep)
     if dest.exists():
         shutil.rmtree(dest)
-    part = write_token_stream(docs(), dest, "part-00000.arrow", manifest["dtype"], manifest["eos_id"])
+    part = write_token_stream(docs, dest, "part-00000.arrow", manifest["dtype"], manifest["eos_id"])
     return write_manifest(dest, [part], manifest["dtype"], manifest["eos_id"],
                           manifest["vocab_size"], manifest["tokenizer_hash"])
 

@@ -46,7 +46,7 @@ def run_config(plan: dict[str, Any], prepared: Path, out: Path, arm: str, seed: 
         warmup_steps=max(1, int(t["warmup_frac"] * max_steps)),
         eval_every=eval_every,
         log_every=max(1, eval_every // 2),
-        ckpt_every=eval_every,
+        ckpt_every=max_steps,  # runs are short: resume is per finished run (ablation.json)
         out_dir=str(out / "runs" / f"{arm}-seed{seed}"),
         resume=True,
     )
