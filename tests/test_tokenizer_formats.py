@@ -88,6 +88,8 @@ def test_tiktoken_ranks_give_identical_ids(trained: Path, text: str) -> None:
     lines = text.splitlines()
     assert fast.encode_batch(lines, num_threads=2) == [tok.encode(line) for line in lines]
     assert fast.encode(text) == tok.encode(text)
+    assert fast.encode_numpy(text).tolist() == tok.encode(text)
+    assert [fast.encode_numpy(line).tolist() for line in lines] == [tok.encode(x) for x in lines]
 
 
 def test_gpt2_saved_formats(tmp_path: Path, text: str) -> None:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import tiktoken
 
 from tokenizer.formats import CONFIG_FILE, TIKTOKEN_FILE, read_tiktoken_ranks
@@ -31,7 +32,7 @@ class FastEncoder:
             name=f"refinery:{base.name}",
             pat_str=resolve_pattern(config["pattern"]),
             mergeable_ranks=ranks,
-            special_tokens={},
+            special_tokens=self.special_tokens,
         )
         self._special_re = special_pattern(list(self.special_tokens))
         self.vocab_size = max([*ranks.values(), *self.special_tokens.values()]) + 1
@@ -73,3 +74,23 @@ class FastEncoder:
             encode = self.encoding.encode_ordinary
             return [encode(t) for t in texts]
         return self.encoding.encode_ordinary_batch(texts, num_threads=num_threads)
+
+    def encode_numpy(self, text: str) -> np.ndarray:
+        """Encode one text to a uint32 numpy array (no Python int list; the fast path).
+
+        Ids equal `encode(text)`. tiktoken's own special-token handling is off: special
+        tokens are split out here first, as in `Tokenizer`.
+        """
+        if self._special_re is None:
+            # tiktoken's encode() with no special tokens at all scans an empty regex per
+            # character, so go through encode_ordinary here.
+            return np.asarray(self.encoding.encode_ordinary(text), dtype=np.uint32)
+        parts: list[np.ndarray] = []
+        for piece, is_special in split_specials(text, self._special_re):
+            if is_special:
+                parts.append(np.array([self.special_tokens[piece]], dtype=np.uint32))
+            else:
+                parts.append(self.encoding.encode_to_numpy(piece, disallowed_special=()))
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)

@@ -36,18 +36,27 @@ def dtype_for_vocab(vocab_size: int) -> str:
     return "uint16" if vocab_size <= 1 << 16 else "uint32"
 
 
-def _batch(flat: list[int], offsets: list[int], dtype: str) -> pa.RecordBatch:
-    values = np.asarray(flat, dtype=np.int64)
-    if len(values) and (values.min() < 0 or values.max() >= np.iinfo(_NUMPY[dtype]).max + 1):
-        raise ValueError(f"token id out of range for {dtype}")
-    array = pa.ListArray.from_arrays(
-        pa.array(np.asarray(offsets, dtype=np.int32)), pa.array(values.astype(_NUMPY[dtype]))
-    )
+def _batch(arrays: list[np.ndarray], dtype: str, eos_id: int) -> pa.RecordBatch:
+    """One record batch: a row per array, each followed by `eos_id`."""
+    limit = np.iinfo(_NUMPY[dtype]).max
+    eos = np.array([eos_id], dtype=np.int64)
+    pieces: list[np.ndarray] = []
+    for ids in arrays:
+        if len(ids) and (int(ids.min()) < 0 or int(ids.max()) > limit):
+            raise ValueError(f"token id out of range for {dtype}")
+        pieces.append(ids)
+        pieces.append(eos)
+    if eos_id < 0 or eos_id > limit:
+        raise ValueError(f"EOS id {eos_id} out of range for {dtype}")
+    values = np.concatenate(pieces).astype(_NUMPY[dtype]) if pieces else np.zeros(0, _NUMPY[dtype])
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum([len(a) + 1 for a in arrays], out=offsets[1:])
+    array = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
     return pa.RecordBatch.from_arrays([array], names=["tokens"])
 
 
 def write_token_stream(
-    docs_ids: Iterable[Sequence[int]],
+    docs_ids: Iterable[Sequence[int] | np.ndarray],
     out_dir: str | os.PathLike,
     part_name: str,
     dtype: str,
@@ -56,9 +65,10 @@ def write_token_stream(
 ) -> PartInfo:
     """Write one part: every document's ids followed by `eos_id`, one row per document.
 
-    `docs_ids` is consumed lazily; rows are flushed in record batches of about
-    `batch_tokens` tokens, so memory stays bounded. `dtype` is "uint16" or "uint32"; an id
-    that does not fit raises ValueError (and leaves no part behind). Returns the PartInfo.
+    `docs_ids` (lists of ints or integer numpy arrays) is consumed lazily; rows are flushed
+    in record batches of about `batch_tokens` tokens, so memory stays bounded. `dtype` is
+    "uint16" or "uint32"; an id that does not fit raises ValueError (and leaves no part
+    behind). Returns the PartInfo.
     """
     if dtype not in _NUMPY:
         raise ValueError(f"dtype must be uint16 or uint32, not {dtype!r}")
@@ -67,23 +77,22 @@ def write_token_stream(
     final = out / part_name
     tmp = out / f".{part_name}.tmp-{os.getpid()}"
     schema = pa.schema([pa.field("tokens", pa.list_(pa.from_numpy_dtype(_NUMPY[dtype])))])
-    num_tokens = num_docs = 0
-    flat: list[int] = []
-    offsets = [0]
+    num_tokens = num_docs = pending_tokens = 0
+    pending: list[np.ndarray] = []
     try:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             for ids in docs_ids:
-                flat.extend(ids)
-                flat.append(eos_id)
-                offsets.append(len(flat))
+                array = ids if isinstance(ids, np.ndarray) else np.asarray(ids, dtype=np.int64)
+                pending.append(array)
+                pending_tokens += len(array) + 1
                 num_docs += 1
-                if len(flat) >= batch_tokens:
-                    writer.write_batch(_batch(flat, offsets, dtype))
-                    num_tokens += len(flat)
-                    flat, offsets = [], [0]
-            if len(offsets) > 1 or num_docs == 0:
-                writer.write_batch(_batch(flat, offsets, dtype))
-                num_tokens += len(flat)
+                if pending_tokens >= batch_tokens:
+                    writer.write_batch(_batch(pending, dtype, eos_id))
+                    num_tokens += pending_tokens
+                    pending, pending_tokens = [], 0
+            if pending or num_docs == 0:
+                writer.write_batch(_batch(pending, dtype, eos_id))
+                num_tokens += pending_tokens
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

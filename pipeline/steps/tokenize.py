@@ -18,10 +18,10 @@ import json
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
@@ -73,15 +73,19 @@ def tokenize_shard(
 
     Returns the done record: part path, token and document counts, shard id and file size.
     """
+    import pyarrow.parquet as pq
+
     from tokenizer.fast import FastEncoder
     from tokenizer.stream_writer import write_token_stream
 
     encoder = FastEncoder(tokenizer_dir)
-    docs = shard.documents()
 
-    def ids() -> Iterator[list[int]]:
-        while batch := [d.text for d in islice(docs, batch_docs)]:
-            yield from encoder.encode_batch(batch)
+    def ids() -> Iterator[np.ndarray]:
+        # Only the text column is read, batch by batch, in the stage's document order.
+        for path in shard.files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_docs, columns=["text"]):
+                for text in batch.column(0).to_pylist():
+                    yield encoder.encode_numpy(text or "")
 
     stream = Path(stream_dir)
     name = f"part-{index:05d}.arrow"
