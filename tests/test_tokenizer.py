@@ -38,6 +38,15 @@ def tatoeba_texts() -> list[str]:
 
 
 @pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About 35 KB of real text for the slow reference comparisons."""
+    docs = [t[:2500] for t in wiki_texts(8)] + tatoeba_texts()[::5]
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text(EOT.join(docs), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """About 150 KB of real text: Wikipedia articles and multilingual sentences, EOT-joined."""
     docs = [t[:6000] for t in wiki_texts(20)] + tatoeba_texts()
@@ -80,9 +89,9 @@ def reference_bpe(
 
 
 @pytest.mark.parametrize("pattern", ["gpt2", "cl100k"])
-def test_matches_reference_implementation(small_corpus: Path, pattern: str) -> None:
-    vocab, merges = train_bpe(small_corpus, 257 + 400, [EOT], pattern=pattern, workers=1)
-    text = small_corpus.read_text(encoding="utf-8")
+def test_matches_reference_implementation(tiny_corpus: Path, pattern: str) -> None:
+    vocab, merges = train_bpe(tiny_corpus, 257 + 400, [EOT], pattern=pattern, workers=1)
+    text = tiny_corpus.read_text(encoding="utf-8")
     assert merges == reference_bpe(text, 257 + 400, [EOT], pattern)
     assert vocab[0] == EOT.encode()
     assert [vocab[1 + b] for b in range(256)] == [bytes([b]) for b in range(256)]
@@ -158,9 +167,9 @@ def test_patterns_by_name_and_regex(tmp_path: Path) -> None:
         resolve_pattern("(unclosed")
 
 
-def test_o200k_pattern_trains(small_corpus: Path) -> None:
-    vocab, merges = train_bpe(small_corpus, 500, [EOT], pattern="o200k", workers=1)
-    text = small_corpus.read_text(encoding="utf-8")
+def test_o200k_pattern_trains(tiny_corpus: Path) -> None:
+    vocab, merges = train_bpe(tiny_corpus, 500, [EOT], pattern="o200k", workers=1)
+    text = tiny_corpus.read_text(encoding="utf-8")
     assert merges == reference_bpe(text, 500, [EOT], "o200k")
 
 
