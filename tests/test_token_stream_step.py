@@ -138,8 +138,7 @@ def test_job_on_ray_end_to_end(gpt2_dir: Path, tmp_path: Path) -> None:
     job = {
         "inputs": inputs,
         "output": str(out),
-        # The runner runs a global step's prepare() only when a step precedes it.
-        "steps": ["pii_v1", {"tokenize_v1": {"tokenizer": str(gpt2_dir)}}],
+        "steps": [{"tokenize_v1": {"tokenizer": str(gpt2_dir)}}],
         "write": {"checkpoint_docs": 7},
     }
     run_job(job)
