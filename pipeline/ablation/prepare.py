@@ -123,7 +123,15 @@ def tokenize(
     cfg: AblationConfig, name: str, inputs: list[str], steps: list[Any], tok: Path,
     address: str | None,
 ) -> Path:
-    """Run ``steps`` then ``tokenize_v1`` on ``inputs``; return the full stream directory."""
+    """Run ``steps`` then ``tokenize_v1`` on ``inputs``; return the full stream directory.
+
+    The folders are named by what decides their content (inputs, steps, tokenizer), so a
+    changed arm or tokenizer gets fresh ones and an unchanged one is reused.
+    """
+    from tokenizer.formats import tokenizer_hash
+
+    key = json.dumps([inputs, steps, tokenizer_hash(tok)], sort_keys=True)
+    name = f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     out = Path(cfg.output) / "tokenize" / name
     stream = Path(cfg.output) / "streams_full" / name
     job = {
@@ -197,6 +205,7 @@ def prepare(cfg: AblationConfig, address: str | None = None) -> Path:
     full: dict[str, dict[str, Any]] = {}
     for arm, info in arms.items():
         stream = tokenize(cfg, arm, info["files"], [], tok, address)
+        info["stream"] = str(stream)
         full[arm] = json.loads((stream / "manifest.json").read_text())
         info["tokens_kept"] = full[arm]["total_tokens"]
     short = {a: i["tokens_kept"] for a, i in arms.items() if i["tokens_kept"] < cfg.budget_tokens}
@@ -208,7 +217,7 @@ def prepare(cfg: AblationConfig, address: str | None = None) -> Path:
             "repeat_data: true to repeat the smaller arms' data"
         )
     for arm, info in arms.items():
-        manifest = cut_stream(out / "streams_full" / arm, prepared / "streams" / arm,
+        manifest = cut_stream(Path(info.pop("stream")), prepared / "streams" / arm,
                               cfg.budget_tokens)
         info["tokens_in_stream"] = manifest["total_tokens"]
         info["documents_in_stream"] = manifest["total_docs"]

@@ -80,9 +80,10 @@ def train_all(prepared: str | os.PathLike, out: str | os.PathLike | None = None,
     record = (json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists()
               else {"name": plan["name"], "budget_tokens": plan["budget_tokens"], "runs": []})
     done = {(r["arm"], r["seed"]) for r in record["runs"]}
-    for arm in plan["arm_order"]:
-        info = plan["arms"][arm]
-        for seed in plan["seeds"]:
+    # Seeds outside arms: a run stopped early still has every arm for the first seeds.
+    for seed in plan["seeds"]:
+        for arm in plan["arm_order"]:
+            info = plan["arms"][arm]
             if (arm, seed) in done:
                 continue
             cfg = run_config(plan, prepared, out, arm, seed, overrides)
