@@ -15,14 +15,6 @@ from pipeline.ablation.train import train_all
 from pipeline.config import JobConfigError
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-
-
 def _job(shared: Path, out: Path, budget: int) -> dict:
     return {
         "job": "ablation",

@@ -41,12 +41,7 @@ BOILER = "Subscribe to our newsletter for more articles like this"
 _ASCII_UPPER = {c: c - 32 for c in range(97, 123)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    """One private local Ray instance for the module (never someone else's cluster)."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_local")  # the session's private Ray (conftest)
 
 
 def _wiki(n: int) -> list[str]:

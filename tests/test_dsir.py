@@ -44,15 +44,6 @@ def _texts(path: Path, n: int, field: str = "text", stride: int = 1) -> list[str
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def corpus(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Target file (100 wiki_ref articles) and a mixed pool: 30 held-out articles, 60 emails."""
     tmp = tmp_path_factory.mktemp("dsir")

@@ -25,14 +25,6 @@ from pipeline.step import Filter, Mapper, StepContext, StepStats
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-
-
 def _jsonl(path: Path, texts: list[str]) -> Path:
     with open(path, "w", encoding="utf-8") as f:
         for i, t in enumerate(texts):

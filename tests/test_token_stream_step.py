@@ -121,11 +121,7 @@ def test_bad_options(gpt2_dir: Path, tmp_path: Path) -> None:
         TokenizeOptions(tokenizer=str(gpt2_dir), dtype="int8")
 
 
-def test_job_on_ray_end_to_end(gpt2_dir: Path, tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
-    if not ray.is_initialized():
-        # address="local": start our own cluster, never join another job's on this machine.
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+def test_job_on_ray_end_to_end(ray_local, gpt2_dir: Path, tmp_path: Path) -> None:
     docs = real_docs(40)
     inputs = []
     for k in range(2):
