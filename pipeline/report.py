@@ -144,14 +144,20 @@ def job_status(out: Path) -> str:
     if not marker.exists():
         return f"{out}: no job has run here (no _job.json)"
     job = json.loads(marker.read_text(encoding="utf-8"))
-    lines = [f"job {job['job'].get('name', '?')} in {out}: {len(job['files'])} input files"]
+    plan_path = out / "_plan.json"
+    plan = json.loads(plan_path.read_text(encoding="utf-8")) if plan_path.exists() else {}
+    n_shards = len(plan.get("shards", [])) or None
+    lines = [
+        f"job {job['job'].get('name', '?')} in {out}: {len(job['files'])} input files, "
+        f"{n_shards or '?'} shards, {plan.get('stages', '?')} stage(s)"
+    ]
     for stage_dir in sorted((out / "_progress").glob("stage-*")):
         records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(stage_dir.glob("*.json"))]
         done = sum(1 for r in records if r["done"])
         docs = sum(r["records_done"] for r in records)
         lines.append(
-            f"  {stage_dir.name}: {done} of {len(records)} started shards done, "
-            f"{docs:,} documents processed"
+            f"  {stage_dir.name}: {done} of {n_shards or len(records)} shards done "
+            f"({len(records) - done} in progress), {docs:,} documents processed"
         )
         for r in records:
             if not r["done"]:

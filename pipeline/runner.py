@@ -427,6 +427,8 @@ def run_job(
     _init_ray(address or job.ray.address, job.ray.num_cpus)
     stages = split_stages(steps)
     units: list[InputShard] | list[StageShard] = plan_input_shards(files, job.read)
+    atomic_write_json({"shards": [u.shard_id for u in units], "stages": len(stages)},
+                      out / "_plan.json")
     failures: list[tuple[str, str]] = []
     progress: list[dict[str, Any]] = []
     all_progress: list[list[dict[str, Any]]] = []

@@ -203,6 +203,10 @@ def test_killed_job_resumes_to_the_same_output(shared_data: Path, tmp_path: Path
     assert not (out / "_SUCCESS").exists()
     partial = [json.loads(p.read_text()) for p in progress_dir.glob("*.json")]
     assert partial and not all(r["done"] for r in partial), "the job was not killed mid-way"
+    status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", str(out)],
+                            capture_output=True, text=True, check=True).stdout
+    assert "2 input files, 2 shards" in status and "not complete" in status
+    assert "in progress: 0000" in status
 
     subprocess.run([*cmd, str(jobs["killed"])], check=True, capture_output=True, env=env, cwd=tmp_path)
     assert (out / "_SUCCESS").exists()
