@@ -14,6 +14,30 @@ load-balancing loss, router z-loss, optional auxiliary-loss-free balancing with 
 bias (DeepSeek-V3), and expert computation batched by sorting the (token, expert) pairs by
 expert and running one grouped matrix multiply (``torch._grouped_mm``) per projection.
 
+Architecture knobs (defaults give the architecture above, through the same kernels):
+
+* ``norm_placement``: ``pre`` (default), ``post`` (``x = norm(x + f(x))``, original
+  Transformer), ``sandwich`` (``x = x + norm_out(f(norm_in(x)))``, CogView / Gemma 2) or
+  ``deepnorm`` (DeepNet, Wang et al. 2022: ``x = norm(alpha * x + f(x))`` with the
+  value/output/feed-forward weights initialised Xavier-normal with gain ``beta``; decoder-only
+  constants ``alpha = (2N)^(1/4)``, ``beta = (8N)^(-1/4)``, see :func:`deepnorm_constants`);
+  ``norm_type``: ``rmsnorm`` (default) or ``layernorm`` (mean-centred, no bias).
+* ``pos_encoding``: ``rope`` (default, ``rope_theta``), ``alibi`` (Press et al. 2022, per-head
+  linear distance penalty, :func:`alibi_slopes`), ``learned`` (absolute position embedding
+  table), ``sinusoidal`` (fixed, Vaswani et al. 2017) or ``none`` (NoPE).
+* Stability: ``output_z_loss_coef`` (PaLM z-loss ``mean(logsumexp(logits)^2)`` on the output
+  logits), ``qk_norm``, ``attn_logit_softcap`` / ``final_logit_softcap`` (Gemma 2:
+  ``cap * tanh(x / cap)`` on attention scores / output logits).
+* ``sliding_window``: attention limited to the last ``sliding_window`` tokens (the token itself
+  included) on the layers ``sliding_window_layers`` (default: all), full attention elsewhere.
+
+With the defaults, attention is ``scaled_dot_product_attention(is_causal=True)``; ALiBi,
+sliding windows and a KV cache past the prompt use an explicit mask, and attention-logit
+soft-capping computes the attention in plain torch (no fused kernel applies a tanh cap).
+
+Generation uses :class:`KVCache` (keys and values of the ``n_kv_heads`` heads only, after the
+position encoding); see ``model/generate.py``.
+
 Only torch is imported here (the GPU machine has torch, numpy and pyarrow).
 """
 
@@ -38,6 +62,11 @@ except ImportError:  # pragma: no cover - old torch
 # --------------------------------------------------------------------------------------------
 # Config
 # --------------------------------------------------------------------------------------------
+
+NORM_TYPES = ("rmsnorm", "layernorm")
+NORM_PLACEMENTS = ("pre", "post", "sandwich", "deepnorm")
+POS_ENCODINGS = ("rope", "alibi", "learned", "sinusoidal", "none")
+
 
 
 @dataclass
@@ -79,6 +108,15 @@ class ModelConfig:
     bias_update_rate: float = 0.001
     norm_topk_prob: bool = True
     grouped_mm: bool = True  # use torch._grouped_mm for bf16 experts when available
+    # Architecture knobs (see the module docstring)
+    norm_type: str = "rmsnorm"  # rmsnorm | layernorm
+    norm_placement: str = "pre"  # pre | post | sandwich | deepnorm
+    pos_encoding: str = "rope"  # rope | alibi | learned | sinusoidal | none
+    output_z_loss_coef: float = 0.0  # PaLM uses 1e-4
+    attn_logit_softcap: float | None = None  # Gemma 2 uses 50
+    final_logit_softcap: float | None = None  # Gemma 2 uses 30
+    sliding_window: int | None = None  # tokens a query sees on sliding-window layers
+    sliding_window_layers: list[int] | None = None  # None: every layer (if sliding_window)
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -92,7 +130,7 @@ class ModelConfig:
             raise ValueError(f"d_model={self.d_model} not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
-        if self.head_dim % 2:
+        if self.head_dim % 2 and self.pos_encoding == "rope":
             raise ValueError("head_dim must be even for rotary embeddings")
         if self.n_experts and not 1 <= self.experts_per_token <= self.n_experts:
             raise ValueError("experts_per_token must be in [1, n_experts]")
@@ -102,11 +140,39 @@ class ModelConfig:
             raise ValueError(f"attn_impl must be 'sdpa' or 'flex', not {self.attn_impl!r}")
         if self.moe_every < 1:
             raise ValueError("moe_every must be >= 1")
+        choices = {"norm_type": NORM_TYPES, "norm_placement": NORM_PLACEMENTS,
+                   "pos_encoding": POS_ENCODINGS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        if self.pos_encoding == "sinusoidal" and self.d_model % 2:
+            raise ValueError("sinusoidal position encoding needs an even d_model")
+        for name in ("attn_logit_softcap", "final_logit_softcap"):
+            cap = getattr(self, name)
+            if cap is not None and not cap > 0:
+                raise ValueError(f"{name} must be positive (or null for no cap)")
+        if self.sliding_window is not None and self.sliding_window < 1:
+            raise ValueError("sliding_window must be >= 1 (or null for full attention)")
+        if self.sliding_window_layers is not None:
+            self.sliding_window_layers = sorted({int(i) for i in self.sliding_window_layers})
+            if self.sliding_window is None:
+                raise ValueError("sliding_window_layers given without sliding_window")
+            bad = [i for i in self.sliding_window_layers if not 0 <= i < self.n_layers]
+            if bad:
+                raise ValueError(f"sliding_window_layers {bad} outside [0, {self.n_layers})")
 
     @property
     def head_dim(self) -> int:
         """Width of one attention head."""
         return self.d_model // self.n_heads
+
+    def window_of(self, layer_id: int) -> int | None:
+        """The sliding-window size of layer ``layer_id``, or None for full causal attention."""
+        if self.sliding_window is None:
+            return None
+        if self.sliding_window_layers is None or layer_id in self.sliding_window_layers:
+            return self.sliding_window
+        return None
 
     def is_moe_layer(self, layer_id: int) -> bool:
         """Whether layer ``layer_id`` (0-based) uses a mixture of experts."""
@@ -165,6 +231,91 @@ class RMSNorm(nn.Module):
         return (y * self.weight.float()).type_as(x)
 
 
+class LayerNorm(nn.Module):
+    """Layer norm (mean-centred, computed in float32) with a learned gain and no bias."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise the last dimension of ``x``."""
+        y = F.layer_norm(x.float(), (x.shape[-1],), self.weight.float(), None, self.eps)
+        return y.type_as(x)
+
+
+def make_norm(cfg: ModelConfig, dim: int | None = None) -> nn.Module:
+    """The normalisation layer ``cfg.norm_type`` selects, over ``dim`` (default d_model)."""
+    cls = LayerNorm if cfg.norm_type == "layernorm" else RMSNorm
+    return cls(cfg.d_model if dim is None else dim, cfg.norm_eps)
+
+
+def deepnorm_constants(n_layers: int) -> tuple[float, float]:
+    """DeepNet (Wang et al. 2022, table 1) constants for a decoder-only model of N layers.
+
+    ``alpha = (2N)^(1/4)`` multiplies the residual before the post-norm, ``beta = (8N)^(-1/4)``
+    is the Xavier-normal gain of the feed-forward, value and attention-output weights.
+    """
+    return (2.0 * n_layers) ** 0.25, (8.0 * n_layers) ** -0.25
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """ALiBi head slopes (Press et al. 2022): ``2^(-8 i / n)`` for ``i = 1..n`` when ``n`` is a
+    power of two; otherwise those of the largest power of two ``m < n`` followed by every other
+    slope of ``2m`` heads (the reference implementation's rule)."""
+
+    def power_of_two(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * i / n) for i in range(1, n + 1)]
+
+    m = 2 ** math.floor(math.log2(n_heads))
+    slopes = power_of_two(m)
+    if m < n_heads:
+        slopes += power_of_two(2 * m)[0::2][: n_heads - m]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def sinusoidal_table(max_seq_len: int, dim: int) -> torch.Tensor:
+    """Fixed position encodings ``[max_seq_len, dim]``: ``sin(p / 10000^(2i/d))`` in the even
+    columns and ``cos`` of the same angle in the odd columns (Vaswani et al. 2017)."""
+    pos = torch.arange(max_seq_len, dtype=torch.float64)[:, None]
+    inv = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    table = torch.zeros(max_seq_len, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * inv)
+    table[:, 1::2] = torch.cos(pos * inv)
+    return table.float()
+
+
+class KVCache:
+    """Keys and values of past tokens for incremental decoding.
+
+    One buffer per layer of shape ``[B, n_kv_heads, max_len, head_dim]``: only the key/value
+    heads are stored (with grouped-query attention the query heads share them), after the
+    position encoding (rotary keys are cached rotated). ``pos`` is the number of tokens cached;
+    :meth:`Transformer.forward` advances it after a pass over new tokens.
+    """
+
+    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int | None = None,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.max_len = cfg.max_seq_len if max_len is None else max_len
+        shape = (batch_size, cfg.n_kv_heads, self.max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.pos = 0
+
+    def update(self, layer_id: int, k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``k``, ``v`` ``[B, KV, T, D]`` at positions ``pos..pos+T-1`` of layer
+        ``layer_id``; return all cached keys and values ``[B, KV, pos+T, D]``."""
+        end = self.pos + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {end} tokens > max_len {self.max_len}")
+        self.k[layer_id][:, :, self.pos:end] = k
+        self.v[layer_id][:, :, self.pos:end] = v
+        return self.k[layer_id][:, :, :end], self.v[layer_id][:, :, :end]
+
+
 def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine and sine tables ``[max_seq_len, head_dim // 2]`` for rotary embeddings."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
@@ -191,37 +342,97 @@ AttnMask = Any  # None (plain causal), a FlexAttention BlockMask, or a bool tens
 
 
 class Attention(nn.Module):
-    """Causal grouped-query self-attention with rotary embeddings and optional QK-norm."""
+    """Causal grouped-query self-attention: rotary embeddings or ALiBi (or none), optional
+    QK-norm, attention-logit soft-capping and a sliding window, and an optional KV cache."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, layer_id: int = 0) -> None:
         super().__init__()
+        self.layer_id = layer_id
         self.n_heads = cfg.n_heads
         self.n_kv_heads = cfg.n_kv_heads
         self.head_dim = cfg.head_dim
         qkv_out = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
         self.wqkv = nn.Linear(cfg.d_model, qkv_out, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
-        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
-        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.q_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm else None
+        self.k_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm else None
+        self.rope = cfg.pos_encoding == "rope"
+        self.window = cfg.window_of(layer_id)
+        self.softcap = cfg.attn_logit_softcap
+        if cfg.pos_encoding == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(cfg.n_heads), persistent=False)
+        else:
+            self.alibi_slopes = None
+        # Plain causal attention: the fused kernel with is_causal=True (the default path).
+        self.plain = self.alibi_slopes is None and self.window is None and self.softcap is None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: AttnMask = None) -> torch.Tensor:
-        """Attend over ``x`` ``[B, T, d_model]``; ``mask`` as described by :data:`AttnMask`."""
+    def _explicit_mask(self, T: int, Tk: int, start: int, mask: AttnMask,
+                       device: torch.device) -> torch.Tensor:
+        """Mask for queries at positions ``start..start+T-1`` over keys ``0..Tk-1``: a bool
+        tensor (True = attend) or, with ALiBi, a float bias with ``-inf`` where masked."""
+        q_pos = torch.arange(start, start + T, device=device)[:, None]
+        k_pos = torch.arange(Tk, device=device)[None, :]
+        dist = q_pos - k_pos  # >= 0 for the past
+        allowed = dist >= 0
+        if self.window is not None:
+            allowed = allowed & (dist < self.window)
+        if mask is not None:  # dense document mask [B, 1, T, T]
+            allowed = allowed & mask
+        if self.alibi_slopes is None:
+            return allowed
+        bias = -self.alibi_slopes[:, None, None] * dist.float()  # [H, T, Tk]: -slope * distance
+        return torch.where(allowed, bias.unsqueeze(0), float("-inf"))  # [1 or B, H, T, Tk]
+
+    def _math_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        mask: torch.Tensor) -> torch.Tensor:
+        """Attention written out (float32 scores), with the tanh soft-cap on the scores."""
+        rep = self.n_heads // self.n_kv_heads
+        if rep > 1:
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(self.head_dim)
+        if self.softcap is not None:
+            scores = self.softcap * torch.tanh(scores / self.softcap)
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask
+        return (scores.softmax(dim=-1) @ v.float()).type_as(q)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
+                mask: AttnMask = None, cache: KVCache | None = None) -> torch.Tensor:
+        """Attend over ``x`` ``[B, T, d_model]``; ``mask`` as described by :data:`AttnMask`.
+
+        ``cos``/``sin`` are the rotary tables at the positions of ``x`` (unused unless RoPE).
+        With ``cache``, ``x`` holds the tokens at positions ``cache.pos..cache.pos+T-1`` and
+        attends to the cached past too.
+        """
         B, T, _ = x.shape
         H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v = self.wqkv(x).split([H * D, KV * D, KV * D], dim=-1)
         q, k, v = q.view(B, T, H, D), k.view(B, T, KV, D), v.view(B, T, KV, D)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.rope:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, D]
+        start = 0
+        if cache is not None:
+            start = cache.pos
+            k, v = cache.update(self.layer_id, k, v)
         gqa = KV != H
-        if mask is None:
+        if mask is None and self.plain and start == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         elif BlockMask is not None and isinstance(mask, BlockMask):
             y = flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa)
+        elif mask is None and self.plain and T == 1:  # one new token sees the whole cache
+            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+            explicit = self._explicit_mask(T, k.shape[2], start, mask, x.device)
+            if self.softcap is not None:
+                y = self._math_attention(q, k, v, explicit)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=explicit.to(
+                    q.dtype) if explicit.dtype != torch.bool else explicit, enable_gqa=gqa)
         return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
 
 
@@ -359,24 +570,43 @@ class MoE(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: attention then feed-forward (dense or MoE)."""
+    """Transformer block: attention then feed-forward (dense or MoE), each wrapped in the
+    residual/normalisation arrangement ``cfg.norm_placement`` selects."""
 
     def __init__(self, cfg: ModelConfig, layer_id: int) -> None:
         super().__init__()
-        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.attn = Attention(cfg)
-        self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.placement = cfg.norm_placement
+        self.alpha = deepnorm_constants(cfg.n_layers)[0] if self.placement == "deepnorm" else 1.0
+        self.attn_norm = make_norm(cfg)
+        self.attn = Attention(cfg, layer_id)
+        self.ffn_norm = make_norm(cfg)
+        if self.placement == "sandwich":
+            self.attn_out_norm = make_norm(cfg)
+            self.ffn_out_norm = make_norm(cfg)
         self.is_moe = cfg.is_moe_layer(layer_id)
         self.ffn: nn.Module = MoE(cfg) if self.is_moe else SwiGLU(cfg.d_model, cfg.d_ff)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: AttnMask = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Return the new residual stream and the MoE ``(aux_loss, z_loss)`` (None if dense)."""
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask)
+    def _ffn(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         if self.is_moe:
-            y, aux, z = self.ffn(self.ffn_norm(x))
+            return self.ffn(x)
+        return self.ffn(x), None, None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
+                mask: AttnMask = None, cache: KVCache | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Return the new residual stream and the MoE ``(aux_loss, z_loss)`` (None if dense)."""
+        if self.placement == "pre":
+            x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache)
+            y, aux, z = self._ffn(self.ffn_norm(x))
             return x + y, aux, z
-        return x + self.ffn(self.ffn_norm(x)), None, None
+        if self.placement == "sandwich":
+            x = x + self.attn_out_norm(self.attn(self.attn_norm(x), cos, sin, mask, cache))
+            y, aux, z = self._ffn(self.ffn_norm(x))
+            return x + self.ffn_out_norm(y), aux, z
+        # post / deepnorm: normalise after the residual sum (alpha = 1 for post).
+        x = self.attn_norm(self.alpha * x + self.attn(x, cos, sin, mask, cache))
+        y, aux, z = self._ffn(x)
+        return self.ffn_norm(self.alpha * x + y), aux, z
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,13 +615,17 @@ class Block(nn.Module):
 
 
 class LMOutput(NamedTuple):
-    """Forward result when targets are given. ``loss = ce + aux_coef*aux + z_coef*z``."""
+    """Forward result when targets are given.
+
+    ``loss = ce + aux_coef*aux + z_coef*z + output_z_coef*output_z``.
+    """
 
     logits: torch.Tensor
     loss: torch.Tensor
     ce_loss: torch.Tensor
     aux_loss: torch.Tensor  # sum over MoE layers (0 for dense models)
-    z_loss: torch.Tensor  # sum over MoE layers (0 for dense models)
+    z_loss: torch.Tensor  # router z-loss, sum over MoE layers (0 for dense models)
+    output_z_loss: torch.Tensor | None = None  # mean logsumexp(logits)^2 over scored tokens
 
 
 def document_mask_mod(doc_ids: torch.Tensor):
@@ -410,14 +644,26 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb = (nn.Embedding(config.max_seq_len, config.d_model)
+                        if config.pos_encoding == "learned" else None)
+        if config.pos_encoding == "sinusoidal":
+            self.register_buffer("pos_table", sinusoidal_table(config.max_seq_len, config.d_model),
+                                 persistent=False)
+        else:
+            self.pos_table = None
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
-        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        # Post-norm blocks already end with a norm; a final one would be a no-op rescale.
+        self.norm = (nn.Identity() if config.norm_placement in ("post", "deepnorm")
+                     else make_norm(config))
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
-        cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        if config.pos_encoding == "rope":
+            cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        else:
+            self.rope_cos = self.rope_sin = None
         self.reset_parameters()
 
     # ---- init -------------------------------------------------------------------------------
@@ -437,6 +683,36 @@ class Transformer(nn.Module):
             if isinstance(m, MoE):
                 m.expert_bias.zero_()
                 m.tokens_per_expert.zero_()
+        if self.config.norm_placement == "deepnorm":
+            self._deepnorm_init()
+
+    @torch.no_grad()
+    def _deepnorm_init(self) -> None:
+        """DeepNet init: Xavier-normal with gain ``beta`` for the value, attention-output and
+        feed-forward weights, gain 1 for the query and key weights."""
+        _, beta = deepnorm_constants(self.config.n_layers)
+
+        def xavier(w: torch.Tensor, fan_in: int, fan_out: int, gain: float) -> None:
+            nn.init.normal_(w, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+
+        d = self.config.d_model
+        for block in self.layers:
+            a = block.attn
+            q, k, v = a.wqkv.weight.split([a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim,
+                                           a.n_kv_heads * a.head_dim], dim=0)
+            xavier(q, d, q.shape[0], 1.0)
+            xavier(k, d, k.shape[0], 1.0)
+            xavier(v, d, v.shape[0], beta)
+            xavier(a.wo.weight, a.wo.in_features, d, beta)
+            ffn = block.ffn
+            if isinstance(ffn, MoE):
+                f = ffn.w2.shape[1]
+                xavier(ffn.w13, d, f, beta)
+                xavier(ffn.w2, f, d, beta)
+            else:
+                f = ffn.w2.in_features
+                xavier(ffn.w13.weight, d, f, beta)
+                xavier(ffn.w2.weight, f, d, beta)
 
     # ---- masks ------------------------------------------------------------------------------
     def document_mask(self, doc_ids: torch.Tensor, impl: str | None = None) -> AttnMask:
@@ -451,6 +727,8 @@ class Transformer(nn.Module):
         B, T = doc_ids.shape
         if impl is None:
             impl = self.config.attn_impl if doc_ids.device.type == "cuda" else "sdpa"
+        if not all(layer.attn.plain for layer in self.layers):
+            impl = "sdpa"  # ALiBi / sliding window / soft-cap combine with a dense mask only
         if impl == "flex" and create_block_mask is not None:
             return create_block_mask(document_mask_mod(doc_ids), B, None, T, T,
                                      device=doc_ids.device)
@@ -460,37 +738,56 @@ class Transformer(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                doc_ids: torch.Tensor | None = None,
-                attn_mask: AttnMask = None) -> torch.Tensor | LMOutput:
+                doc_ids: torch.Tensor | None = None, attn_mask: AttnMask = None,
+                cache: KVCache | None = None) -> torch.Tensor | LMOutput:
         """Logits ``[B, T, vocab]`` for token ids ``idx`` ``[B, T]``.
 
         With ``targets`` (``[B, T]``, ``-100`` ignored) returns :class:`LMOutput` with the loss.
-        ``doc_ids`` (``[B, T]``) or a prebuilt ``attn_mask`` turns on document masking.
+        ``doc_ids`` (``[B, T]``) or a prebuilt ``attn_mask`` turns on document masking. With a
+        :class:`KVCache`, ``idx`` continues the cached tokens (positions ``cache.pos`` on) and
+        the cache is advanced by ``T``.
         """
         B, T = idx.shape
-        if T > self.config.max_seq_len:
-            raise ValueError(f"sequence length {T} > max_seq_len {self.config.max_seq_len}")
+        start = 0 if cache is None else cache.pos
+        if start + T > self.config.max_seq_len:
+            raise ValueError(f"sequence length {start + T} > max_seq_len {self.config.max_seq_len}")
         if attn_mask is None and doc_ids is not None:
             attn_mask = self.document_mask(doc_ids)
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        cos = sin = None
+        if self.rope_cos is not None:
+            cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb.weight[start:start + T]
+        elif self.pos_table is not None:
+            x = x + self.pos_table[start:start + T].to(x.dtype)
         aux_total: torch.Tensor | None = None
         z_total: torch.Tensor | None = None
         for layer in self.layers:
-            x, aux, z = layer(x, cos, sin, attn_mask)
+            x, aux, z = layer(x, cos, sin, attn_mask, cache)
             if aux is not None:
                 aux_total = aux if aux_total is None else aux_total + aux
                 z_total = z if z_total is None else z_total + z
+        if cache is not None:
+            cache.pos += T
         logits = self.lm_head(self.norm(x))
+        cap = self.config.final_logit_softcap
+        if cap is not None:
+            logits = cap * torch.tanh(logits / cap)
         if targets is None:
             return logits
-        ce = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
-                             ignore_index=-100)
+        flat = logits.float().view(-1, logits.size(-1))
+        ce = F.cross_entropy(flat, targets.reshape(-1), ignore_index=-100)
         zero = ce.new_zeros(())
         aux_total = zero if aux_total is None else aux_total
         z_total = zero if z_total is None else z_total
         loss = ce + self.config.aux_loss_coef * aux_total + self.config.z_loss_coef * z_total
-        return LMOutput(logits, loss, ce, aux_total, z_total)
+        out_z = zero
+        if self.config.output_z_loss_coef:
+            scored = targets.reshape(-1) != -100
+            out_z = torch.logsumexp(flat[scored], dim=-1).pow(2).mean()
+            loss = loss + self.config.output_z_loss_coef * out_z
+        return LMOutput(logits, loss, ce, aux_total, z_total, out_z)
 
     # ---- MoE bookkeeping --------------------------------------------------------------------
     def moe_layers(self) -> list[MoE]:

@@ -53,6 +53,7 @@ class DataConfig:
     eval: dict[str, str] = field(default_factory=dict)
     seq_len: int = 1024
     doc_masking: bool = False
+    tokenizer: str = ""  # tokenizer directory; recorded in config.json for `pipeline sample`
 
 
 @dataclass

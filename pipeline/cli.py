@@ -114,6 +114,40 @@ def _cmd_ablate_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sample(args: argparse.Namespace) -> int:
+    """Print the continuation of each ``--prompt`` by a trained checkpoint."""
+    import torch
+
+    from model.generate import generate_text, load_checkpoint, resolve_checkpoint, tokenizer_dir_of
+    from tokenizer.encoder import Tokenizer
+
+    try:
+        ckpt = resolve_checkpoint(args.checkpoint)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    tok_dir = args.tokenizer or tokenizer_dir_of(ckpt)
+    if not tok_dir:
+        print(f"error: {ckpt} has no tokenizer recorded (data.tokenizer in the run's "
+              "config.json); pass --tokenizer DIR", file=sys.stderr)
+        return 2
+    tok = Tokenizer.load(tok_dir)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_checkpoint(ckpt, device=device)
+    if tok.vocab_size > model.config.vocab_size:
+        print(f"error: tokenizer {tok_dir} has {tok.vocab_size} tokens, more than the model's "
+              f"{model.config.vocab_size}", file=sys.stderr)
+        return 2
+    eos = None if args.no_eos else tok.special_tokens.get(args.eos)
+    texts = generate_text(model, tok, args.prompt, args.max_new_tokens, args.temperature,
+                          args.top_k, args.top_p, args.seed, eos)
+    for prompt, text in zip(args.prompt, texts, strict=True):
+        print(prompt + text)
+    return 0
+
+
 def _register_optional(sub: argparse._SubParsersAction) -> None:
     """Add the filter-training commands (``lm``, ``classifier``, ``dsir``)."""
     from pipeline.dsir.cli import register as register_dsir
@@ -150,6 +184,23 @@ def build_parser(with_training_commands: bool = True) -> argparse.ArgumentParser
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a training option for every run, e.g. batch_size=32")
     train.set_defaults(func=_cmd_ablate_train)
+
+    sample = sub.add_parser("sample", help="continue a prompt with a trained checkpoint")
+    sample.add_argument("checkpoint", help="train run out_dir, its checkpoints/ or a state.pt")
+    sample.add_argument("--prompt", action="append", required=True,
+                        help="text to continue (repeat for a batch)")
+    sample.add_argument("--tokenizer", help="tokenizer directory (default: data.tokenizer "
+                        "in the run's config.json)")
+    sample.add_argument("--max-new-tokens", type=int, default=64)
+    sample.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    sample.add_argument("--top-k", type=int, default=None)
+    sample.add_argument("--top-p", type=float, default=None)
+    sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument("--eos", default="<|endoftext|>",
+                        help="special token that ends a continuation")
+    sample.add_argument("--no-eos", action="store_true", help="never stop early")
+    sample.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    sample.set_defaults(func=_cmd_sample)
     if with_training_commands:
         _register_optional(sub)
     return parser
@@ -159,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pipeline`` console script; returns the exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
-    # The GPU machine lacks the filters' dependencies; `ablate train` must not need them.
-    light = bool(argv[:2] == ["ablate", "train"])
+    # The GPU machine lacks the filters' dependencies; `ablate train` and `sample` must not
+    # need them.
+    light = bool(argv[:2] == ["ablate", "train"] or argv[:1] == ["sample"])
     args = build_parser(with_training_commands=not light).parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,176 @@
+"""Sampling and the KV cache (model/generate.py), and the ``pipeline sample`` command (CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from model import ModelConfig, Transformer
+from model.generate import filter_logits, generate, generate_text, load_checkpoint
+from model.model import KVCache
+
+
+def tiny(**kw) -> ModelConfig:
+    base = dict(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48,
+                max_seq_len=64)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_one_thread():
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+CACHE_CONFIGS = [
+    {},
+    {"n_kv_heads": 1},
+    {"pos_encoding": "alibi", "n_heads": 8, "d_model": 48, "n_kv_heads": 2},
+    {"pos_encoding": "learned"},
+    {"pos_encoding": "sinusoidal"},
+    {"pos_encoding": "none"},
+    {"sliding_window": 4, "sliding_window_layers": [0]},
+    {"sliding_window": 3, "pos_encoding": "alibi"},
+    {"attn_logit_softcap": 5.0, "final_logit_softcap": 3.0, "qk_norm": True},
+    {"norm_placement": "sandwich", "norm_type": "layernorm"},
+    {"norm_placement": "deepnorm"},
+    {"norm_placement": "post"},
+    {"n_experts": 4, "experts_per_token": 2},
+]
+
+
+@pytest.mark.parametrize("kw", CACHE_CONFIGS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "default")
+def test_cached_generation_equals_uncached(kw):
+    model = Transformer(tiny(**kw)).eval()
+    prompts = [[5, 17, 3, 88, 1, 40, 2], [9, 9, 9, 9, 9, 9, 9]]
+    greedy = dict(max_new_tokens=20, temperature=0)
+    cached = generate(model, prompts, use_cache=True, **greedy)
+    assert cached == generate(model, prompts, use_cache=False, **greedy)
+    assert all(len(t) == 20 for t in cached)
+    sampled = dict(max_new_tokens=20, temperature=1.0, top_k=20, top_p=0.9, seed=3)
+    assert generate(model, prompts, **sampled) == generate(model, prompts, use_cache=False,
+                                                            **sampled)
+    # The logits themselves: prefill then one token at a time vs one full pass.
+    idx = torch.tensor(prompts)[:, :1].repeat(1, 30) + torch.arange(30)
+    with torch.no_grad():
+        full = model(idx)
+        cache = KVCache(model.config, 2)
+        parts = [model(idx[:, :11], cache=cache)] + [model(idx[:, t:t + 1], cache=cache)
+                                                     for t in range(11, 30)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-4, atol=1e-4)
+
+
+def test_cache_holds_only_the_key_value_heads():
+    cfg = tiny(n_heads=4, n_kv_heads=1)
+    cache = KVCache(cfg, batch_size=3, max_len=10)
+    assert cache.k[0].shape == (3, 1, 10, cfg.head_dim) and len(cache.v) == cfg.n_layers
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        model(torch.randint(0, 97, (3, 6)), cache=cache)
+    assert cache.pos == 6 and cache.k[1][:, :, :6].abs().sum() > 0
+    assert cache.k[1][:, :, 6:].abs().sum() == 0
+    with pytest.raises(ValueError, match="KV cache full"):
+        model(torch.randint(0, 97, (3, 5)), cache=cache)
+
+
+def test_batched_prompts_of_different_lengths_match_one_at_a_time():
+    model = Transformer(tiny()).eval()
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8], [9], [10, 11, 12]]
+    batched = generate(model, prompts, max_new_tokens=6, temperature=0)
+    assert batched == [generate(model, [p], max_new_tokens=6, temperature=0)[0] for p in prompts]
+
+
+def test_sampling_is_seeded_and_top_k_one_is_greedy():
+    model = Transformer(tiny()).eval()
+    prompts = [[3, 1, 4, 1, 5]]
+    a = generate(model, prompts, max_new_tokens=15, temperature=1.5, seed=7)
+    assert a == generate(model, prompts, max_new_tokens=15, temperature=1.5, seed=7)
+    assert a != generate(model, prompts, max_new_tokens=15, temperature=1.5, seed=8)
+    greedy = generate(model, prompts, max_new_tokens=15, temperature=0)
+    assert generate(model, prompts, max_new_tokens=15, temperature=2.0, top_k=1, seed=1) == greedy
+    with pytest.raises(ValueError, match="max_seq_len"):
+        generate(model, [[1] * 60], max_new_tokens=5)
+
+
+def test_filter_logits_top_k_and_nucleus():
+    logits = torch.tensor([[0.5, 0.25, 0.125, 0.125]]).log()
+    keep = lambda out: (out > float("-inf")).tolist()[0]  # noqa: E731
+    assert keep(filter_logits(logits, top_k=2)) == [True, True, False, False]
+    assert keep(filter_logits(logits, top_p=0.5)) == [True, False, False, False]
+    assert keep(filter_logits(logits, top_p=0.6)) == [True, True, False, False]
+    assert keep(filter_logits(logits, top_p=0.8)) == [True, True, True, False]
+    assert keep(filter_logits(logits, top_p=0.9)) == [True, True, True, True]
+    assert keep(filter_logits(logits[:, [3, 2, 1, 0]], top_p=0.6)) == [False, False, True, True]
+
+
+def test_eos_stops_a_continuation():
+    model = Transformer(tiny()).eval()
+    prompt = [[2, 7, 1]]
+    free = generate(model, prompt, max_new_tokens=10, temperature=0)[0]
+    eos = free[3]
+    stopped = generate(model, prompt, max_new_tokens=10, temperature=0, eos_id=eos)[0]
+    assert stopped == free[: free.index(eos) + 1]
+
+
+class _ByteCodec:
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids) -> str:
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+def _fake_run(tmp_path, tokenizer_dir: str | None):
+    """A train run's out_dir as model.train lays it out: config.json and a checkpoint."""
+    from model.train import Checkpointer
+
+    cfg = tiny(vocab_size=256 + 128, pos_encoding="alibi", n_heads=4)
+    model = Transformer(cfg)
+    run = tmp_path / "run"
+    Checkpointer(run, keep=2).save({"step": 3, "model": model.state_dict(),
+                                    "model_config": cfg.to_dict()}, 3, is_main=True)
+    data = {"train": "x"} | ({"tokenizer": tokenizer_dir} if tokenizer_dir else {})
+    (run / "config.json").write_text(json.dumps({"data": data}))
+    return run, model.eval()
+
+
+def test_load_checkpoint_and_generate_text(tmp_path):
+    run, model = _fake_run(tmp_path, None)
+    loaded = load_checkpoint(run)
+    for path in (run, run / "checkpoints", run / "checkpoints" / "step_00000003"):
+        torch.testing.assert_close(load_checkpoint(path).state_dict(), loaded.state_dict())
+    texts = generate_text(loaded, _ByteCodec(), ["ab", "hello"], max_new_tokens=4,
+                          temperature=0)
+    ids = generate(model, [list(b"ab"), list(b"hello")], max_new_tokens=4, temperature=0)
+    assert texts == [_ByteCodec().decode(t) for t in ids]
+
+
+def test_pipeline_sample_command(tmp_path, capsys):
+    from pipeline.cli import main
+    from tokenizer.encoder import Tokenizer
+
+    tok_dir = tmp_path / "tok"
+    tok = Tokenizer({i: bytes([i]) for i in range(256)}, [],
+                    ["<|endoftext|>"])
+    tok.save(tok_dir)
+    run, model = _fake_run(tmp_path, str(tok_dir))
+    args = ["sample", str(run), "--prompt", "hi there", "--max-new-tokens", "6",
+            "--temperature", "0"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    expected = tok.decode(generate(model, [tok.encode("hi there")], max_new_tokens=6,
+                                   temperature=0)[0])
+    assert out == "hi there" + expected + "\n"
+    assert main(args + ["--tokenizer", str(tok_dir), "--temperature", "1", "--seed", "2",
+                        "--top-k", "5", "--top-p", "0.9"]) == 0
+    assert capsys.readouterr().out.startswith("hi there")
+    run2, _ = _fake_run(tmp_path / "b", None)
+    assert main(["sample", str(run2), "--prompt", "x"]) == 2  # no tokenizer known
+    assert "pass --tokenizer" in capsys.readouterr().err
+    assert main(["sample", str(tmp_path / "nothing"), "--prompt", "x"]) == 2
