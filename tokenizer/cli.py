@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     encode = sub.add_parser("encode", help="print the ids of a text file (or stdin)")
     encode.add_argument("--tokenizer", required=True, help="directory written by `train`")
     encode.add_argument("--input", default="-", help="text file, - for stdin")
+    encode.add_argument(
+        "--show", metavar="TEXT", help="print how TEXT is split: one token per line, id and piece"
+    )
     return parser
 
 
@@ -50,8 +53,28 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def show_pieces(tok: Tokenizer, text: str) -> str:
+    """One line per token of `text`: its id and its bytes, as a quoted string when they are
+    valid UTF-8 (spaces and newlines visible) and as a bytes literal when they are part of a
+    multi-byte character."""
+    lines = []
+    ids = tok.encode(text)
+    for i in ids:
+        raw = tok.vocab[i]
+        try:
+            piece = repr(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            piece = repr(raw)
+        lines.append(f"{i}\t{piece}")
+    lines.append(f"{len(ids)} tokens, {len(text.encode('utf-8'))} bytes")
+    return "\n".join(lines)
+
+
 def _encode(args: argparse.Namespace) -> int:
     tok = Tokenizer.load(args.tokenizer)
+    if args.show is not None:
+        print(show_pieces(tok, args.show))
+        return 0
     if args.input == "-":
         ids = tok.encode_iterable(sys.stdin)
         print(" ".join(map(str, ids)))
