@@ -118,6 +118,42 @@ def test_chunks_cut_only_at_special_tokens(small_corpus: Path) -> None:
     assert serial == parallel
 
 
+TRICKY = (
+    "x.\n/abc x  \nword '\nAb 12\nCd \u00a0\nEf x\r\nGh ?!\nIj 's\nKl caf\u00e9\nMn "
+    "a.\n\nOp q\n\tRs t\n Uv w:\nXy \ufffd\nZa 7\n8b \u4e2d\nCd e\n don't  x   y \n"
+    "He's  ''s Ab   \n q\u0301 \u00e9 caf\u00e9 z \u00a0 w\u2028 x\u3000 e\u0301 A \r\n Z \t"
+)
+
+
+@pytest.mark.parametrize("pattern", ["gpt2", "cl100k", "o200k"])
+def test_text_cuts_without_special_tokens(tmp_path: Path, pattern: str) -> None:
+    # Raw e-mails (CRLF, tabs, odd whitespace), Wikipedia, many languages, no special token.
+    # Cutting at every safe point (letter | space) must count exactly what the whole text does.
+    with gzip.open(SHARED / "noisy" / "spamassassin.jsonl.gz", "rt", encoding="utf-8") as handle:
+        mails = [json.loads(line)["raw"] for _, line in zip(range(150), handle, strict=False)]
+    text = "\n".join([TRICKY, *mails, *(t[:3000] for t in wiki_texts(15)), *tatoeba_texts()[::4]])
+    path = tmp_path / "plain.txt"
+    path.write_bytes(text.encode("utf-8") + b"\xe2\x82\n" + b"broken utf-8 before\nAnd after")
+    chunks = find_chunks([path], [], 1, pattern)
+    assert len(chunks) > 10_000
+    data = path.read_bytes()
+    for before, after in zip(chunks, chunks[1:], strict=False):
+        assert before.end == after.start
+        assert data[after.start - 1 : after.start].isalpha()  # an ASCII letter, then a space
+        assert data[after.start : after.start + 1] == b" "
+    whole = count_pretokens([path], [], pattern, workers=1, chunk_bytes=1 << 30, progress=False)
+    every_cut = count_pretokens([path], [], pattern, workers=1, chunk_bytes=1, progress=False)
+    assert every_cut == whole
+    parallel = count_pretokens([path], [], pattern, workers=2, chunk_bytes=20_000, progress=False)
+    assert parallel == whole
+
+
+def test_custom_regex_without_special_tokens_is_one_chunk(small_corpus: Path) -> None:
+    assert len(find_chunks([small_corpus], [], 5_000, r"\S+|\s+")) == 1
+    assert len(find_chunks([small_corpus], [], 5_000, None)) == 1
+    assert len(find_chunks([small_corpus], [], 5_000, "gpt2")) > 10
+
+
 def test_no_merge_crosses_special_tokens(tmp_path: Path) -> None:
     # Every document ends right before the special token and starts right after it: if the
     # text around it were merged with it, pieces like b"!<|" or b"|>The" would appear.

@@ -6,6 +6,10 @@ holds `(-count, inverted bytes of a, inverted bytes of b, key)`; an entry may be
 count an upper bound of the true count): a stale top is corrected and pushed back when
 popped. A pair's count only grows in the step that creates its newer token, which is when
 it is pushed, so every stored count stays an upper bound and the valid top is the maximum.
+
+`tokenizer/_bpe.c` is the same loop in C (built by `setup.py` when a compiler is there; it
+is optional). `bpe_merges` uses it when it imports and falls back to this module's loop
+otherwise; both order pairs the same way, so they give identical merges.
 """
 
 from __future__ import annotations
@@ -14,6 +18,11 @@ import heapq
 from collections.abc import Mapping
 
 from tqdm import tqdm
+
+try:
+    from tokenizer import _bpe as _native
+except ImportError:  # the optional extension was not built: pure-Python loop
+    _native = None
 
 SHIFT = 21
 MASK = (1 << SHIFT) - 1
@@ -148,8 +157,16 @@ class _PairStats:
         return created
 
 
+def native_available() -> bool:
+    """Whether the compiled merge loop (`tokenizer._bpe`) was built and imports."""
+    return _native is not None
+
+
 def bpe_merges(
-    word_counts: Mapping[bytes, int], num_merges: int, progress: bool = True
+    word_counts: Mapping[bytes, int],
+    num_merges: int,
+    progress: bool = True,
+    native: bool | None = None,
 ) -> tuple[list[bytes], list[tuple[int, int]]]:
     """Run up to `num_merges` BPE merges over `word_counts` ({pre-token bytes: count}).
 
@@ -157,9 +174,44 @@ def bpe_merges(
     pair of byte strings. Returns the token byte strings (ids 0-255 are the single bytes, id
     256 + i is the token of merge i) and the merges as pairs of those ids, in order. Stops
     early when no pair is left.
+
+    `native`: None uses the C loop when it is built, else Python; False forces Python; True
+    requires the C loop (RuntimeError if it is not built). Both give identical merges.
     """
     if num_merges + 256 > MASK:
         raise ValueError(f"at most {MASK - 256} merges are supported")
+    if native is None:
+        native = _native is not None
+    if native:
+        if _native is None:
+            raise RuntimeError("the native merge loop (tokenizer._bpe) is not built")
+        return _native_merges(word_counts, num_merges, progress)
+    return _python_merges(word_counts, num_merges, progress)
+
+
+def _native_merges(
+    word_counts: Mapping[bytes, int], num_merges: int, progress: bool
+) -> tuple[list[bytes], list[tuple[int, int]]]:
+    """`bpe_merges` through the C loop; tokens are rebuilt here from the merges."""
+    words = [w for w in word_counts if len(w) > 1]
+    counts = [word_counts[w] for w in words]
+    bar = tqdm(total=num_merges, desc="merge", unit="merge", disable=not progress)
+    try:
+        merges = _native.merge_loop(
+            words, counts, num_merges, (lambda n: bar.update(n - bar.n)) if progress else None
+        )
+    finally:
+        bar.close()
+    tokens: list[bytes] = [bytes([b]) for b in range(256)]
+    for a, b in merges:
+        tokens.append(tokens[a] + tokens[b])
+    return tokens, merges
+
+
+def _python_merges(
+    word_counts: Mapping[bytes, int], num_merges: int, progress: bool
+) -> tuple[list[bytes], list[tuple[int, int]]]:
+    """`bpe_merges` in pure Python (the fallback when the extension is not built)."""
     tokens: list[bytes] = [bytes([b]) for b in range(256)]
     inv: list[tuple[int, ...]] = [_inverted(t) for t in tokens]
     stats = _PairStats(word_counts)

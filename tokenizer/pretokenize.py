@@ -1,24 +1,34 @@
-"""Parallel pre-token counting over chunks of the input files cut at special tokens.
+"""Parallel pre-token counting over chunks of the input files, cut where no pre-token spans.
 
-A chunk boundary is always placed at the start of a special token (the document separator),
-so no document is ever cut in the middle and the counts are exactly those of the whole text,
-whatever the number of workers.
+With special tokens, a chunk boundary is always placed at the start of a special token (the
+document separator), so no document is ever cut in the middle. Without special tokens and
+with one of the built-in patterns (gpt2, cl100k, o200k), a boundary is placed between an
+ASCII letter and a following space. No pre-token of those patterns crosses that point
+(letter runs never take a trailing space, and the optional contraction suffix starts with
+an apostrophe), nothing in them looks behind, and the only end-of-text sensitive parts
+(`$`, `(?!\\S)`) follow whitespace, which a letter is not: so each side splits exactly as in
+the whole text. Cuts fall on ASCII bytes, so UTF-8 decoding (even with replacement) is
+unchanged too. Either way the counts are exactly those of the whole text, whatever the
+number of workers. A custom regex gives one chunk per file.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from tokenizer.patterns import compile_pattern
+from tokenizer.patterns import NAMED_PATTERNS, compile_pattern
 from tokenizer.specials import special_pattern, split_specials
 
 _SCAN_BLOCK = 1 << 20
+# A safe cut for the built-in patterns: between the letter and the space of this match.
+_TEXT_CUT = re.compile(rb"[A-Za-z] ")
 
 
 @dataclass(frozen=True)
@@ -49,20 +59,48 @@ def _next_special(handle, position: int, needles: Sequence[bytes], size: int) ->
     return size
 
 
-def find_chunks(
-    paths: Iterable[str | os.PathLike], special_tokens: Sequence[str], target_bytes: int
-) -> list[Chunk]:
-    """Split the files into chunks of about `target_bytes`, each cut at a special token start.
+def _next_text_cut(handle, position: int, size: int) -> int:
+    """Offset of the first space after an ASCII letter (a safe cut) after `position`."""
+    handle.seek(position)
+    base = position
+    carry = b""
+    while base < size:
+        block = handle.read(_SCAN_BLOCK)
+        if not block:
+            break
+        data = carry + block
+        match = _TEXT_CUT.search(data)
+        if match:
+            return base - len(carry) + match.start() + 1
+        carry = data[-1:]
+        base += len(block)
+    return size
 
-    Without special tokens every file is a single chunk (a cut could fall inside a document).
-    Returns the chunks in file order.
+
+def is_builtin_pattern(pattern: str | None) -> bool:
+    """Whether `pattern` is a built-in pre-tokenizer (by name or by its exact regex source)."""
+    return pattern is not None and (pattern in NAMED_PATTERNS or pattern in NAMED_PATTERNS.values())
+
+
+def find_chunks(
+    paths: Iterable[str | os.PathLike],
+    special_tokens: Sequence[str],
+    target_bytes: int,
+    pattern: str | None = None,
+) -> list[Chunk]:
+    """Split the files into chunks of about `target_bytes` at points no pre-token crosses.
+
+    With special tokens, every cut is at a special token start. Without them, cuts are between
+    an ASCII letter and a space (see the module doc) when `pattern` is a built-in pattern;
+    otherwise every file is a single chunk. Returns the chunks in file order.
     """
     needles = [s.encode("utf-8") for s in special_tokens if s]
+    text_cuts = not needles and is_builtin_pattern(pattern)
     chunks: list[Chunk] = []
     for raw_path in paths:
         path = os.fspath(raw_path)
         size = os.path.getsize(path)
-        if not needles or size <= target_bytes:
+        if not (needles or text_cuts) or size <= target_bytes:
             chunks.append(Chunk(path, 0, size))
             continue
         bounds = [0]
@@ -72,7 +110,10 @@ def find_chunks(
                 if want >= size:
                     bounds.append(size)
                     break
-                cut = _next_special(handle, want, needles, size)
+                if needles:
+                    cut = _next_special(handle, want, needles, size)
+                else:
+                    cut = _next_text_cut(handle, want, size)
                 bounds.append(cut)
         chunks.extend(Chunk(path, s, e) for s, e in zip(bounds, bounds[1:], strict=False) if e > s)
     return chunks
@@ -107,11 +148,11 @@ def count_pretokens(
     chunk_bytes: int = 16 << 20,
     progress: bool = True,
 ) -> dict[bytes, int]:
-    """Count pre-tokens (as UTF-8 bytes) over all files, in parallel over special-token chunks.
+    """Count pre-tokens (as UTF-8 bytes) over all files, in parallel over chunks (`find_chunks`).
 
     `workers` defaults to the CPU count; 1 runs in this process. Returns {pre-token: count}.
     """
-    chunks = find_chunks(paths, special_tokens, chunk_bytes)
+    chunks = find_chunks(paths, special_tokens, chunk_bytes, pattern)
     total_bytes = sum(c.end - c.start for c in chunks)
     jobs = [(c, tuple(special_tokens), pattern) for c in chunks]
     workers = workers or os.cpu_count() or 1
