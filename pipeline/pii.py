@@ -77,6 +77,16 @@ PHONE_RE = re.compile(
 _PHONE_HINT_RE = re.compile(r"\d[\d ().\-\u00a0]{5,}\d")
 
 
+def _join_replaced(text: str, parts: list[str], last: int) -> tuple[str, int]:
+    """Finish a replacement loop: ``parts`` alternates kept text and placeholders up to
+    ``last``; return the new text and the number of placeholders."""
+    if not parts:
+        return text, 0
+    count = len(parts) // 2
+    parts.append(text[last:])
+    return "".join(parts), count
+
+
 def mask_emails(text: str) -> tuple[str, int]:
     """Replace e-mail addresses with ``|||EMAIL_ADDRESS|||``; return (text, count).
 
@@ -102,11 +112,7 @@ def mask_emails(text: str) -> tuple[str, int]:
         parts.append(text[last : m.start()])
         parts.append(EMAIL_PLACEHOLDER)
         last = m.end()
-    if not parts:
-        return text, 0
-    count = len(parts) // 2
-    parts.append(text[last:])
-    return "".join(parts), count
+    return _join_replaced(text, parts, last)
 
 
 def mask_ips(text: str) -> tuple[str, int]:
@@ -145,11 +151,7 @@ def mask_phone_numbers(text: str) -> tuple[str, int]:
             parts.append(text[last : m.start()])
             parts.append(PHONE_PLACEHOLDER)
             last = m.end()
-    if not parts:
-        return text, 0
-    count = len(parts) // 2
-    parts.append(text[last:])
-    return "".join(parts), count
+    return _join_replaced(text, parts, last)
 
 
 def mask_pii(

@@ -389,11 +389,7 @@ class _ArchiveReader:
         else:
             media, charset = parse_content_type(rec.headers.get("Content-Type"))
         length = rec.content_length
-        if options.html_only and media and media not in HTML_TYPES:
-            count_skip(self.stats, "non_html")
-            return
-        if length > options.max_doc_bytes:
-            count_skip(self.stats, "too_large")
+        if not self._payload_wanted(media, length):
             return
         body = rec.reader.read()
         if len(body) < length:
@@ -410,6 +406,18 @@ class _ArchiveReader:
         doc = self._document(body, media, charset, te, ce, rid, url)
         if doc is not None:
             yield doc
+
+    def _payload_wanted(self, media: str | None, length: int) -> bool:
+        """False (and counted as skipped) for non-HTML payloads under ``html_only`` and
+        payloads over ``max_doc_bytes``; True when the payload should be read."""
+        options = self.options
+        if options.html_only and media and media not in HTML_TYPES:
+            count_skip(self.stats, "non_html")
+            return False
+        if length > options.max_doc_bytes:
+            count_skip(self.stats, "too_large")
+            return False
+        return True
 
     def _ends_where_declared(self, offset: int, block_len: int, depth: int) -> bool:
         """In an uncompressed file, check that the record ends where Content-Length says.
@@ -455,7 +463,6 @@ class _ArchiveReader:
             count_skip(self.stats, str(rec.rec_type))
             return
         self.stats.docs_in += 1
-        options = self.options
         url = target_uri(rec.rec_headers.get_header("uri"))
         http = rec.http_headers
         te = ce = None
@@ -471,11 +478,7 @@ class _ArchiveReader:
         else:
             media, charset = parse_content_type(rec.rec_headers.get_header("content-type"))
         length = max(rec.length - header_len, 0)
-        if options.html_only and media and media not in HTML_TYPES:
-            count_skip(self.stats, "non_html")
-            return
-        if length > options.max_doc_bytes:
-            count_skip(self.stats, "too_large")
+        if not self._payload_wanted(media, length):
             return
         body = rec.raw_stream.read()
         if len(body) < length:
