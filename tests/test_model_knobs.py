@@ -7,26 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import seed_and_one_thread, tiny  # noqa: F401 - autouse fixture
 
 from model import ModelConfig, Transformer
 from model.model import alibi_slopes, deepnorm_constants, sinusoidal_table
-
-
-def tiny(**kw) -> ModelConfig:
-    base = dict(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48,
-                max_seq_len=64)
-    base.update(kw)
-    return ModelConfig(**base)
-
-
-@pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 KNOBS = [
     {"norm_placement": "post"}, {"norm_placement": "sandwich"}, {"norm_placement": "deepnorm"},
