@@ -289,4 +289,8 @@ def test_minhash_options_are_validated() -> None:
     from pipeline.config import parse_steps
 
     (step,) = parse_steps([{"dedup_minhash_v1": {"ngram": 3, "threshold": 0.7}}])
-    assert step.options.ngram == 3 and step.options.bands == 20
+    # bands and rows not given follow the threshold (pipeline.dedup.minhash.lsh_params)
+    from pipeline.dedup.minhash import lsh_params
+
+    assert step.options.ngram == 3
+    assert (step.options.bands, step.options.rows) == lsh_params(0.7, 120)

@@ -47,6 +47,38 @@ def s_curve(similarity: float | np.ndarray, bands: int, rows: int) -> float | np
     return float(p) if p.ndim == 0 else p
 
 
+def lsh_params(
+    threshold: float, num_perm: int, min_candidate_prob: float = 0.997
+) -> tuple[int, int]:
+    """Choose ``(bands, rows)`` for a Jaccard ``threshold`` and ``num_perm`` permutations.
+
+    Among the pairs with ``bands * rows <= num_perm`` whose S-curve makes a pair at the
+    threshold a candidate with probability at least ``min_candidate_prob`` (recall), take
+    the one with the least candidate probability mass below the threshold (the least
+    verification work); ties go to the pair using more permutations. For 0.8 and 120
+    permutations this gives the defaults, 20 bands of 6 rows. Raises ValueError when no
+    pair reaches ``min_candidate_prob``.
+    """
+    grid = np.linspace(0.0, threshold, 801)
+    best: tuple[float, int, int, int] | None = None
+    for rows in range(1, num_perm + 1):
+        bands = np.arange(1, num_perm // rows + 1)
+        at_threshold = 1.0 - (1.0 - threshold**rows) ** bands
+        below = 1.0 - (1.0 - grid[None, :] ** rows) ** bands[:, None]
+        mass = np.trapezoid(below, grid, axis=1)
+        for b, p, m in zip(bands, at_threshold, mass, strict=True):
+            if p >= min_candidate_prob:
+                key = (float(m), -int(b) * rows, int(b), rows)
+                if best is None or key < best:
+                    best = key
+    if best is None:
+        raise ValueError(
+            f"no bands x rows within {num_perm} permutations gives P(candidate) >= "
+            f"{min_candidate_prob} at Jaccard {threshold}; raise num_perm"
+        )
+    return best[2], best[3]
+
+
 def s_curve_midpoint(bands: int, rows: int) -> float:
     """Return the Jaccard at which the candidate probability is 0.5."""
     return float((1.0 - 0.5 ** (1.0 / bands)) ** (1.0 / rows))

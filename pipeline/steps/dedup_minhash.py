@@ -29,8 +29,12 @@ class MinHashDedupOptions(StepOptions):
     """Options of ``dedup_minhash_v1``."""
 
     num_perm: int = Field(120, ge=1, le=4096)
-    bands: int = Field(20, ge=1)
-    rows: int = Field(6, ge=1)
+    bands: int | None = Field(None, ge=1, description="None: chosen from threshold (lsh_params)")
+    rows: int | None = Field(None, ge=1, description="None: chosen with bands")
+    min_candidate_prob: float = Field(
+        0.997, gt=0.0, lt=1.0,
+        description="when bands/rows are chosen: P(candidate) required at the threshold",
+    )
     ngram: int = Field(5, ge=1, le=32)
     threshold: float = Field(0.8, gt=0.0, le=1.0, description="Jaccard to call a pair duplicate")
     verify: Literal["exact", "signature", "none"] = "exact"
@@ -40,6 +44,13 @@ class MinHashDedupOptions(StepOptions):
 
     @model_validator(mode="after")
     def _bands_fit(self) -> MinHashDedupOptions:
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("give both bands and rows, or neither (then they follow threshold)")
+        if self.bands is None:
+            from pipeline.dedup.minhash import lsh_params
+
+            self.bands, self.rows = lsh_params(self.threshold, self.num_perm,
+                                               self.min_candidate_prob)
         if self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
         return self
@@ -65,9 +76,21 @@ class MinHashDedup(GlobalStep):
                              partitions=o.partitions, max_map_tasks=o.max_map_tasks)
 
     def prepare(self, shards: list[StageShard], workdir: str) -> None:
-        """Cluster near-duplicates across ``shards``; resumable under ``workdir``."""
-        from pipeline.dedup.jobs import prepare_minhash
+        """Cluster near-duplicates across ``shards``; resumable under ``workdir``.
 
+        Also writes ``lsh.json``: the bands and rows used and the S-curve they give.
+        """
+        import json
+        from pathlib import Path
+
+        from pipeline.dedup.jobs import prepare_minhash
+        from pipeline.dedup.minhash import s_curve
+
+        o = self.options
+        curve = {f"{j:.1f}": round(s_curve(j, o.bands, o.rows), 4) for j in (0.3, 0.5, 0.7, 0.8, 0.9)}
+        (Path(workdir) / "lsh.json").write_text(json.dumps(
+            {"num_perm": o.num_perm, "bands": o.bands, "rows": o.rows, "threshold": o.threshold,
+             "p_candidate_at_jaccard": curve}, indent=1))
         prepare_minhash(shards, workdir, self._config())
 
     def load(self, workdir: str, shard_id: str) -> None:
