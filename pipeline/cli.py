@@ -62,10 +62,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return 0
         if kind == "ablation":
             return _run_ablation(data, args)
+        if kind == "tokenizer":
+            from pipeline.tokenizer_job import run_tokenizer_job
+
+            print(json.dumps(run_tokenizer_job(data, args.output), indent=1))
+            return 0
         if kind != "crawl":
             raise JobConfigError(
                 f"{args.job}: job: {kind!r} is not a known job kind "
-                "(crawl, train, train_filters, ablation)"
+                "(crawl, tokenizer, train, train_filters, ablation)"
             )
         return _run_crawl(data, args)
     except JobConfigError as e:
@@ -162,7 +167,9 @@ def build_parser(with_training_commands: bool = True) -> argparse.ArgumentParser
     """Return the argument parser of the ``pipeline`` command."""
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a job file (crawl, train, train_filters, ablation)")
+    run = sub.add_parser(
+        "run", help="run a job file (crawl, tokenizer, train, train_filters, ablation)"
+    )
     run.add_argument("job", help="job YAML file")
     run.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
     run.add_argument("--output", help="output folder (overrides the job's 'output')")
