@@ -17,7 +17,8 @@ def aggregate(
     """Sum the shards' progress records into read stats and per-step stats (job order)."""
     read = StepStats()
     per_step = [StepStats() for _ in steps]
-    for stage, ((start, _end), progress) in enumerate(zip(stages, all_progress, strict=True)):
+    # a job stopped by failed shards has progress for its first stages only
+    for stage, ((start, _end), progress) in enumerate(zip(stages, all_progress, strict=False)):
         for record in progress:
             if stage == 0 and record.get("read"):
                 read.merge(StepStats.from_dict(record["read"]))

@@ -430,7 +430,6 @@ def run_job(
     atomic_write_json({"shards": [u.shard_id for u in units], "stages": len(stages)},
                       out / "_plan.json")
     failures: list[tuple[str, str]] = []
-    progress: list[dict[str, Any]] = []
     all_progress: list[list[dict[str, Any]]] = []
     for stage, (start, end) in enumerate(stages):
         final = stage == len(stages) - 1
@@ -447,6 +446,12 @@ def run_job(
         )
         failures.extend(stage_failures)
         all_progress.append(progress)
+        if stage_failures and not final:
+            # A global step must see every shard: stop here; a rerun retries the failed
+            # shards (finished ones are skipped) and then runs the global step on all.
+            log.error("%d shard(s) failed before %s; rerun the job to retry them",
+                      len(stage_failures), steps[stages[stage + 1][0]].name)
+            break
         if not final:
             ordered = sorted(progress, key=lambda p: p["shard_id"])
             units = [StageShard(p["shard_id"], tuple(p["files"])) for p in ordered]
