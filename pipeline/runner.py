@@ -398,7 +398,9 @@ def _run_units(
                 try:
                     results.append(ray.get(ref))
                 except Exception as e:  # noqa: BLE001 - report every failed shard, go on
-                    failures.append((shard_id, f"{type(e).__name__}: {e}".splitlines()[0]))
+                    cause = getattr(e, "cause", None) or e  # a RayTaskError wraps the real one
+                    message = (str(cause).strip().splitlines() or [""])[0]
+                    failures.append((shard_id, f"{type(cause).__name__}: {message}"))
                     log.error("shard %s failed: %s", shard_id, e)
                 bar.update(1)
             bar.refresh()

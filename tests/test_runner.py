@@ -265,3 +265,26 @@ def test_stages_split_at_global_steps() -> None:
     assert split_stages([local, dedup, local]) == [(0, 1), (1, 3)]
     assert split_stages([dedup, local]) == [(0, 0), (0, 2)]
     assert split_stages([]) == [(0, 0)]
+
+
+def test_failed_shard_stops_the_job_before_a_global_step(ray_local, tmp_path: Path) -> None:
+    texts = [f"Document number {i} says something about the weather in town." for i in range(30)]
+    a = _jsonl(tmp_path / "a.jsonl", texts)
+    b = _jsonl(tmp_path / "b.jsonl", texts[:10])  # exact copies of a's first ten
+    out = tmp_path / "out"
+    job = {"inputs": [str(a), str(b)], "output": str(out), "steps": ["dedup_exact_v1"]}
+    # A progress record claiming more documents than shard b holds makes its task fail.
+    bad = out / "_progress" / "stage-0" / "00001-b.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(json.dumps({"records_done": 99, "parts": 1, "files": [], "done": False,
+                               "read": None, "steps": None}))
+    stats = run_job(job)
+    assert [f["shard"] for f in stats["failed_shards"]] == ["00001-b"]
+    assert "fewer than the 99 already processed" in stats["failed_shards"][0]["error"]
+    assert not (out / "_SUCCESS").exists()
+    assert not (out / "_progress" / "stage-1").exists(), "the global step ran on a partial input"
+    bad.unlink()
+    stats = run_job(job)
+    assert not stats["failed_shards"] and (out / "_SUCCESS").exists()
+    rows = _read_output(out)
+    assert len(rows) == 30 and stats["steps"][0]["dropped"] == {"exact_duplicate": 10}
