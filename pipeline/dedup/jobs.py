@@ -133,15 +133,20 @@ def _route(
     workdir: str, phase: str, p: int, columns: dict[str, np.ndarray], n_shards: int, groups: int
 ) -> list[Path]:
     """Split rows by the group of ``columns['ref']``'s shard; write one file per group."""
-    shard = columns["ref"] >> SHIFT
-    grp = group_of(shard, n_shards, groups)
-    order = np.argsort(grp, kind="stable")
-    grp_sorted = grp[order]
-    bounds = np.searchsorted(grp_sorted, np.arange(groups + 1))
+    grp = group_of(columns["ref"] >> SHIFT, n_shards, groups)
+    return _split_write(grp, groups, lambda g: _routed(workdir, phase, p, g), columns)
+
+
+def _split_write(
+    key: np.ndarray, n: int, path_of: Any, columns: dict[str, np.ndarray]
+) -> list[Path]:
+    """Write the rows with ``key == i`` to ``path_of(i)`` for every ``i < n`` (row order kept)."""
+    order = np.argsort(key, kind="stable")
+    bounds = np.searchsorted(key[order], np.arange(n + 1))
     out = []
-    for g in range(groups):
-        sel = order[bounds[g] : bounds[g + 1]]
-        path = _routed(workdir, phase, p, g)
+    for i in range(n):
+        sel = order[bounds[i] : bounds[i + 1]]
+        path = path_of(i)
         write_table(path, {k: v[sel] for k, v in columns.items()})
         out.append(path)
     return out
@@ -152,15 +157,7 @@ def _write_partitions(
     columns: dict[str, np.ndarray],
 ) -> list[Path]:
     """Write rows to ``partitions`` files by ``part`` (the partition of each row)."""
-    order = np.argsort(part, kind="stable")
-    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
-    out = []
-    for p in range(partitions):
-        sel = order[bounds[p] : bounds[p + 1]]
-        path = _part(workdir, phase, p, u)
-        write_table(path, {k: v[sel] for k, v in columns.items()})
-        out.append(path)
-    return out
+    return _split_write(part, partitions, lambda p: _part(workdir, phase, p, u), columns)
 
 
 def _finalize_group(
