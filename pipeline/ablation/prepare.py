@@ -202,12 +202,10 @@ def prepare(cfg: AblationConfig, address: str | None = None) -> Path:
     prepared.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(cfg, arms, prepared / "tokenizer")
 
-    full: dict[str, dict[str, Any]] = {}
     for arm, info in arms.items():
         stream = tokenize(cfg, arm, info["files"], [], tok, address)
         info["stream"] = str(stream)
-        full[arm] = json.loads((stream / "manifest.json").read_text())
-        info["tokens_kept"] = full[arm]["total_tokens"]
+        info["tokens_kept"] = json.loads((stream / "manifest.json").read_text())["total_tokens"]
     short = {a: i["tokens_kept"] for a, i in arms.items() if i["tokens_kept"] < cfg.budget_tokens}
     if short and not cfg.repeat_data:
         counts = ", ".join(f"{a}: {i['tokens_kept']:,}" for a, i in arms.items())
