@@ -182,6 +182,34 @@ def test_dsir_step_selects_k_across_shards(corpus: dict, ray_local, tmp_path: Pa
         list(step.run([Document("new", "unseen text")], StepContext(StepStats())))
 
 
+def test_dsir_length_features_scores_a_fixed_length_example(corpus: dict, ray_local,
+                                                            tmp_path: Path) -> None:
+    """With ``length_features`` a document's score is its mean log ratio times N: a text
+    repeated three times scores the same (summed, it would score three times as much), and
+    the step still selects mostly target-like documents."""
+    from pipeline.registry import get_step_class
+    from pipeline.steps.dsir import _Scorer
+
+    cls = get_step_class("dsir_v1")
+    shards = _stage_shards(corpus["docs"], tmp_path / "stage")
+    step = cls(cls.Options(target=[str(corpus["target"])], num_documents=25, seed=1,
+                           length_features=256))
+    kept = _run_global(step, shards, tmp_path / "work")
+    assert len(kept) == 25 and Counter(d.source for d in kept)["wiki"] >= 20
+    log_ratio = np.load(tmp_path / "work" / "log_ratio.npy")
+    feats = FeatureOptions()
+    doc = kept[0]
+    b = feature_buckets(doc.text, feats)
+    assert doc.metadata["dsir_log_weight"] == pytest.approx(float(log_ratio[b].mean()) * 256)
+    text = "The river flows north through the valley, past the old mill and the church."
+    tripled = " ".join([text] * 3)
+    fixed, summed = _Scorer(log_ratio, feats, 0, 256), _Scorer(log_ratio, feats, 0)
+    one, three = (fixed.score(Document(str(i), t))[0] for i, t in enumerate([text, tripled]))
+    assert three == pytest.approx(one, rel=0.05)
+    s1, s3 = (summed.score(Document(str(i), t))[0] for i, t in enumerate([text, tripled]))
+    assert s3 == pytest.approx(3 * s1, rel=0.05)
+
+
 def test_dsir_options_are_validated() -> None:
     from pipeline.config import JobConfigError, parse_steps
 

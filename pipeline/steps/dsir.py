@@ -40,6 +40,12 @@ class DSIROptions(StepOptions):
     max_tokens: int | None = Field(None, gt=0, description="tokens per document used")
     smoothing: float = Field(1.0, gt=0.0)
     seed: int = 0
+    length_features: int | None = Field(
+        None, gt=0,
+        description="score every document as an example of this many features (mean log "
+        "ratio times N, like the paper's equal-length chunks); unset sums over the document, "
+        "which favours short documents over long ones with a slightly negative mean",
+    )
     normalization: NormalizeOptions = Field(default_factory=NormalizeOptions)
 
     @model_validator(mode="after")
@@ -80,10 +86,12 @@ def _count_shard(shard: StageShard, path: str, fingerprint: str, feats: Any) -> 
 class _Scorer:
     """Scores documents for :func:`pipeline.dsir.select.score_shards` (picklable)."""
 
-    def __init__(self, log_ratio: np.ndarray, feats: Any, seed: int) -> None:
+    def __init__(self, log_ratio: np.ndarray, feats: Any, seed: int,
+                 length_features: int | None = None) -> None:
         self.log_ratio = log_ratio
         self.feats = feats
         self.seed = seed
+        self.length_features = length_features
 
     def setup(self) -> None:
         """Nothing to load: the log ratios travel with the scorer."""
@@ -96,7 +104,8 @@ class _Scorer:
         b = feature_buckets(doc.text, self.feats)
         if b.size == 0:
             return None, None
-        lw = float(self.log_ratio[b].sum())
+        lr = self.log_ratio[b]
+        lw = float(lr.mean() * self.length_features if self.length_features else lr.sum())
         return lw, lw + gumbel(doc_key(doc), self.seed)
 
 
@@ -161,7 +170,7 @@ class DSIRSelect(GlobalStep):
         else:
             k = total
         annotate_only = o.num_documents is None and o.fraction is None
-        tops, scored = score_shards(_Scorer(log_ratio, feats, o.seed), shards, workdir, fp,
+        tops, scored = score_shards(_Scorer(log_ratio, feats, o.seed, o.length_features), shards, workdir, fp,
                                     0 if annotate_only else k, desc=f"{self.name} scoring")
         threshold = -math.inf if annotate_only else global_threshold(tops, k)
         write_decision(workdir, {"fingerprint": fp, "threshold": threshold, "k": k,
