@@ -113,7 +113,7 @@ def _cmd_ablate_train(args: argparse.Namespace) -> int:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    train_all(args.prepared, args.out, overrides)
+    train_all(args.prepared, args.out, overrides, parallel=args.parallel)
     out = Path(args.out) if args.out else Path(args.prepared).parent
     print((out / "report.md").read_text(encoding="utf-8"))
     return 0
@@ -190,6 +190,8 @@ def build_parser(with_training_commands: bool = True) -> argparse.ArgumentParser
     train.add_argument("--out", help="where runs and the report go (default: its parent)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a training option for every run, e.g. batch_size=32")
+    train.add_argument("--parallel", type=int, default=1, metavar="N",
+                       help="train N runs at once (separate processes sharing the GPU)")
     train.set_defaults(func=_cmd_ablate_train)
 
     sample = sub.add_parser("sample", help="continue a prompt with a trained checkpoint")

@@ -28,7 +28,9 @@ def _job(shared: Path, out: Path, budget: int) -> dict:
         },
         "tokenizer": {"train": {"arm": "raw", "vocab_size": 600, "max_bytes": 1_500_000}},
         "budget_tokens": budget,
-        "eval": {"wiki_val": str(shared / "eval" / "wiki_val.jsonl.gz"), "web": "heldout_web"},
+        "eval": {"wiki_val": str(shared / "eval" / "wiki_val.jsonl.gz"), "web": "heldout_web",
+                 "wiki_ws": {"path": str(shared / "eval" / "wiki_val.jsonl.gz"),
+                             "steps": ["whitespace_v1"]}},
         "seeds": [1],
         "model": {"preset": "tiny"},
         "train": {"seq_len": 64, "batch_size": 8, "compile": False, "evals": 3,
@@ -46,6 +48,10 @@ def test_bad_ablation_files_are_refused_with_the_key(shared_data: Path, tmp_path
     job["tokenizer"]["train"]["arm"] = "nope"
     with pytest.raises(JobConfigError, match="tokenizer.train.arm"):
         validate_ablation(job)
+    job = _job(shared_data, tmp_path, 1000)
+    job["eval"]["wiki_ws"]["steps"] = ["whitespace_v9"]
+    with pytest.raises(JobConfigError, match=r"eval\.wiki_ws\..*whitespace_v9"):
+        validate_ablation(job)
 
 
 def test_two_arm_ablation_end_to_end(ray_local, shared_data: Path, tmp_path: Path) -> None:
@@ -60,7 +66,13 @@ def test_two_arm_ablation_end_to_end(ray_local, shared_data: Path, tmp_path: Pat
     assert raw["tokens_kept"] > lid["tokens_kept"] >= 40_000
     for arm in plan["arms"].values():
         assert 40_000 <= arm["tokens_in_stream"] < 40_000 + 20_000
-    assert set(plan["eval"]) == {"wiki_val", "web"} and plan["eval"]["web"]["tokens"] > 1000
+    # each document once in the pool; the arms' selections index it
+    pool = plan["pool"]
+    assert pool["tokens"] < raw["tokens_in_stream"] + lid["tokens_in_stream"]
+    assert pool["tokens"] >= max(raw["tokens_in_stream"], lid["tokens_in_stream"])
+    assert set(plan["eval"]) == {"wiki_val", "web", "wiki_ws"} and plan["eval"]["web"]["tokens"] > 1000
+    # the same articles, fewer tokens once table padding is collapsed
+    assert plan["eval"]["wiki_ws"]["tokens"] < plan["eval"]["wiki_val"]["tokens"]
     # the shared first step ran once: one node per distinct prefix
     nodes = sorted(p.name.split("-", 1)[1] for p in (out / "nodes").iterdir())
     assert nodes == ["extract_v1", "gopher_quality_v1", "langid_v1"]
@@ -71,19 +83,27 @@ def test_two_arm_ablation_end_to_end(ray_local, shared_data: Path, tmp_path: Pat
     size = sum(f.stat().st_size for f in prepared.rglob("*") if f.is_file())
     assert size < 20_000_000  # eval streams are cut at 2M tokens; arms at the budget
 
-    record = train_all(prepared)
-    assert [(r["arm"], r["seed"]) for r in record["runs"]] == [("raw", 1), ("lid+gopher", 1)]
+    record = train_all(prepared, parallel=2)  # two processes, one run each
+    assert sorted((r["arm"], r["seed"]) for r in record["runs"]) == [("lid+gopher", 1), ("raw", 1)]
     for run in record["runs"]:
         assert run["status"] == "completed"
         assert run["tokens_trained"] >= 40_000
-        assert set(run["final_eval"]) == {"wiki_val", "web"}
+        assert set(run["final_eval"]) == {"wiki_val", "web", "wiki_ws"}
         curve = run["eval_curve"]["wiki_val"]
         assert len(curve) >= 3 and curve[-1][1] < curve[0][1]
+        assert [s["prompt"] for s in run["samples"]] == plan["samples"]["prompts"]
+        assert all(s["text"] for s in run["samples"])
     report = (out / "report.md").read_text()
+    assert "## Samples" in report and "- **lid+gopher**: The history of the city" in report
     assert "| raw |" in report and "| lid+gopher |" in report and "n/a (1 seed)" in report
     assert "<polyline" in (out / "ablation.svg").read_text()
     # a rerun finds every (arm, seed) done and trains nothing
     assert train_all(prepared)["runs"] == record["runs"]
+    # the arm streams rebuilt from the pool hold exactly the arms' documents
+    from model.data import TokenStream
+    for name, arm in plan["arms"].items():
+        stream = TokenStream(str(out / "streams" / name))
+        assert stream.num_tokens == arm["tokens_in_stream"]
 
 
 def test_effects_against_parent_and_noise() -> None:

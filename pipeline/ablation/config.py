@@ -32,6 +32,32 @@ class TokenizerSpec(StepOptions):
         return self
 
 
+DEFAULT_PROMPTS = [
+    "The history of the city",
+    "In mathematics, a prime number",
+    "The best way to",
+]
+
+
+class SampleSpec(StepOptions):
+    """Continuations of the same prompts by every arm's model, shown in the report."""
+
+    prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_PROMPTS))
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(0.8, ge=0.0, description="0 = greedy")
+    top_k: int | None = Field(50, ge=1)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int = 0
+
+
+class EvalSpec(StepOptions):
+    """An evaluation stream: a file (or ``heldout_web``) and steps run on it before
+    tokenizing, e.g. ``[whitespace_v1]`` to put plain text in extracted-HTML form."""
+
+    path: str
+    steps: list[Any] = Field(default_factory=list)
+
+
 class AblationConfig(StepOptions):
     """A validated ablation job."""
 
@@ -46,14 +72,15 @@ class AblationConfig(StepOptions):
     tokenizer: TokenizerSpec
     budget_tokens: int = Field(gt=0, description="training tokens per arm and seed")
     repeat_data: bool = Field(False, description="allow arms smaller than the budget")
-    eval: dict[str, str] = Field(
+    eval: dict[str, str | EvalSpec] = Field(
         min_length=1,
         description="name -> JSONL/Parquet file (tokenized as is), or 'heldout_web' for the "
-        "held-out pool files after extraction and English language ID",
+        "held-out pool files after extraction and English language ID, or {path, steps}",
     )
     seeds: list[int] = Field(min_length=1)
     model: dict[str, Any]
     train: dict[str, Any] = Field(default_factory=dict)
+    samples: SampleSpec = Field(default_factory=SampleSpec)
     ray: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("arms")
@@ -82,6 +109,12 @@ def validate_ablation(data: dict[str, Any], output: str | None = None) -> Ablati
             parse_steps(steps)
         except JobConfigError as e:
             raise JobConfigError(f"arms.{arm}.{e}") from None
+    for name, spec in cfg.eval.items():
+        if isinstance(spec, EvalSpec):
+            try:
+                parse_steps(spec.steps)
+            except JobConfigError as e:
+                raise JobConfigError(f"eval.{name}.{e}") from None
     if cfg.tokenizer.train and cfg.tokenizer.train.arm not in cfg.arms:
         raise JobConfigError(
             f"tokenizer.train.arm: {cfg.tokenizer.train.arm!r} is not one of the arms "

@@ -6,7 +6,9 @@ steps, same options, in the same order) run once. Each job is an ordinary resuma
 pipeline job, so a killed prepare rerun continues where it stopped.
 
 The prepared folder (``OUTPUT/prepared``) holds only what training needs: ``plan.json``,
-``tokenizer/``, ``streams/<arm>/`` cut to the token budget, and ``eval/<name>/``.
+``tokenizer/``, ``eval/<name>/``, and the arms' documents cut to the token budget: each
+distinct document once in ``pool/`` and every arm's choice of them in
+``selections/<arm>.npy`` (see :mod:`pipeline.ablation.pool`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
+import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.ablation.config import AblationConfig
+from pipeline.ablation.pool import TokenPool, stream_documents, write_selection
 from pipeline.config import JobConfigError, expand_inputs
 from pipeline.writer import atomic_write_json
 
@@ -148,34 +151,33 @@ def tokenize(
     return stream
 
 
-def _stream_documents(src: Path, manifest: dict[str, Any]):
-    """Yield every document's ids (EOS included) of a stream, in stream order."""
-    for entry in manifest["files"]:
-        with pa.memory_map(str(src / entry["path"])) as mm:
-            reader = pa.ipc.open_file(mm)
-            for b in range(reader.num_record_batches):
-                yield from reader.get_batch(b).column(0).to_numpy(zero_copy_only=False)
+def choose_documents(src: Path, max_tokens: int, seed: int = 0) -> list[np.ndarray]:
+    """A seeded subset of whole documents of stream ``src`` (ids with EOS), in stream order.
+
+    Each document's rank is a seeded hash of its ids, and documents are taken in rank order
+    until ``max_tokens`` are reached: a random sample over every shard of the stream, and
+    one shared by the arms (a document that two arms keep ranks the same in both), so
+    arms differ by what their filters removed rather than by which documents the cut drew.
+    """
+    docs = list(stream_documents(src))
+    salt = seed.to_bytes(8, "little", signed=True)
+    rank = np.array([int.from_bytes(hashlib.blake2b(salt + d.tobytes(), digest_size=8).digest(),
+                                    "little") for d in docs], dtype=np.uint64)
+    lengths = np.array([len(d) for d in docs], dtype=np.int64)
+    order = np.argsort(rank, kind="stable")
+    n = int(np.searchsorted(np.cumsum(lengths[order]), max_tokens)) + 1
+    chosen = np.zeros(len(docs), dtype=bool)
+    chosen[order[:n]] = True
+    return [ids for ids, keep in zip(docs, chosen, strict=True) if keep]
 
 
 def cut_stream(src: Path, dest: Path, max_tokens: int, seed: int = 0) -> dict[str, Any]:
-    """Copy a seeded random subset of whole documents of stream ``src`` into ``dest``.
-
-    Documents are drawn in a random order (fixed by ``seed``) until ``max_tokens`` are
-    reached, then written in their stream order, so the cut samples every shard of the
-    arm rather than its first files. Returns the new manifest.
-    """
-    import numpy as np
-
+    """Copy :func:`choose_documents` of stream ``src`` into the stream ``dest``; return
+    the new manifest."""
     from tokenizer.stream_writer import write_manifest, write_token_stream
 
     manifest = json.loads((src / "manifest.json").read_text())
-    lengths = np.array([len(ids) for ids in _stream_documents(src, manifest)], dtype=np.int64)
-    order = np.random.default_rng(seed).permutation(len(lengths))
-    n = int(np.searchsorted(np.cumsum(lengths[order]), max_tokens)) + 1
-    chosen = np.zeros(len(lengths), dtype=bool)
-    chosen[order[:n]] = True
-    # the writer appends EOS itself
-    docs = (ids[:-1].tolist() for ids, keep in zip(_stream_documents(src, manifest), chosen, strict=True) if keep)
+    docs = (ids[:-1] for ids in choose_documents(src, max_tokens, seed))  # the writer adds EOS
     if dest.exists():
         shutil.rmtree(dest)
     part = write_token_stream(docs, dest, "part-00000.arrow", manifest["dtype"], manifest["eos_id"])
@@ -214,23 +216,30 @@ def prepare(cfg: AblationConfig, address: str | None = None) -> Path:
             f"({counts}); lower budget_tokens to at most {min(short.values()):,} or set "
             "repeat_data: true to repeat the smaller arms' data"
         )
+    pool = TokenPool()
+    like: dict[str, Any] = {}
     for arm, info in arms.items():
-        manifest = cut_stream(Path(info.pop("stream")), prepared / "streams" / arm,
-                              cfg.budget_tokens)
-        info["tokens_in_stream"] = manifest["total_tokens"]
-        info["documents_in_stream"] = manifest["total_docs"]
-        info["repeats"] = cfg.budget_tokens / manifest["total_tokens"]
+        stream = Path(info.pop("stream"))
+        like = json.loads((stream / "manifest.json").read_text())
+        docs = choose_documents(stream, cfg.budget_tokens)
+        write_selection(prepared, arm, [pool.add(d) for d in docs])
+        info["tokens_in_stream"] = int(sum(len(d) for d in docs))
+        info["documents_in_stream"] = len(docs)
+        info["repeats"] = cfg.budget_tokens / info["tokens_in_stream"]
         del info["files"]
+    pool_manifest = pool.write(prepared, like)
+    shutil.rmtree(prepared / "streams", ignore_errors=True)  # the layout before the pool
 
     evals: dict[str, dict[str, Any]] = {}
-    for name, source in cfg.eval.items():
+    for name, spec in cfg.eval.items():
+        source, extra = (spec, []) if isinstance(spec, str) else (spec.path, spec.steps)
         if source == "heldout_web":
-            steps = ["extract_v1", {"langid_v1": {"languages": ["en"]}}]
+            steps = ["extract_v1", {"langid_v1": {"languages": ["en"]}}, *extra]
             stream = tokenize(cfg, f"eval-{name}", heldout, steps, tok, address)
         else:
-            stream = tokenize(cfg, f"eval-{name}", expand_inputs([source]), [], tok, address)
+            stream = tokenize(cfg, f"eval-{name}", expand_inputs([source]), extra, tok, address)
         manifest = cut_stream(stream, prepared / "eval" / name, EVAL_MAX_TOKENS)
-        evals[name] = {"source": source if source != "heldout_web" else heldout,
+        evals[name] = {"source": source if source != "heldout_web" else heldout, "steps": extra,
                        "tokens": manifest["total_tokens"], "documents": manifest["total_docs"]}
 
     plan = {
@@ -244,6 +253,8 @@ def prepare(cfg: AblationConfig, address: str | None = None) -> Path:
         "model": cfg.model,
         "train": cfg.train,
         "tokenizer": cfg.tokenizer.model_dump(),
+        "samples": cfg.samples.model_dump(),
+        "pool": {"documents": pool_manifest["total_docs"], "tokens": pool_manifest["total_tokens"]},
     }
     atomic_write_json(plan, prepared / "plan.json")
     return prepared

@@ -100,7 +100,30 @@ def render_markdown(record: dict[str, Any], summary: dict[str, Any]) -> str:
         se = f"{ef['se']:.4f}" if ef["se"] is not None else "n/a (1 seed)"
         lines.append(f"| {ef['arm']} | {ef['against']} ({ef['kind']}) | {ef['eval']} | {diff} | {se} |")
     lines += ["", "![validation loss against tokens](ablation.svg)", ""]
+    lines += render_samples(record, arms)
     return "\n".join(lines)
+
+
+def render_samples(record: dict[str, Any], arms: dict[str, Any]) -> list[str]:
+    """Markdown lines showing each arm's continuation of the same prompts (its first seed)."""
+    by_arm: dict[str, list[dict[str, str]]] = {}
+    for run in sorted(record["runs"], key=lambda r: r["seed"]):
+        if run.get("samples") and run["arm"] not in by_arm:
+            by_arm[run["arm"]] = run["samples"]
+    if not by_arm:
+        return []
+    prompts = next(iter(by_arm.values()))
+    lines = ["## Samples", "",
+             "Each arm's model (its first seed) continues the same prompts with the same "
+             "sampling seed.", ""]
+    for i, first in enumerate(prompts):
+        lines += [f"### {first['prompt']!r}", ""]
+        for arm in arms:
+            if arm in by_arm and i < len(by_arm[arm]):
+                text = " ".join((first["prompt"] + by_arm[arm][i]["text"]).split())
+                lines.append(f"- **{arm}**: " + text.replace("|", "\\|"))
+        lines.append("")
+    return lines
 
 
 def render_svg(record: dict[str, Any], evals: list[str]) -> str:

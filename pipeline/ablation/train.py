@@ -54,22 +54,79 @@ def run_config(plan: dict[str, Any], prepared: Path, out: Path, arm: str, seed: 
         "job": "train",
         "model": {"vocab_size": "auto", **plan["model"]},
         "data": {
-            "train": str(prepared / "streams" / arm),
+            "train": str(out / "streams" / arm),
             "eval": {name: str(prepared / "eval" / name) for name in plan["eval"]},
             "seq_len": t["seq_len"],
+            "tokenizer": str(prepared / "tokenizer"),
         },
         "train": train,
     }
 
 
-def train_all(prepared: str | os.PathLike, out: str | os.PathLike | None = None,
+def sample_run(run_dir: Path, tokenizer_dir: Path, spec: dict[str, Any],
+               eos_token: str | None = None) -> list[dict[str, str]]:
+    """Continue ``spec["prompts"]`` with the final checkpoint in ``run_dir`` (stopping at
+    ``eos_token``); returns one ``{"prompt", "text"}`` per prompt. The sampling seed is the
+    same for every arm, so the arms' samples differ only by their models."""
+    import torch
+
+    from model.generate import generate_text, load_checkpoint
+    from tokenizer import Tokenizer
+
+    tok = Tokenizer.load(tokenizer_dir)
+    model = load_checkpoint(run_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    texts = generate_text(model, tok, spec["prompts"], spec["max_new_tokens"],
+                          spec["temperature"], spec.get("top_k"), spec.get("top_p"),
+                          spec.get("seed", 0), tok.special_tokens.get(eos_token or ""))
+    return [{"prompt": p, "text": t} for p, t in zip(spec["prompts"], texts, strict=True)]
+
+
+def train_one(plan: dict[str, Any], prepared: Path, out: Path, arm: str, seed: int,
               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one (arm, seed) run and sample from it; return its ``ablation.json`` entry."""
+    from model.train import run
+    from pipeline.ablation.pool import materialize_arm
+
+    info = plan["arms"][arm]
+    materialize_arm(prepared, arm, out / "streams" / arm)
+    cfg = run_config(plan, prepared, out, arm, seed, overrides)
+    print(f"== arm {arm} seed {seed}: {cfg['train']['max_steps']} steps", flush=True)
+    summary = run(cfg)
+    tokens_per_step = (cfg["data"]["seq_len"] * cfg["train"]["batch_size"]
+                       * cfg["train"]["grad_accum"])
+    entry = {
+        "arm": arm,
+        "seed": seed,
+        "documents_kept": info["documents_kept"],
+        "tokens_kept": info["tokens_kept"],
+        "tokens_trained": summary["steps"] * tokens_per_step,
+        "params": summary["params"],
+        "status": summary["status"],
+        "loss_curve": [[int(s) * tokens_per_step, v]
+                       for s, v in sorted(summary["train_losses"].items(), key=lambda kv: int(kv[0]))],
+        "eval_curve": {
+            name: [[int(s) * tokens_per_step, ev[name]]
+                   for s, ev in sorted(summary["eval_losses"].items(), key=lambda kv: int(kv[0]))]
+            for name in plan["eval"]
+        },
+        "final_eval": summary["final_eval"],
+        "tokens_per_s": summary["tokens_per_s"],
+    }
+    if plan.get("samples", {}).get("prompts"):
+        entry["samples"] = sample_run(Path(cfg["train"]["out_dir"]), prepared / "tokenizer",
+                                      plan["samples"], plan.get("tokenizer", {}).get("eos_token"))
+    return entry
+
+
+def train_all(prepared: str | os.PathLike, out: str | os.PathLike | None = None,
+              overrides: dict[str, Any] | None = None, parallel: int = 1) -> dict[str, Any]:
     """Train every arm and seed in ``prepared``; write ``ablation.json`` and the report.
 
     ``out`` defaults to the prepared folder's parent. ``overrides`` change training
-    options (e.g. ``{"batch_size": 32}``) for every run. Returns the ablation record.
+    options (e.g. ``{"batch_size": 32}``) for every run. ``parallel`` > 1 trains that many
+    runs at once in separate processes: a small model leaves one GPU mostly idle between
+    kernel launches, and concurrent runs fill those gaps. Returns the ablation record.
     """
-    from model.train import run
     from pipeline.ablation.report import write_report
 
     prepared = Path(prepared)
@@ -79,40 +136,41 @@ def train_all(prepared: str | os.PathLike, out: str | os.PathLike | None = None,
     record_path = out / "ablation.json"
     record = (json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists()
               else {"name": plan["name"], "budget_tokens": plan["budget_tokens"], "runs": []})
+    record["arms"], record["arm_order"], record["eval"] = plan["arms"], plan["arm_order"], plan["eval"]
     done = {(r["arm"], r["seed"]) for r in record["runs"]}
     # Seeds outside arms: a run stopped early still has every arm for the first seeds.
-    for seed in plan["seeds"]:
-        for arm in plan["arm_order"]:
-            info = plan["arms"][arm]
-            if (arm, seed) in done:
-                continue
-            cfg = run_config(plan, prepared, out, arm, seed, overrides)
-            print(f"== arm {arm} seed {seed}: {cfg['train']['max_steps']} steps", flush=True)
-            summary = run(cfg)
-            tokens_per_step = (cfg["data"]["seq_len"] * cfg["train"]["batch_size"]
-                               * cfg["train"]["grad_accum"])
-            record["runs"].append({
-                "arm": arm,
-                "seed": seed,
-                "documents_kept": info["documents_kept"],
-                "tokens_kept": info["tokens_kept"],
-                "tokens_trained": summary["steps"] * tokens_per_step,
-                "params": summary["params"],
-                "status": summary["status"],
-                "loss_curve": [[int(s) * tokens_per_step, v]
-                               for s, v in sorted(summary["train_losses"].items(), key=lambda kv: int(kv[0]))],
-                "eval_curve": {
-                    name: [[int(s) * tokens_per_step, ev[name]]
-                           for s, ev in sorted(summary["eval_losses"].items(), key=lambda kv: int(kv[0]))]
-                    for name in plan["eval"]
-                },
-                "final_eval": summary["final_eval"],
-                "tokens_per_s": summary["tokens_per_s"],
-            })
-            record["arms"], record["arm_order"] = plan["arms"], plan["arm_order"]
-            _write_json(record, record_path)
-    record["arms"], record["arm_order"] = plan["arms"], plan["arm_order"]
-    record["eval"] = plan["eval"]
+    todo = [(arm, seed) for seed in plan["seeds"] for arm in plan["arm_order"]
+            if (arm, seed) not in done]
+
+    from pipeline.ablation.pool import materialize_arm
+
+    for arm in dict.fromkeys(arm for arm, _ in todo):  # before any worker reads them
+        materialize_arm(prepared, arm, out / "streams" / arm)
+
+    def finish(entry: dict[str, Any]) -> None:
+        record["runs"].append(entry)
+        _write_json(record, record_path)
+
+    if parallel <= 1:
+        for arm, seed in todo:
+            finish(train_one(plan, prepared, out, arm, seed, overrides))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn: CUDA cannot be used in a forked child of a process that touched it
+        with ProcessPoolExecutor(parallel, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(train_one, plan, prepared, out, arm, seed, overrides)
+                       for arm, seed in todo]
+            failed = []
+            for fut in as_completed(futures):
+                try:
+                    finish(fut.result())
+                except Exception as e:  # record the other runs; a rerun retries this one
+                    failed.append(e)
+        if failed:
+            raise RuntimeError(f"{len(failed)} ablation run(s) failed; finished runs are in "
+                               f"{record_path}, rerun to retry") from failed[0]
     _write_json(record, record_path)
     write_report(record, out)
     return record
