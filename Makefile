@@ -5,8 +5,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint clean
 
-# setup.py builds the optional native BPE merge loop (tokenizer/_bpe.c).
-$(STAMP): pyproject.toml setup.py tokenizer/_bpe.c
+# setup.py builds the optional native BPE merge loop and encoder (tokenizer/_bpe.c, _encode.c).
+$(STAMP): pyproject.toml setup.py tokenizer/_bpe.c tokenizer/_encode.c
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU wheel on disk; an unpinned torch would pull several GB of CUDA packages.
