@@ -1,8 +1,11 @@
 """Encoding benchmark: MB/s of text to ids, all with GPT-2's vocabulary and merges.
 
 Compared on the same documents, in one process, one after the other:
-tiktoken loaded with our saved ranks (`tokenizer.tiktoken`) single-threaded and batched;
-`FastEncoder` (what the tokenize step uses: our special-token split, then tiktoken);
+tiktoken loaded with our saved ranks (`tokenizer.tiktoken`) single-threaded and batched,
+with our GPT-2 pattern and with tiktoken's own possessive rewrite of it (`r50k_pat_str`,
+what `tiktoken.get_encoding("gpt2")` uses);
+`FastEncoder` (what the tokenize step uses: our special-token split, then the native
+encoder `tokenizer/_encode.c` when built, else tiktoken);
 the `tokenize_v1` step's per-shard task end to end (Parquet in, Arrow stream out) on one
 core; Hugging Face `tokenizers` loaded from our `tokenizer.json`; and the pure-Python
 `Tokenizer.encode` on a slice. Ids are checked equal before timing. Each figure is the
@@ -76,12 +79,17 @@ def main() -> None:
     ranks = read_tiktoken_ranks(work / "gpt2" / "tokenizer.tiktoken")
     tk = tiktoken.Encoding("gpt2-ours", pat_str=tok.pattern_regex, mergeable_ranks=ranks,
                            special_tokens={EOT: 50256})
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    tk_own = tiktoken.Encoding("gpt2-r50k", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                               special_tokens={EOT: 50256})
     fast = FastEncoder(work / "gpt2")
     hf = tokenizers.Tokenizer.from_file(str(work / "gpt2" / "tokenizer.json"))
 
     sample = docs[:200]
     expected = [tok.encode(d) for d in sample]
     assert [tk.encode_ordinary(d) for d in sample] == expected
+    assert [tk_own.encode_ordinary(d) for d in sample] == expected
     assert fast.encode_batch(sample) == expected
     assert [fast.encode_numpy(d).tolist() for d in sample] == expected
     assert [e.ids for e in hf.encode_batch(sample)] == expected
@@ -95,6 +103,11 @@ def main() -> None:
         lambda: [tk.encode_ordinary(d) for d in docs], nbytes)
     results[f"tiktoken, batch {args.threads} threads"] = timed(
         lambda: tk.encode_ordinary_batch(docs, num_threads=args.threads), nbytes)
+    results["tiktoken r50k pattern, 1 thread"] = timed(
+        lambda: [tk_own.encode_ordinary(d) for d in docs], nbytes)
+    results[f"tiktoken r50k pattern, batch {args.threads} threads"] = timed(
+        lambda: tk_own.encode_ordinary_batch(docs, num_threads=args.threads), nbytes)
+    print(f"FastEncoder native: {fast.native is not None}", flush=True)
     results["FastEncoder (step's encoder), 1 thread"] = timed(
         lambda: fast.encode_batch(docs, num_threads=1), nbytes)
     results["FastEncoder.encode_numpy (step's path), 1 thread"] = timed(

@@ -8,8 +8,9 @@ order, their token counts and the tokenizer's hash. A part is written atomically
 marked done, so a rerun after a kill redoes only the parts that were not finished.
 Documents then pass through unchanged, each with its ``num_tokens`` (EOS excluded).
 
-Encoding goes through tiktoken loaded with the tokenizer's ranks
-(:class:`tokenizer.fast.FastEncoder`), whose ids equal ``tokenizer.Tokenizer.encode``.
+Encoding goes through :class:`tokenizer.fast.FastEncoder`: the native GPT-2-pattern encoder
+(``tokenizer/_encode.c``) when it is built and the tokenizer uses that pattern, else tiktoken
+loaded with the tokenizer's ranks; either way the ids equal ``tokenizer.Tokenizer.encode``.
 """
 
 from __future__ import annotations
