@@ -166,10 +166,10 @@ def test_pipeline_sample_command(tmp_path, capsys):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("kw", CACHE_CONFIGS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "default")
-def test_gpu_cached_generation_equals_uncached(kw):
+def test_gpu_cached_generation_equals_uncached(kw, monkeypatch):
     """On CUDA kernels (float32, TF32 off): the cache gives the uncached tokens, and in bf16
     the cached logits stay close to the full pass."""
-    torch.backends.cuda.matmul.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # undone after
     model = Transformer(tiny(**{"max_seq_len": 256, **kw})).cuda().eval()
     g = torch.Generator().manual_seed(1)
     prompts = torch.randint(0, 97, (3, 40), generator=g).tolist()

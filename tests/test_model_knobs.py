@@ -300,10 +300,10 @@ GPU_KNOB_GROUPS = {
 @pytest.mark.gpu
 @cuda
 @pytest.mark.parametrize("name", GPU_KNOB_GROUPS)
-def test_gpu_knob_compiled_bf16_matches_fp32_and_trains(name):
+def test_gpu_knob_compiled_bf16_matches_fp32_and_trains(name, monkeypatch):
     """Each option on CUDA: the compiled bf16-autocast forward agrees with the eager float32
     one (the same computation on the GPU kernels), and compiled bf16 training lowers the loss."""
-    torch.backends.cuda.matmul.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # undone after
     model = Transformer(ModelConfig(vocab_size=512, d_model=256, n_layers=4, n_heads=8,
                                     n_kv_heads=2, d_ff=512, max_seq_len=256,
                                     **GPU_KNOB_GROUPS[name])).cuda()

@@ -7,7 +7,6 @@ import json
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 import regex
 from test_tokenizer_encoder import EOT, SAMPLES
@@ -81,8 +80,20 @@ def test_native_equals_tokenizer_on_random_mixtures(gpt2, native) -> None:
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 40)))
         assert native.encode(text) == tok.encode(text), repr(text)
     assert native.encode("") == []
-    long_word = "x" * 5000 + " " + "ab" * 3000
-    assert native.encode(long_word) == tok.encode(long_word)
+
+
+def test_long_pretokens_merge_like_the_short_path(gpt2, native) -> None:
+    """Pre-tokens over 128 bytes merge through a heap (bpe_long): same ids as Tokenizer on
+    random long words, and as tiktoken on runs of 200,000 characters."""
+    tok, folder = gpt2
+    rng = random.Random(3)
+    for alphabet in ("ab", "aeiou", "thing", "qxz", "é中—"):
+        for _ in range(40):
+            word = "".join(rng.choice(alphabet) for _ in range(rng.randint(100, 700)))
+            assert native.encode(word) == tok.encode(word)
+    tiktoken_enc = FastEncoder(folder).encoding
+    for run in ("a" * 200_000, "-" * 200_000, "=\n" * 50_000, "ab" * 100_000):
+        assert native.encode(run) == tiktoken_enc.encode_ordinary(run)
 
 
 def test_fast_encoder_uses_native_for_gpt2_and_tiktoken_otherwise(gpt2, tmp_path: Path) -> None:
@@ -92,8 +103,10 @@ def test_fast_encoder_uses_native_for_gpt2_and_tiktoken_otherwise(gpt2, tmp_path
     text = f"Hello{EOT} world's  end\n"
     assert fast.encode_numpy(text).tolist() == fast.encode(text) == tok.encode(text)
     assert fast.encode_batch([text, "x"], num_threads=2) == [tok.encode(text), tok.encode("x")]
-    # lone surrogates have no UTF-8 form: tiktoken's path (replacement), never an exception
-    assert fast.encode_numpy("a\ud800b").dtype == np.uint32
+    # lone surrogates have no UTF-8 form: FastEncoder takes tiktoken's path, which replaces
+    # them (Tokenizer.encode raises instead)
+    surrogate = "a\ud800b"
+    assert fast.encode_numpy(surrogate).tolist() == fast.encoding.encode_ordinary(surrogate)
     cl100k = Tokenizer(tok.vocab, tok.merges, {EOT: 50256}, pattern="cl100k")
     cl100k.save(tmp_path)
     other = FastEncoder(tmp_path)

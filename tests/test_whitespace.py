@@ -24,6 +24,10 @@ def test_runs_collapse_and_lines_are_kept() -> None:
     assert stats.counters["whitespace_docs_changed"] == 1
     text, _ = _run("  a  b  \n  c", strip_lines=False)
     assert text == " a b \n c"
+    text, _ = _run("a  \r\n  b\f\vc")  # CRLF kept, its trailing spaces removed
+    assert text == "a\r\nb c"
+    kept, stats = _run("10\xa0km")  # no-break spaces stay, as HTML extraction keeps them
+    assert kept == "10\xa0km" and not stats.counters
     unchanged, stats = _run("plain text\nwith lines")
     assert unchanged == "plain text\nwith lines" and not stats.counters
 

@@ -7,7 +7,8 @@
  * and the merges equal tiktoken's byte_pair_merge (lowest rank of an adjacent pair's
  * concatenation first, leftmost on ties; a pre-token that is itself a token is looked up
  * whole). The pre-tokenizer is a hand-written scanner, not a regex engine: that is where the
- * time goes in regex-based encoders.
+ * time goes in regex-based encoders. Pre-tokens longer than LONG_PIECE bytes merge through a
+ * heap (bpe_long), so a megabyte-long run of one character stays linear-logarithmic.
  *
  * API (module tokenizer._encode):
  *   new(tokens: list[bytes], ids: list[int], classes: bytes) -> capsule
@@ -76,6 +77,10 @@ static PyObject *encoder_new(PyObject *self, PyObject *args) {
         return NULL;
     }
     Encoder *e = calloc(1, sizeof(Encoder));
+    if (e == NULL) {
+        PyBuffer_Release(&classes);
+        return PyErr_NoMemory();
+    }
     size_t cap = 16;
     while (cap < (size_t)n * 2 + 16) cap <<= 1;
     size_t total = 0;
@@ -193,6 +198,121 @@ static int bpe(const Encoder *e, const unsigned char *p, size_t n, Out *o, Part 
     return 0;
 }
 
+/* ---- BPE of a long pre-token: a heap over a linked list, O(n log n) ----------------------
+ * The same merges as bpe(): the pair with the lowest rank first, the leftmost on ties (heap
+ * key (rank, start); a node keeps its start when it absorbs the next one). Entries made stale
+ * by a merge are recognised by the node's version and skipped. */
+
+#define NONE SIZE_MAX
+#define LONG_PIECE 128
+
+typedef struct {
+    uint32_t rank;
+    uint32_t ver;
+    size_t start, node;
+} HeapItem;
+
+static inline int item_less(const HeapItem *a, const HeapItem *b) {
+    return a->rank < b->rank || (a->rank == b->rank && a->start < b->start);
+}
+
+static void heap_push(HeapItem *h, size_t *len, HeapItem it) {
+    size_t i = (*len)++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!item_less(&it, &h[parent])) break;
+        h[i] = h[parent];
+        i = parent;
+    }
+    h[i] = it;
+}
+
+static HeapItem heap_pop(HeapItem *h, size_t *len) {
+    HeapItem top = h[0], last = h[--(*len)];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *len) break;
+        if (c + 1 < *len && item_less(&h[c + 1], &h[c])) c++;
+        if (!item_less(&h[c], &last)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*len) h[i] = last;
+    return top;
+}
+
+/* Rank of node i joined with the node after it (NO_RANK if it is the last). */
+static inline uint32_t node_rank(const Encoder *e, const unsigned char *p, size_t n,
+                                 const size_t *start, const size_t *next, size_t i) {
+    size_t j = next[i];
+    if (j == NONE) return NO_RANK;
+    size_t end = next[j] == NONE ? n : start[next[j]];
+    return lookup(e, p + start[i], end - start[i]);
+}
+
+/* Runs without the GIL: returns 0, -1 (out of memory) or -2 (a byte has no token). */
+static int bpe_long(const Encoder *e, const unsigned char *p, size_t n, Out *o) {
+    size_t *start = malloc(n * sizeof(size_t)), *next = malloc(n * sizeof(size_t));
+    size_t *prev = malloc(n * sizeof(size_t));
+    uint32_t *ver = calloc(n, sizeof(uint32_t));
+    unsigned char *dead = calloc(n, 1);
+    HeapItem *heap = malloc((3 * n + 4) * sizeof(HeapItem));
+    int rc = 0;
+    if (!start || !next || !prev || !ver || !dead || !heap) {
+        rc = -1;
+        goto done;
+    }
+    size_t hlen = 0;
+    for (size_t i = 0; i < n; i++) {
+        start[i] = i;
+        next[i] = i + 1 < n ? i + 1 : NONE;
+        prev[i] = i > 0 ? i - 1 : NONE;
+    }
+    for (size_t i = 0; i + 1 < n; i++) {
+        uint32_t r = node_rank(e, p, n, start, next, i);
+        if (r != NO_RANK) heap_push(heap, &hlen, (HeapItem){r, 0, start[i], i});
+    }
+    while (hlen) {
+        HeapItem it = heap_pop(heap, &hlen);
+        size_t i = it.node;
+        if (dead[i] || ver[i] != it.ver) continue;
+        size_t j = next[i]; /* absorbed into i */
+        dead[j] = 1;
+        next[i] = next[j];
+        if (next[j] != NONE) prev[next[j]] = i;
+        ver[i]++;
+        uint32_t r = node_rank(e, p, n, start, next, i);
+        if (r != NO_RANK) heap_push(heap, &hlen, (HeapItem){r, ver[i], start[i], i});
+        size_t q = prev[i];
+        if (q != NONE) {
+            ver[q]++;
+            r = node_rank(e, p, n, start, next, q);
+            if (r != NO_RANK) heap_push(heap, &hlen, (HeapItem){r, ver[q], start[q], q});
+        }
+    }
+    for (size_t i = 0; i != NONE; i = next[i]) {
+        size_t end = next[i] == NONE ? n : start[next[i]];
+        uint32_t id = lookup(e, p + start[i], end - start[i]);
+        if (id == NO_RANK) {
+            rc = -2;
+            break;
+        }
+        if (out_push(o, id) < 0) {
+            rc = -1;
+            break;
+        }
+    }
+done:
+    free(start);
+    free(next);
+    free(prev);
+    free(ver);
+    free(dead);
+    free(heap);
+    return rc;
+}
+
 /* ---- pre-tokenizer ---------------------------------------------------------------------- */
 
 /* Class of the code point at s[i] (valid UTF-8); *next is the index after it. */
@@ -279,8 +399,8 @@ static PyObject *encode(PyObject *self, PyObject *args) {
         if (id != NO_RANK) {
             if (out_push(&o, id) < 0) failed = 1;
         } else {
-            if (len + 1 > parts_cap) {
-                size_t cap = len + 1 > 64 ? len + 1 : 64;
+            if (len <= LONG_PIECE && len + 1 > parts_cap) {
+                size_t cap = LONG_PIECE + 1;
                 Part *p = realloc(parts, cap * sizeof(Part));
                 if (p == NULL) {
                     failed = 1;
@@ -293,7 +413,7 @@ static PyObject *encode(PyObject *self, PyObject *args) {
                 failed = 2;
                 break;
             }
-            int rc = bpe(e, s + i, len, &o, parts);
+            int rc = len > LONG_PIECE ? bpe_long(e, s + i, len, &o) : bpe(e, s + i, len, &o, parts);
             if (rc < 0) failed = rc == -1 ? 1 : 2;
         }
         i = end;

@@ -111,8 +111,8 @@ class FastEncoder:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
 
     def _native_ids(self, text: str) -> np.ndarray:
-        """Native ordinary encoding; text without a UTF-8 form (lone surrogates) goes
-        through tiktoken, which replaces them as `Tokenizer` does."""
+        """Native ordinary encoding. Text without a UTF-8 form (lone surrogates) goes through
+        tiktoken, which replaces them; `Tokenizer.encode` raises on such text instead."""
         try:
             return self.native.encode_numpy(text)  # type: ignore[union-attr]
         except UnicodeEncodeError:

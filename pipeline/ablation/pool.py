@@ -1,11 +1,12 @@
 """The prepared folder's token pool: every arm's training documents, each stored once.
 
 Arms are subsets of one raw pool, so their token streams overlap heavily: eight arms cut
-at 8M tokens each would be about 128 MB of ids, but the documents they use together are at
-most the raw arm's. ``prepare`` therefore writes one stream of distinct documents
-(``pool/``) and, per arm, the pool indices of its documents in stream order
-(``selections/<arm>.npy``); the prepared folder's size no longer grows with the budget or
-the number of arms. ``ablate train`` rebuilds each arm's stream from them on the GPU
+at 8M tokens each would be about 128 MB of ids, but the distinct documents they use are far
+fewer (11.1M tokens for webmix's eight arms). ``prepare`` therefore writes one stream of
+distinct documents (``pool/``) and, per arm, the pool indices of its documents in stream
+order (``selections/<arm>.npy``). The folder grows with the union of the arms' cuts, which
+for arms that only drop documents is bounded by the raw arm; a step that rewrites text
+(``c4_v1``, ``pii_v1``) adds its rewritten documents. ``ablate train`` rebuilds each arm's stream from them on the GPU
 machine (:func:`materialize_arm`). Imports only numpy, pyarrow and the stream writer.
 """
 

@@ -1,8 +1,8 @@
 """``langid_v2``: ``langid_v1`` identifying the language of the text without its symbol runs.
 
 ``langid_v1`` gives fastText the whole text. English articles with ASCII tables
-(``+-----+``, ``| cell |``) then score under the 0.65 threshold: on webmix it drops 278 of
-1,458 English Wikipedia articles (``langid_v2``: 40). ``langid_v2`` blanks runs of
+(``+-----+``, ``| cell |``) then score under the 0.65 threshold: on webmix it drops 313 of
+1,666 English Wikipedia articles (``langid_v2``: 46; benchmarks/RESULTS.md). ``langid_v2`` blanks runs of
 symbols and the table characters ``| + = _`` before identifying
 (:func:`pipeline.langid.blank_symbols`); the document's text is unchanged.
 """

@@ -4,7 +4,9 @@ Text extracted from HTML never holds runs of spaces (a browser and every extract
 them), while plain-text sources keep them: ASCII-table padding, aligned columns, indented
 lines. Running this step on such a source (an evaluation set, say) puts it in the form the
 extracted training text has, so a loss measured on it compares content rather than layout.
-Newlines are kept; spaces at the ends of lines are removed.
+Spaces, tabs, form feeds and vertical tabs collapse (a single tab becomes a space, as HTML
+renders it); no-break spaces stay. Line breaks (``\n`` or ``\r\n``) are kept; spaces at
+the ends of lines are removed.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pydantic import Field
 from pipeline.document import Document
 from pipeline.step import Mapper, StepContext, StepOptions
 
-_RUN = re.compile(r"[ \t\f\v\u00a0]+")
-_LINE_END = re.compile(r" *\n *")
+_RUN = re.compile(r"[ \t\f\v]+")  # not U+00A0: HTML keeps &nbsp; as it is
+_LINE_END = re.compile(r" *(\r?\n) *")
 
 
 class WhitespaceOptions(StepOptions):
@@ -38,7 +40,7 @@ class WhitespaceNormalizer(Mapper):
         """Collapse ``doc.text``'s whitespace runs in place; return the document."""
         text = _RUN.sub(" ", doc.text)
         if self.options.strip_lines:  # type: ignore[attr-defined]
-            text = _LINE_END.sub("\n", text).strip(" ")
+            text = _LINE_END.sub(r"\1", text).strip(" ")
         if text != doc.text:
             ctx.stats.counters["whitespace_docs_changed"] += 1
             doc.text = text
