@@ -114,6 +114,12 @@ def test_two_arm_ablation_end_to_end(ray_local, shared_data: Path, tmp_path: Pat
         assert all(np.array_equal(a, pool_docs[i]) for a, i in zip(rebuilt, order, strict=True))
 
 
+def test_train_refuses_a_folder_that_is_not_prepared(tmp_path: Path) -> None:
+    (tmp_path / "plan.json").write_text("{}")  # e.g. a folder from before the token pool
+    with pytest.raises(FileNotFoundError, match=r"pool/manifest.json is missing.*ablate prepare"):
+        train_all(tmp_path)
+
+
 def test_effects_against_parent_and_noise() -> None:
     arms = {"raw": {"steps": ["a"], "documents_kept": 1, "tokens_kept": 1},
             "f": {"steps": ["a", "b"], "documents_kept": 1, "tokens_kept": 1},

@@ -130,6 +130,12 @@ def train_all(prepared: str | os.PathLike, out: str | os.PathLike | None = None,
     from pipeline.ablation.report import write_report
 
     prepared = Path(prepared)
+    for needed in ("plan.json", "pool/manifest.json"):
+        if not (prepared / needed).is_file():
+            raise FileNotFoundError(
+                f"{prepared / needed} is missing: {prepared} is not a prepared ablation folder "
+                "of this version; run `pipeline ablate prepare JOB.yaml` and carry its "
+                "`prepared` folder")
     plan = json.loads((prepared / "plan.json").read_text(encoding="utf-8"))
     out = Path(out) if out is not None else prepared.parent
     out.mkdir(parents=True, exist_ok=True)
