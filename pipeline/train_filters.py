@@ -19,7 +19,10 @@ import numpy as np
 from pydantic import Field, ValidationError
 
 from pipeline.lm.normalize import NormalizeOptions
+from pipeline.quality import TrainOptions
 from pipeline.step import StepOptions
+
+_FASTTEXT = TrainOptions()  # the classifier's defaults, declared once in pipeline.quality
 
 
 class KenLMSection(StepOptions):
@@ -41,15 +44,15 @@ class FastTextSection(StepOptions):
     positive: list[str] = Field(min_length=1)
     negative: list[str] = Field(min_length=1)
     output: str = "quality.bin"
-    epoch: int = 5
-    lr: float = 0.2
-    word_ngrams: int = 2
-    dim: int = 32
-    min_count: int = 2
-    bucket: int = 200_000
-    holdout: float = 0.1
-    balance: bool = True
-    seed: int = 0
+    epoch: int = _FASTTEXT.epoch
+    lr: float = _FASTTEXT.lr
+    word_ngrams: int = _FASTTEXT.word_ngrams
+    dim: int = _FASTTEXT.dim
+    min_count: int = _FASTTEXT.min_count
+    bucket: int = _FASTTEXT.bucket
+    holdout: float = _FASTTEXT.holdout
+    balance: bool = _FASTTEXT.balance
+    seed: int = _FASTTEXT.seed
 
 
 class DSIRSection(StepOptions):
@@ -98,7 +101,7 @@ def run(job: TrainFiltersJob) -> dict[str, Any]:
     """Train the models the job names; return a summary (also written as ``summary.json``)."""
     from pipeline.dsir.cli import fit
     from pipeline.lm.model import train_lm
-    from pipeline.quality import TrainOptions, train_classifier
+    from pipeline.quality import train_classifier
 
     out = Path(job.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,9 +122,8 @@ def run(job: TrainFiltersJob) -> dict[str, Any]:
         f = job.fasttext
         model = str(out / f.output)
         print(f"[train_filters] fastText classifier -> {model}", flush=True)
-        opts = TrainOptions(epoch=f.epoch, lr=f.lr, word_ngrams=f.word_ngrams, dim=f.dim,
-                            min_count=f.min_count, bucket=f.bucket, holdout=f.holdout,
-                            balance=f.balance, seed=f.seed, normalization=norm)
+        opts = TrainOptions(**f.model_dump(exclude={"positive", "negative", "output"}),
+                            normalization=norm)
         summary["fasttext"] = train_classifier(f.positive, f.negative, model, opts)
     if job.dsir is not None:
         d = job.dsir
