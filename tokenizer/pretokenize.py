@@ -18,7 +18,7 @@ import multiprocessing as mp
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from tqdm import tqdm
@@ -40,9 +40,13 @@ class Chunk:
     end: int
 
 
-def _next_special(handle, position: int, needles: Sequence[bytes], size: int) -> int:
-    """Return the offset of the first needle at or after `position`, or `size` if none."""
-    longest = max(len(n) for n in needles)
+def _scan(handle, position: int, size: int, find: Callable[[bytes], int], overlap: int) -> int:
+    """Return the file offset of the first hit of `find` at or after `position`, or `size`.
+
+    The file is read in blocks; `find(data)` returns an index into `data` or -1, and the
+    last `overlap` bytes of a block are searched again with the next one, so a hit that
+    straddles two blocks is found.
+    """
     handle.seek(position)
     base = position
     carry = b""
@@ -51,30 +55,32 @@ def _next_special(handle, position: int, needles: Sequence[bytes], size: int) ->
         if not block:
             break
         data = carry + block
-        hits = [i for i in (data.find(n) for n in needles) if i >= 0]
-        if hits:
-            return base - len(carry) + min(hits)
-        carry = data[-(longest - 1) :] if longest > 1 else b""
+        hit = find(data)
+        if hit >= 0:
+            return base - len(carry) + hit
+        carry = data[-overlap:] if overlap else b""
         base += len(block)
     return size
+
+
+def _next_special(handle, position: int, needles: Sequence[bytes], size: int) -> int:
+    """Return the offset of the first needle at or after `position`, or `size` if none."""
+
+    def find(data: bytes) -> int:
+        hits = [i for i in (data.find(n) for n in needles) if i >= 0]
+        return min(hits) if hits else -1
+
+    return _scan(handle, position, size, find, max(len(n) for n in needles) - 1)
 
 
 def _next_text_cut(handle, position: int, size: int) -> int:
     """Offset of the first space after an ASCII letter (a safe cut) after `position`."""
-    handle.seek(position)
-    base = position
-    carry = b""
-    while base < size:
-        block = handle.read(_SCAN_BLOCK)
-        if not block:
-            break
-        data = carry + block
+
+    def find(data: bytes) -> int:
         match = _TEXT_CUT.search(data)
-        if match:
-            return base - len(carry) + match.start() + 1
-        carry = data[-1:]
-        base += len(block)
-    return size
+        return match.start() + 1 if match else -1
+
+    return _scan(handle, position, size, find, 1)
 
 
 def is_builtin_pattern(pattern: str | None) -> bool:
