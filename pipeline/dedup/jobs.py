@@ -37,7 +37,7 @@ from __future__ import annotations
 import glob
 import os
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,9 @@ from pipeline.dedup.lines import line_hashes
 from pipeline.dedup.minhash import (
     MinHasher,
     band_keys,
+    batch_bounds,
     bucket_edges,
     estimated_jaccard,
-    iter_batches,
     unique_pairs,
 )
 from pipeline.dedup.store import (
@@ -571,26 +571,14 @@ def _payloads(
     hasher = _hasher(config)
     out: dict[int, np.ndarray] = {}
     if config.verify == "exact":
-        for batch_refs, batch in zip(_chunks(refs, texts, config.batch_bytes),
-                                     iter_batches(texts, config.batch_bytes), strict=True):
-            for r, st in zip(batch_refs, hasher.shingler.shingle_sets(batch), strict=True):
+        for start, end in batch_bounds(texts, config.batch_bytes):
+            sets = hasher.shingler.shingle_sets(texts[start:end])
+            for r, st in zip(refs[start:end], sets, strict=True):
                 out[r] = st
     else:
         sigs, _ = hasher.signatures_batched(texts, config.batch_bytes)
         out = {r: sigs[i] for i, r in enumerate(refs)}
     return out
-
-
-def _chunks(refs: list[int], texts: list[str], batch_bytes: int) -> Iterator[list[int]]:
-    """Yield ``refs`` cut exactly like :func:`iter_batches` cuts ``texts``."""
-    start, size = 0, 0
-    for i, t in enumerate(texts):
-        size += len(t) + 1
-        if size >= batch_bytes:
-            yield refs[start : i + 1]
-            start, size = i + 1, 0
-    if start < len(texts):
-        yield refs[start:]
 
 
 def _list_column(arrays: list[np.ndarray], dtype: Any) -> pa.Array:

@@ -19,7 +19,7 @@ becomes a candidate is ``1 - (1 - s**rows)**bands`` (:func:`s_curve`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import numpy as np
@@ -167,16 +167,23 @@ class MinHasher:
         return np.concatenate(sigs), np.concatenate(counts)
 
 
-def iter_batches(texts: Sequence[str], batch_bytes: int = 1 << 20):
-    """Yield consecutive slices of ``texts`` of about ``batch_bytes`` characters each."""
+def batch_bounds(texts: Sequence[str], batch_bytes: int = 1 << 20) -> Iterator[tuple[int, int]]:
+    """Yield ``(start, end)`` of consecutive slices of ``texts`` of about ``batch_bytes``
+    characters each."""
     start, size = 0, 0
     for i, t in enumerate(texts):
         size += len(t) + 1
         if size >= batch_bytes:
-            yield texts[start : i + 1]
+            yield start, i + 1
             start, size = i + 1, 0
     if start < len(texts):
-        yield texts[start:]
+        yield start, len(texts)
+
+
+def iter_batches(texts: Sequence[str], batch_bytes: int = 1 << 20):
+    """Yield consecutive slices of ``texts`` of about ``batch_bytes`` characters each."""
+    for start, end in batch_bounds(texts, batch_bytes):
+        yield texts[start:end]
 
 
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray | float:
