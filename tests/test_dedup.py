@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
+from wiki_helpers import wiki_ref_articles
 
 from pipeline.dedup import (
     MinHasher,
@@ -30,21 +28,9 @@ from pipeline.dedup.minhash import bucket_edges
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-@cache
 def wiki() -> tuple[str, ...]:
-    """Real Wikipedia articles (the shared reference set), longest 400 first-come."""
-    path = SHARED / "reference" / "wiki_ref.jsonl.gz"
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path}")
-    out = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            text = json.loads(line)["text"]
-            if len(text.split()) >= 150:
-                out.append(text)
-            if len(out) >= 400:
-                break
-    return tuple(out)
+    """Real Wikipedia articles (the shared reference set): the first 400 of 150+ words."""
+    return wiki_ref_articles(400)
 
 
 def perturb(text: str, fraction: float, seed: int) -> str:

@@ -7,8 +7,6 @@ words replaced) in other shards and a boilerplate line shared by many documents.
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import shutil
 from dataclasses import replace
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from wiki_helpers import wiki_ref_articles
 
 from pipeline.dedup import exact_keep_mask, exact_line_dedup, minhash_clusters
 from pipeline.dedup.jobs import (  # noqa: I001
@@ -45,18 +44,7 @@ pytestmark = pytest.mark.usefixtures("ray_local")  # the session's private Ray (
 
 
 def _wiki(n: int) -> list[str]:
-    path = SHARED / "reference" / "wiki_ref.jsonl.gz"
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path}")
-    out = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            text = json.loads(line)["text"]
-            if 150 <= len(text.split()) <= 3000:
-                out.append(text)
-            if len(out) >= n:
-                break
-    return out
+    return list(wiki_ref_articles(n, 150, 3000))
 
 
 def _perturb(text: str, fraction: float, seed: int) -> str:
