@@ -83,12 +83,12 @@ def sample_run(run_dir: Path, tokenizer_dir: Path, spec: dict[str, Any],
 
 def train_one(plan: dict[str, Any], prepared: Path, out: Path, arm: str, seed: int,
               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train one (arm, seed) run and sample from it; return its ``ablation.json`` entry."""
-    from model.train import run
-    from pipeline.ablation.pool import materialize_arm
+    """Train one (arm, seed) run and sample from it; return its ``ablation.json`` entry.
 
+    The arm's stream must already be in ``out/streams/<arm>`` (:func:`train_all` writes it
+    with :func:`~pipeline.ablation.pool.materialize_arm` before any run starts)."""
+    from model.train import run
     info = plan["arms"][arm]
-    materialize_arm(prepared, arm, out / "streams" / arm)
     cfg = run_config(plan, prepared, out, arm, seed, overrides)
     print(f"== arm {arm} seed {seed}: {cfg['train']['max_steps']} steps", flush=True)
     summary = run(cfg)
