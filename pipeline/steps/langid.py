@@ -9,6 +9,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from pipeline.document import Document
+from pipeline.langid import blank_symbols
 from pipeline.step import Filter, StepContext, StepOptions
 
 if TYPE_CHECKING:
@@ -74,11 +75,7 @@ class LangId(Filter):
         if self._identifier is None:
             self.setup()
         assert self._identifier is not None
-        text = doc.text
-        if self.options.blank_symbols:
-            from pipeline.langid import blank_symbols
-
-            text = blank_symbols(text)
+        text = blank_symbols(doc.text) if self.options.blank_symbols else doc.text
         code, score = self._identifier.identify(text)
         doc.metadata["language"] = code
         doc.metadata["language_score"] = score
