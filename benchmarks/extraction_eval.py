@@ -17,13 +17,13 @@ with empty output, and pages per second of extraction alone, by wall clock and p
 second (pages are decoded to ``str`` once beforehand, as the pipeline's reader does; the
 CPU figure is the steadier one on a shared machine). Rows:
 
-* ``resiliparse``: ``pipeline.extract`` with :data:`RESILIPARSE_OPTIONS`
-* ``trafilatura``: ``pipeline.extract`` with :data:`TRAFILATURA_OPTIONS`
+* ``resiliparse``: ``pipeline.text.extract`` with :data:`RESILIPARSE_OPTIONS`
+* ``trafilatura``: ``pipeline.text.extract`` with :data:`TRAFILATURA_OPTIONS`
 * ``trafilatura-datatrove``: trafilatura configured as datatrove's ``Trafilatura``
   extractor configures it (``favor_precision=True, include_comments=False,
   deduplicate=True``): the throughput the pipeline has to beat.
 * ``resiliparse, step timeout sandbox``: speed only, through
-  :class:`pipeline.extract.ExtractionSandbox` as ``extract_v1`` runs it by default.
+  :class:`pipeline.text.extract.ExtractionSandbox` as ``extract_v1`` runs it by default.
 
 Then every extractor's output is scored again after the C4 *line* rules, which follow
 extraction in ``jobs/crawl.yaml``: what matters is the boilerplate left after both.
@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.extract import ExtractionSandbox, decode_html, html_to_text  # noqa: E402
+from pipeline.text.extract import ExtractionSandbox, decode_html, html_to_text  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TARBALLS = ("trafilatura_eval_html.tar.gz", "trafilatura_cache_html.tar.gz")
@@ -165,14 +165,14 @@ def extractors() -> dict[str, Callable[[str], str | None]]:
 
 
 def c4_line_rules() -> Callable[[str], str | None] | None:
-    """The C4 *line* rules of ``pipeline.filters.c4`` (document-level drops switched off).
+    """The C4 *line* rules of ``pipeline.text.heuristics.c4`` (document-level drops switched off).
 
     Run after extraction in the crawl job, they remove much leftover boilerplate (short
     lines, lines without an end mark); scoring their output shows what boilerplate
     survives both. ``None`` if that module is not available.
     """
     try:
-        from pipeline.filters.c4 import C4Options, C4Rules
+        from pipeline.text.heuristics.c4 import C4Options, C4Rules
     except ImportError:
         return None
     rules = C4Rules(

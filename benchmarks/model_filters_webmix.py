@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.document import Document
-from pipeline.lm.corpus import iter_warc_records
-from pipeline.step import StepContext, StepStats
+from pipeline.core.document import Document
+from pipeline.text.corpus import iter_warc_records
+from pipeline.core.step import StepContext, StepStats
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 POSITIVE = {"wikipedia"}
@@ -142,8 +142,8 @@ def main() -> None:
     results["fasttext"]["step_vs_raw"] = raw_cpu / cpu
 
     # --- DSIR: target counts from the fitted model, raw counts from this pool (as dsir_v1)
-    from pipeline.dsir.model import DSIRModel, count_features, gumbel, log_probs
-    from pipeline.dsir.select import doc_key
+    from pipeline.text.dsir import DSIRModel, count_features, gumbel, log_probs
+    from pipeline.text.selection import doc_key
 
     fitted = DSIRModel.load(models / "dsir.npz")
     t1 = time.process_time()

@@ -9,7 +9,7 @@ datatrove's pool workers; both tools' extraction child processes).
 
 Sides:
 
-* ``refinery``: ``pipeline.runner.run_job`` on ``jobs/crawl.yaml`` (extract_v1 with
+* ``refinery``: ``pipeline.execution.runner.run_job`` on ``jobs/crawl.yaml`` (extract_v1 with
   resiliparse, in its default timeout child process; langid_v1; gopher_quality_v1;
   gopher_repetition_v1; c4_v1; pii_v1; zstd Parquet) with ``ray: {num_cpus: 2}`` and
   ``keep_removed: false``. Ray is initialised by this script before ``run_job`` (which
@@ -20,7 +20,7 @@ Sides:
   ParquetWriter(zstd). Trafilatura is datatrove's default extractor (its examples).
 * ``datatrove-resiliparse``: the same, with the extractor replaced by a small
   ``BaseExtractor`` subclass calling Refinery's own resiliparse extraction
-  (``pipeline.extract.html_to_text``), so extraction is apples to apples. datatrove 0.10
+  (``pipeline.text.extract.html_to_text``), so extraction is apples to apples. datatrove 0.10
   ships only ``Trafilatura`` and ``ReadabilityInscriptis``; the latter needs a git fork of
   readability-lxml (``min_text_score``), which PyPI's readability-lxml lacks, so it cannot
   run offline.
@@ -175,8 +175,8 @@ def reap_children(deadline_s: float = 15.0) -> None:
 def run_refinery(work: Path, inputs: Path) -> dict:
     import ray
 
-    from pipeline.config import load_job_dict
-    from pipeline.runner import run_job
+    from pipeline.core.config import load_job_dict
+    from pipeline.execution.runner import run_job
 
     job = load_job_dict(REPO / "jobs" / "crawl.yaml")
     ray_tmp = tempfile.mkdtemp(prefix="rb-ray-")  # short: Ray's socket paths must fit 107 bytes
@@ -236,7 +236,7 @@ def _resiliparse_extractor():
             super().__init__(timeout)
 
         def extract(self, text: str) -> str:
-            from pipeline.extract import html_to_text
+            from pipeline.text.extract import html_to_text
 
             return html_to_text(text, "resiliparse") or ""
 

@@ -59,10 +59,10 @@ def main() -> None:
     import tiktoken
     import tokenizers
 
-    from pipeline.document import Document
-    from pipeline.step import StageShard
+    from pipeline.core.document import Document
+    from pipeline.core.step import StageShard
     from pipeline.steps.tokenize import tokenize_shard
-    from pipeline.writer import write_documents_parquet
+    from pipeline.io.writer import write_documents_parquet
     from tokenizer import Tokenizer
     from tokenizer.fast import FastEncoder
     from tokenizer.formats import read_tiktoken_ranks

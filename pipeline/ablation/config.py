@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from pipeline.config import JobConfigError, _format_validation_error, parse_steps
-from pipeline.step import StepOptions
+from pipeline.core.config import JobConfigError, _format_validation_error, parse_steps
+from pipeline.core.step import StepOptions
 
 
 class TokenizerTraining(StepOptions):

@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 
 from pipeline.ablation.config import AblationConfig
 from pipeline.ablation.pool import TokenPool, stream_documents, write_selection
-from pipeline.config import JobConfigError, expand_inputs
-from pipeline.writer import atomic_write_json
+from pipeline.core.config import JobConfigError, expand_inputs
+from pipeline.io.writer import atomic_write_json
 
 EVAL_MAX_TOKENS = 2_000_000
 
@@ -35,7 +35,7 @@ def _step_name(entry: Any) -> str:
 
 
 def _run(job: dict[str, Any], address: str | None) -> dict[str, Any]:
-    from pipeline.runner import run_job
+    from pipeline.execution.runner import run_job
 
     return run_job(job, address=address)
 

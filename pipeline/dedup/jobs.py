@@ -69,7 +69,7 @@ from pipeline.dedup.store import (
     write_table,
 )
 from pipeline.dedup.text import U64, document_key, jaccard
-from pipeline.step import StageShard
+from pipeline.core.step import StageShard
 
 SHIFT = 32
 POS_MASK = (1 << SHIFT) - 1

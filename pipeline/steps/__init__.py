@@ -1,1 +1,1 @@
-"""Pipeline steps, one module each; discovered by :mod:`pipeline.registry`."""
+"""Pipeline steps, one module each; discovered by :mod:`pipeline.core.registry`."""

@@ -1,4 +1,4 @@
-"""``c4_v1``: the C4 line and document rules (see :mod:`pipeline.filters.c4`).
+"""``c4_v1``: the C4 line and document rules (see :mod:`pipeline.text.heuristics.c4`).
 
 A filter that also rewrites the text of the documents it keeps to their surviving lines.
 For those documents, line outcomes are added to ``ctx.stats.counters``:
@@ -14,9 +14,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import ClassVar
 
-from pipeline.document import Document
-from pipeline.filters.c4 import C4Options, C4Rules
-from pipeline.step import Filter, StepContext, StepOptions
+from pipeline.core.document import Document
+from pipeline.text.heuristics.c4 import C4Options, C4Rules
+from pipeline.core.step import Filter, StepContext, StepOptions
 
 
 class C4Filter(Filter):

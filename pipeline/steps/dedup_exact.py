@@ -11,8 +11,8 @@ from collections.abc import Iterable, Iterator
 
 from pydantic import Field
 
-from pipeline.document import Document
-from pipeline.step import GlobalStep, StageShard, StepContext, StepOptions
+from pipeline.core.document import Document
+from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions
 
 
 class ExactDedupOptions(StepOptions):

@@ -21,8 +21,8 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from pipeline.document import Document
-from pipeline.step import GlobalStep, StageShard, StepContext, StepOptions
+from pipeline.core.document import Document
+from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions
 
 
 class MinHashDedupOptions(StepOptions):

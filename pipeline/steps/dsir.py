@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from pipeline.document import Document
-from pipeline.lm.normalize import NormalizeOptions
-from pipeline.step import GlobalStep, StageShard, StepContext, StepOptions
+from pipeline.core.document import Document
+from pipeline.text.normalize import NormalizeOptions
+from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions
 
 
 class DSIROptions(StepOptions):
@@ -58,14 +58,14 @@ class DSIROptions(StepOptions):
 
 
 def _features(o: DSIROptions) -> Any:
-    from pipeline.dsir.model import FeatureOptions
+    from pipeline.text.dsir import FeatureOptions
 
     return FeatureOptions(o.buckets, o.ngrams, o.max_tokens, o.normalization)
 
 
 def _count_shard(shard: StageShard, path: str, fingerprint: str, feats: Any) -> int:
     """Count one shard's raw features into ``path`` (reused if finished); return its docs."""
-    from pipeline.dsir.model import count_features
+    from pipeline.text.dsir import count_features
 
     p = Path(path)
     if p.is_file():
@@ -84,7 +84,7 @@ def _count_shard(shard: StageShard, path: str, fingerprint: str, feats: Any) -> 
 
 
 class _Scorer:
-    """Scores documents for :func:`pipeline.dsir.select.score_shards` (picklable)."""
+    """Scores documents for :func:`pipeline.text.selection.score_shards` (picklable)."""
 
     def __init__(self, log_ratio: np.ndarray, feats: Any, seed: int,
                  length_features: int | None = None) -> None:
@@ -98,8 +98,8 @@ class _Scorer:
 
     def score(self, doc: Document) -> tuple[float | None, float | None]:
         """Return ``(log weight, log weight + Gumbel noise)``; ``(None, None)`` without tokens."""
-        from pipeline.dsir.model import feature_buckets, gumbel
-        from pipeline.dsir.select import doc_key
+        from pipeline.text.dsir import feature_buckets, gumbel
+        from pipeline.text.selection import doc_key
 
         b = feature_buckets(doc.text, self.feats)
         if b.size == 0:
@@ -121,8 +121,8 @@ class DSIRSelect(GlobalStep):
         self._decisions: Any = None
 
     def _target_counts(self, feats: Any) -> np.ndarray:
-        from pipeline.dsir.model import DSIRModel, count_files_ray
-        from pipeline.lm.corpus import expand_paths
+        from pipeline.text.dsir import DSIRModel, count_files_ray
+        from pipeline.text.corpus import expand_paths
 
         o = self.options
         if o.model is not None:
@@ -134,8 +134,8 @@ class DSIRSelect(GlobalStep):
         """Fit both models and score every shard in Ray tasks; write the job-wide cut."""
         import ray
 
-        from pipeline.dsir.model import log_probs
-        from pipeline.dsir.select import (
+        from pipeline.text.dsir import log_probs
+        from pipeline.text.selection import (
             ensure_ray,
             fingerprint_of,
             global_threshold,
@@ -179,7 +179,7 @@ class DSIRSelect(GlobalStep):
 
     def load(self, workdir: str, shard_id: str) -> None:
         """Load this shard's weights and the job-wide cut."""
-        from pipeline.dsir.select import ShardDecisions
+        from pipeline.text.selection import ShardDecisions
 
         self._decisions = ShardDecisions.load(workdir, shard_id)
 

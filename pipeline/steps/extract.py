@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from pipeline.document import Document
-from pipeline.step import Step, StepContext, StepOptions
+from pipeline.core.document import Document
+from pipeline.core.step import Step, StepContext, StepOptions
 
 if TYPE_CHECKING:
-    from pipeline.extract import ExtractionSandbox
+    from pipeline.text.extract import ExtractionSandbox
 
-# Kept in sync with pipeline.extract (not imported here so discovery stays cheap; the
+# Kept in sync with pipeline.text.extract (not imported here so discovery stays cheap; the
 # extractor libraries themselves are only imported in the worker on first use anyway).
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "application/xhtml", "text/xhtml"})
 
@@ -59,9 +59,9 @@ class Extract(Step):
         """Start (or reuse) this process's extractor child, or import the extractor in-process.
 
         The child is shared by every ``extract_v1`` with the same extractor and timeout in
-        this worker process (see :func:`pipeline.extract.shared_sandbox`).
+        this worker process (see :func:`pipeline.text.extract.shared_sandbox`).
         """
-        from pipeline.extract import html_to_text, shared_sandbox
+        from pipeline.text.extract import html_to_text, shared_sandbox
 
         if self.options.timeout_seconds is None:
             html_to_text("<p>warm-up</p>", self.options.extractor)
@@ -76,7 +76,7 @@ class Extract(Step):
         self.__dict__.update(state)
 
     def _extract(self, html: str) -> str | None:
-        from pipeline.extract import ExtractionError, html_to_text
+        from pipeline.text.extract import ExtractionError, html_to_text
 
         if self.options.timeout_seconds is None:
             try:
@@ -90,7 +90,7 @@ class Extract(Step):
 
     def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
         """Yield text documents and extracted HTML documents; drop the rest with a reason."""
-        from pipeline.extract import ExtractionError, ExtractionTimeout, truncate_utf8
+        from pipeline.text.extract import ExtractionError, ExtractionTimeout, truncate_utf8
 
         for doc in docs:
             base = media_base(doc.media_type)

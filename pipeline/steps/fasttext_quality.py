@@ -1,6 +1,6 @@
 """fastText quality filter: keep documents the classifier finds like the high-quality target.
 
-``fasttext_quality_v1`` scores each document with :class:`pipeline.quality.QualityClassifier`
+``fasttext_quality_v1`` scores each document with :class:`pipeline.text.quality.QualityClassifier`
 (``quality_score`` = P(hq)) and keeps it when the score is ``>= threshold``; with
 ``threshold: null`` it keeps everything and only annotates, so an ablation can re-threshold
 the written scores without scoring again.
@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline.document import Document
-from pipeline.lm.normalize import NormalizeOptions
-from pipeline.step import Filter, GlobalStep, StageShard, StepContext, StepOptions
+from pipeline.core.document import Document
+from pipeline.text.normalize import NormalizeOptions
+from pipeline.core.step import Filter, GlobalStep, StageShard, StepContext, StepOptions
 
 METADATA = {"quality_score": pa.float64(), "quality_label": pa.string()}
 
@@ -50,13 +50,13 @@ class _Scoring:
     def setup(self) -> None:
         """Load the classifier; ModelMismatchError if missing, corrupt or mismatching."""
         if self._clf is None:
-            from pipeline.quality import QualityClassifier
+            from pipeline.text.quality import QualityClassifier
 
             self._clf = QualityClassifier.load(
                 self.options.model, self.options.normalization, self.options.require_meta
             )
             if self.options.label not in self._clf.labels:
-                from pipeline.lm.meta import ModelMismatchError
+                from pipeline.text.model_meta import ModelMismatchError
 
                 raise ModelMismatchError(
                     f"model {self.options.model!r} has labels {self._clf.labels}, "
@@ -129,7 +129,7 @@ class FastTextQualityTop(GlobalStep):
 
     def prepare(self, shards: list[StageShard], workdir: str) -> None:
         """Score every shard in Ray tasks, find the job-wide score of the cut, save both."""
-        from pipeline.dsir.select import (
+        from pipeline.text.selection import (
             fingerprint_of,
             global_threshold,
             read_decision,
@@ -151,7 +151,7 @@ class FastTextQualityTop(GlobalStep):
 
     def load(self, workdir: str, shard_id: str) -> None:
         """Load this shard's scores and the job-wide cut."""
-        from pipeline.dsir.select import ShardDecisions
+        from pipeline.text.selection import ShardDecisions
 
         self._decisions = ShardDecisions.load(workdir, shard_id)
 

@@ -1,12 +1,12 @@
-"""``gopher_quality_v1``: the Gopher quality rules (see :mod:`pipeline.filters.gopher_quality_rules`)."""
+"""``gopher_quality_v1``: the Gopher quality rules (see :mod:`pipeline.text.heuristics.gopher_quality`)."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from pipeline.document import Document
-from pipeline.filters.gopher_quality_rules import GopherQuality, GopherQualityOptions
-from pipeline.step import Filter, StepOptions
+from pipeline.core.document import Document
+from pipeline.text.heuristics.gopher_quality import GopherQuality, GopherQualityOptions
+from pipeline.core.step import Filter, StepOptions
 
 
 class GopherQualityFilter(Filter):

@@ -1,12 +1,12 @@
-"""``gopher_repetition_v1``: the Gopher repetition rules (:mod:`pipeline.filters.gopher_repetition_rules`)."""
+"""``gopher_repetition_v1``: the Gopher repetition rules (:mod:`pipeline.text.heuristics.gopher_repetition`)."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from pipeline.document import Document
-from pipeline.filters.gopher_repetition_rules import GopherRepetition, GopherRepetitionOptions
-from pipeline.step import Filter, StepOptions
+from pipeline.core.document import Document
+from pipeline.text.heuristics.gopher_repetition import GopherRepetition, GopherRepetitionOptions
+from pipeline.core.step import Filter, StepOptions
 
 
 class GopherRepetitionFilter(Filter):

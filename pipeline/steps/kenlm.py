@@ -2,7 +2,7 @@
 
 ``kenlm_v1`` computes the document perplexity under a KenLM model as CCNet does (all lines
 scored with ``<s>``/``</s>``, ``10 ** (-sum log10 p / tokens)``, see
-:mod:`pipeline.lm.model`) and records ``perplexity`` and ``bucket``. The bucket is CCNet's:
+:mod:`pipeline.text.kenlm.model`) and records ``perplexity`` and ``bucket``. The bucket is CCNet's:
 ``head`` below the ``percentile_head`` percentile of the cutoff table's column for
 ``language``, ``middle`` below ``percentile_tail``, else ``tail``; ``all`` when there is
 no cutoff table, no such language or no text. A document is kept when its perplexity is
@@ -18,9 +18,9 @@ from typing import Any, ClassVar, Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from pipeline.document import Document
-from pipeline.lm.normalize import NormalizeOptions
-from pipeline.step import Filter, StepOptions
+from pipeline.core.document import Document
+from pipeline.text.normalize import NormalizeOptions
+from pipeline.core.step import Filter, StepOptions
 
 BUCKETS = ("head", "middle", "tail", "all")
 
@@ -96,7 +96,7 @@ class KenLMPerplexity(Filter):
         """Load the model (checked against its sidecar) and the cutoff table."""
         if self._lm is not None:
             return
-        from pipeline.lm.model import LanguageModel
+        from pipeline.text.kenlm.model import LanguageModel
 
         o = self.options
         self._lm = LanguageModel.load(o.model, o.normalization, o.require_meta)

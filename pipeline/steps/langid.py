@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from pipeline.document import Document
-from pipeline.langid import blank_symbols
-from pipeline.step import Filter, StepContext, StepOptions
+from pipeline.core.document import Document
+from pipeline.text.langid import blank_symbols
+from pipeline.core.step import Filter, StepContext, StepOptions
 
 if TYPE_CHECKING:
-    from pipeline.langid import LanguageIdentifier
+    from pipeline.text.langid import LanguageIdentifier
 
 
 class LangIdOptions(StepOptions):
@@ -58,7 +58,7 @@ class LangId(Filter):
 
     def setup(self) -> None:
         """Load the fastText model (raises ``FileNotFoundError`` naming a missing path)."""
-        from pipeline.langid import get_identifier
+        from pipeline.text.langid import get_identifier
 
         if self._identifier is None:
             self._identifier = get_identifier(self.options.model_path)

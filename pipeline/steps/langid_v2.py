@@ -4,7 +4,7 @@
 (``+-----+``, ``| cell |``) then score under the 0.65 threshold: on webmix it drops 313 of
 1,666 English Wikipedia articles (``langid_v2``: 46; benchmarks/RESULTS.md). ``langid_v2`` blanks runs of
 symbols and the table characters ``| + = _`` before identifying
-(:func:`pipeline.langid.blank_symbols`); the document's text is unchanged.
+(:func:`pipeline.text.langid.blank_symbols`); the document's text is unchanged.
 """
 
 from __future__ import annotations

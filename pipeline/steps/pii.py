@@ -1,4 +1,4 @@
-"""``pii_v1``: masks e-mail addresses, phone numbers and IPv4 addresses (:mod:`pipeline.pii`)."""
+"""``pii_v1``: masks e-mail addresses, phone numbers and IPv4 addresses (:mod:`pipeline.text.pii`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import ClassVar
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline.document import Document
-from pipeline.pii import mask_pii
-from pipeline.step import Mapper, StepContext, StepOptions
+from pipeline.core.document import Document
+from pipeline.text.pii import mask_pii
+from pipeline.core.step import Mapper, StepContext, StepOptions
 
 
 class PIIOptions(StepOptions):

@@ -27,8 +27,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline.document import Document
-from pipeline.step import GlobalStep, StageShard, StepContext, StepOptions
+from pipeline.core.document import Document
+from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions
 
 CONFIG_FILE = "_tokenize.json"
 

@@ -16,8 +16,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from pipeline.document import Document
-from pipeline.step import Mapper, StepContext, StepOptions
+from pipeline.core.document import Document
+from pipeline.core.step import Mapper, StepContext, StepOptions
 
 _RUN = re.compile(r"[ \t\f\v]+")  # not U+00A0: HTML keeps &nbsp; as it is
 _LINE_END = re.compile(r" *(\r?\n) *")

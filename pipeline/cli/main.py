@@ -1,0 +1,230 @@
+"""The ``pipeline`` command: run jobs, show their status, train filter models, ablations.
+
+Imports stay inside the subcommands: ``pipeline ablate train`` runs on a GPU machine that
+has only torch, numpy and pyarrow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _run_crawl(data: dict, args: argparse.Namespace) -> int:
+    from pipeline.execution.runner import run_job
+
+    stats = run_job(data, output=args.output, address=args.address)
+    out = Path(stats["output"])
+    print((out / "summary.md").read_text(encoding="utf-8"))
+    print(f"stats: {out / 'stats.json'}  plot: {out / 'stats.png'}")
+    if stats["failed_shards"]:
+        print(f"{len(stats['failed_shards'])} shard(s) failed; rerun to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_ablation(data: dict, args: argparse.Namespace, train: bool = True) -> int:
+    from pipeline.ablation.config import validate_ablation
+    from pipeline.ablation.prepare import prepare
+
+    cfg = validate_ablation(data, args.output)
+    prepared = prepare(cfg, args.address)
+    print(f"prepared: {prepared} (carry this folder to the GPU machine)")
+    if train:
+        from pipeline.ablation.train import train_all
+
+        train_all(prepared)
+        print((prepared.parent / "report.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.core.config import JobConfigError, load_job_dict
+
+    try:
+        data = load_job_dict(args.job)
+        kind = data.get("job", "crawl")
+        if kind == "train":
+            from model.train import run_from_file
+
+            summary = run_from_file(args.job, {"out_dir": args.output} if args.output else None)
+            print(json.dumps({k: v for k, v in summary.items()
+                              if k not in ("train_losses", "eval_losses")}, indent=1, default=str))
+            return 0
+        if kind == "train_filters":
+            from pipeline.jobkinds.train_filters import run_from_file as train_filters
+
+            report = train_filters(args.job, {"output": args.output} if args.output else None)
+            print(json.dumps(report, indent=1, default=str))
+            return 0
+        if kind == "ablation":
+            return _run_ablation(data, args)
+        if kind == "tokenizer":
+            from pipeline.jobkinds.tokenizer import run_tokenizer_job
+
+            print(json.dumps(run_tokenizer_job(data, args.output), indent=1))
+            return 0
+        if kind != "crawl":
+            raise JobConfigError(
+                f"{args.job}: job: {kind!r} is not a known job kind "
+                "(crawl, tokenizer, train, train_filters, ablation)"
+            )
+        return _run_crawl(data, args)
+    except JobConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ConnectionError as e:
+        print(
+            f"error: cannot join the Ray cluster ({str(e).splitlines()[-1]}); check --address or "
+            "RAY_ADDRESS, and for a cluster with token authentication set RAY_AUTH_MODE=token "
+            "(the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN)",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.execution.report import job_status
+
+    print(job_status(Path(args.outdir)))
+    return 0
+
+
+def _cmd_ablate_prepare(args: argparse.Namespace) -> int:
+    from pipeline.core.config import JobConfigError, load_job_dict
+
+    try:
+        return _run_ablation(load_job_dict(args.job), args, train=False)
+    except JobConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _cmd_ablate_train(args: argparse.Namespace) -> int:
+    from pipeline.ablation.train import train_all
+
+    overrides = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    train_all(args.prepared, args.out, overrides, parallel=args.parallel)
+    out = Path(args.out) if args.out else Path(args.prepared).parent
+    print((out / "report.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    """Print the continuation of each ``--prompt`` by a trained checkpoint."""
+    import torch
+
+    from model.generate import generate_text, load_checkpoint, resolve_checkpoint, tokenizer_dir_of
+    from tokenizer.encoder import Tokenizer
+
+    try:
+        ckpt = resolve_checkpoint(args.checkpoint)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    tok_dir = args.tokenizer or tokenizer_dir_of(ckpt)
+    if not tok_dir:
+        print(f"error: {ckpt} has no tokenizer recorded (data.tokenizer in the run's "
+              "config.json); pass --tokenizer DIR", file=sys.stderr)
+        return 2
+    tok = Tokenizer.load(tok_dir)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_checkpoint(ckpt, device=device)
+    if tok.vocab_size > model.config.vocab_size:
+        print(f"error: tokenizer {tok_dir} has {tok.vocab_size} tokens, more than the model's "
+              f"{model.config.vocab_size}", file=sys.stderr)
+        return 2
+    eos = None if args.no_eos else tok.special_tokens.get(args.eos)
+    texts = generate_text(model, tok, args.prompt, args.max_new_tokens, args.temperature,
+                          args.top_k, args.top_p, args.seed, eos)
+    for prompt, text in zip(args.prompt, texts, strict=True):
+        print(prompt + text)
+    return 0
+
+
+def _register_optional(sub: argparse._SubParsersAction) -> None:
+    """Add the filter-training commands (``lm``, ``classifier``, ``dsir``)."""
+    from pipeline.cli.dsir import register as register_dsir
+    from pipeline.cli.lm import register as register_lm
+    from pipeline.cli.classifier import register as register_classifier
+
+    for register in (register_lm, register_classifier, register_dsir):
+        register(sub)
+
+
+def build_parser(with_training_commands: bool = True) -> argparse.ArgumentParser:
+    """Return the argument parser of the ``pipeline`` command."""
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run", help="run a job file (crawl, tokenizer, train, train_filters, ablation)"
+    )
+    run.add_argument("job", help="job YAML file")
+    run.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
+    run.add_argument("--output", help="output folder (overrides the job's 'output')")
+    run.set_defaults(func=_cmd_run)
+    status = sub.add_parser("status", help="show what a job's output folder has done")
+    status.add_argument("outdir")
+    status.set_defaults(func=_cmd_status)
+
+    ablate = sub.add_parser("ablate", help="data ablations in two halves (CPU, then GPU)")
+    ablate_sub = ablate.add_subparsers(dest="ablate_command", required=True)
+    prep = ablate_sub.add_parser("prepare", help="filter and tokenize every arm (CPU machine)")
+    prep.add_argument("job", help="ablation YAML file")
+    prep.add_argument("--address", help="Ray cluster to join")
+    prep.add_argument("--output", help="output folder (overrides the job's 'output')")
+    prep.set_defaults(func=_cmd_ablate_prepare)
+    train = ablate_sub.add_parser("train", help="train every arm and seed (GPU machine)")
+    train.add_argument("prepared", help="the prepared folder written by `ablate prepare`")
+    train.add_argument("--out", help="where runs and the report go (default: its parent)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a training option for every run, e.g. batch_size=32")
+    train.add_argument("--parallel", type=int, default=1, metavar="N",
+                       help="train N runs at once (separate processes sharing the GPU)")
+    train.set_defaults(func=_cmd_ablate_train)
+
+    sample = sub.add_parser("sample", help="continue a prompt with a trained checkpoint")
+    sample.add_argument("checkpoint", help="train run out_dir, its checkpoints/ or a state.pt")
+    sample.add_argument("--prompt", action="append", required=True,
+                        help="text to continue (repeat for a batch)")
+    sample.add_argument("--tokenizer", help="tokenizer directory (default: data.tokenizer "
+                        "in the run's config.json)")
+    sample.add_argument("--max-new-tokens", type=int, default=64)
+    sample.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    sample.add_argument("--top-k", type=int, default=None)
+    sample.add_argument("--top-p", type=float, default=None)
+    sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument("--eos", default="<|endoftext|>",
+                        help="special token that ends a continuation")
+    sample.add_argument("--no-eos", action="store_true", help="never stop early")
+    sample.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    sample.set_defaults(func=_cmd_sample)
+    if with_training_commands:
+        _register_optional(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pipeline`` console script; returns the exit code."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    # The GPU machine lacks the filters' dependencies; `ablate train` and `sample` must not
+    # need them.
+    light = bool(argv[:2] == ["ablate", "train"] or argv[:1] == ["sample"])
+    args = build_parser(with_training_commands=not light).parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

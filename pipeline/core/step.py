@@ -1,0 +1,193 @@
+"""The uniform step interface: a generator of documents in and out.
+
+A step is one class in one module under ``pipeline/steps/``, registered under a versioned
+YAML name such as ``gopher_quality_v1``. It declares its options as a pydantic model (so a
+wrong key or type in the job file is refused before anything runs) and the metadata
+columns it adds (so every output shard has the same schema).
+
+Filters implement one method, :meth:`Filter.reject_reason`, returning ``None`` to keep a
+document or a short reason string to drop it; the base class counts reasons and hands
+dropped documents to the removed-documents sink.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.core.document import Document
+
+if TYPE_CHECKING:
+    from pipeline.execution.executor import Executor
+
+
+class StepOptions(BaseModel):
+    """Base for step options: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class StepStats:
+    """Counters one step keeps for one shard; they add up across shards."""
+
+    docs_in: int = 0
+    docs_out: int = 0
+    chars_in: int = 0
+    chars_out: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    counters: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict of the counters."""
+        return {
+            "docs_in": self.docs_in,
+            "docs_out": self.docs_out,
+            "chars_in": self.chars_in,
+            "chars_out": self.chars_out,
+            "dropped": dict(self.dropped),
+            "counters": dict(self.counters),
+            "seconds": round(self.seconds, 4),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StepStats:
+        """Rebuild stats from :meth:`to_dict` output."""
+        return cls(
+            docs_in=d.get("docs_in", 0),
+            docs_out=d.get("docs_out", 0),
+            chars_in=d.get("chars_in", 0),
+            chars_out=d.get("chars_out", 0),
+            dropped=Counter(d.get("dropped", {})),
+            counters=Counter(d.get("counters", {})),
+            seconds=d.get("seconds", 0.0),
+        )
+
+    def merge(self, other: StepStats) -> None:
+        """Add another shard's counters into these."""
+        self.docs_in += other.docs_in
+        self.docs_out += other.docs_out
+        self.chars_in += other.chars_in
+        self.chars_out += other.chars_out
+        self.dropped.update(other.dropped)
+        self.counters.update(other.counters)
+        self.seconds += other.seconds
+
+
+RemovedSink = Callable[[Document, str, str], None]
+
+
+@dataclass
+class StepContext:
+    """What a running step may use: its stats and the sink for removed documents."""
+
+    stats: StepStats
+    removed: RemovedSink | None = None
+    shard_id: str = ""
+
+    def drop(self, doc: Document, step_name: str, reason: str) -> None:
+        """Count a removed document under ``reason`` and pass it to the removed sink."""
+        self.stats.dropped[reason] += 1
+        if self.removed is not None:
+            self.removed(doc, step_name, reason)
+
+
+class Step(ABC):
+    """A pipeline step: ``run`` takes documents and yields documents."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[StepOptions]] = StepOptions
+    #: metadata keys this step adds, with their Arrow types (become Parquet columns)
+    metadata_fields: ClassVar[dict[str, pa.DataType]] = {}
+
+    def __init__(self, options: StepOptions | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    def setup(self) -> None:  # noqa: B027 - optional hook, most steps need no setup
+        """Load models or other heavy state; called once in the worker before ``run``."""
+
+    @abstractmethod
+    def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
+        """Yield the documents that leave this step (possibly changed)."""
+
+
+class Filter(Step):
+    """A step that keeps or drops each document, with a reason for each drop."""
+
+    @abstractmethod
+    def reject_reason(self, doc: Document) -> str | None:
+        """Return ``None`` to keep ``doc``, or a short reason (``"too_few_words"``) to drop it.
+
+        May add this step's scores to ``doc.metadata`` either way.
+        """
+
+    def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
+        """Yield the documents :meth:`reject_reason` keeps; count and sink the rest."""
+        for doc in docs:
+            reason = self.reject_reason(doc)
+            if reason is None:
+                yield doc
+            else:
+                ctx.drop(doc, self.name, reason)
+
+
+class Mapper(Step):
+    """A step that changes each document in place and drops none."""
+
+    @abstractmethod
+    def apply(self, doc: Document, ctx: StepContext) -> Document:
+        """Return the changed document."""
+
+    def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
+        """Yield every document after :meth:`apply`."""
+        for doc in docs:
+            yield self.apply(doc, ctx)
+
+
+@dataclass(frozen=True)
+class StageShard:
+    """One shard's documents as written by the stage before a :class:`GlobalStep`.
+
+    ``files`` are Parquet parts in order; :meth:`documents` yields the documents in that
+    order, so ``(shard_id, position)`` is a deterministic global order.
+    """
+
+    shard_id: str
+    files: tuple[str, ...]
+
+    def documents(self) -> Iterator[Document]:
+        """Yield the shard's documents, metadata columns restored into ``metadata``."""
+        from pipeline.io.writer import read_documents_parquet
+
+        for path in self.files:
+            yield from read_documents_parquet(path)
+
+
+class GlobalStep(Step):
+    """A step whose decisions need every shard of the job at once (deduplication).
+
+    The runner finishes all shards up to this step and writes them as an intermediate
+    stage; it then calls :meth:`prepare` once in the driver, which fans out its work
+    through the given executor (never Ray directly) and writes its decisions under
+    ``workdir`` (resumably: a rerun after a kill must reuse finished work and reach the
+    same decisions); then, in one task per shard, it calls :meth:`load` with that shard's
+    id and runs :meth:`run` on the shard's documents in their stage order.
+    """
+
+    @abstractmethod
+    def prepare(self, shards: list[StageShard], workdir: str, executor: Executor) -> None:
+        """Compute and persist the decisions for every shard under ``workdir``.
+
+        Parallel work goes through ``executor`` (:mod:`pipeline.execution.executor`).
+        """
+
+    @abstractmethod
+    def load(self, workdir: str, shard_id: str) -> None:
+        """Load the decisions for ``shard_id`` before :meth:`run` is called on it."""

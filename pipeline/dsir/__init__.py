@@ -1,1 +1,0 @@
-"""DSIR: data selection with importance resampling over hashed n-gram features."""

@@ -1,0 +1,167 @@
+"""Job reporting: ``stats.json``, a readable ``summary.md`` and a ``stats.png`` funnel plot."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.step import Step, StepStats
+from pipeline.io.writer import atomic_write_json
+
+
+def aggregate(
+    steps: list[Step], stages: list[tuple[int, int]], all_progress: list[list[dict[str, Any]]]
+) -> tuple[StepStats, list[StepStats]]:
+    """Sum the shards' progress records into read stats and per-step stats (job order)."""
+    read = StepStats()
+    per_step = [StepStats() for _ in steps]
+    # a job stopped by failed shards has progress for its first stages only
+    for stage, ((start, _end), progress) in enumerate(zip(stages, all_progress, strict=False)):
+        for record in progress:
+            if stage == 0 and record.get("read"):
+                read.merge(StepStats.from_dict(record["read"]))
+            for offset, s in enumerate(record.get("steps") or []):
+                per_step[start + offset].merge(StepStats.from_dict(s))
+    return read, per_step
+
+
+def write_report(
+    out: Path,
+    job: Any,
+    steps: list[Step],
+    stages: list[tuple[int, int]],
+    all_progress: list[list[dict[str, Any]]],
+    failures: list[tuple[str, str]],
+    wall_seconds: float,
+) -> dict[str, Any]:
+    """Write stats.json, summary.md and stats.png under ``out``; return the stats dict."""
+    read, per_step = aggregate(steps, stages, all_progress)
+    languages: Counter = Counter()
+    for s in per_step:
+        for key, n in s.counters.items():
+            if key.startswith("lang:"):
+                languages[key[5:]] += n
+    docs_in = read.docs_out
+    docs_out = per_step[-1].docs_out if per_step else docs_in
+    chars_out = per_step[-1].chars_out if per_step else read.chars_out
+    stats = {
+        "job": job.name,
+        "output": str(out),
+        "shards": sum(len(p) for p in all_progress[:1]),
+        "failed_shards": [{"shard": s, "error": e} for s, e in failures],
+        "documents_in": docs_in,
+        "documents_out": docs_out,
+        "characters_in": read.chars_out,
+        "characters_out": chars_out,
+        "read": read.to_dict(),
+        "steps": [{"name": st.name, **s.to_dict()} for st, s in zip(steps, per_step, strict=True)],
+        "languages": dict(languages.most_common()),
+        "wall_seconds": round(wall_seconds, 2),
+        "docs_per_second": round(docs_in / wall_seconds, 2) if wall_seconds > 0 else None,
+        "cpu_seconds_in_steps": round(read.seconds + sum(s.seconds for s in per_step), 2),
+    }
+    atomic_write_json(stats, out / "stats.json")
+    (out / "summary.md").write_text(render_summary(stats), encoding="utf-8")
+    plot_funnel(stats, out / "stats.png")
+    return stats
+
+
+def render_summary(stats: dict[str, Any]) -> str:
+    """Return a Markdown summary: the per-step funnel and the top removal reasons."""
+    lines = [
+        f"# Job `{stats['job']}`",
+        "",
+        f"{stats['documents_in']:,} documents read, {stats['documents_out']:,} kept "
+        f"({_pct(stats['documents_out'], stats['documents_in'])}); "
+        f"{stats['characters_out']:,} of {stats['characters_in']:,} characters kept. "
+        f"Wall time {stats['wall_seconds']:.1f} s ({stats['docs_per_second']} documents/s).",
+        "",
+        "| step | docs in | docs out | kept | chars out | seconds | top removal or skip reasons |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    read = stats["read"]
+    skipped = {
+        k: v for k, v in read["counters"].items() if v and k.startswith(("skipped:", "error:"))
+    }
+    lines.append(
+        f"| read | | {read['docs_out']:,} | | {read['chars_out']:,} | {read['seconds']:.1f} | "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(skipped.items(), key=lambda kv: -kv[1])[:4])
+        + " |"
+    )
+    for s in stats["steps"]:
+        top = sorted(s["dropped"].items(), key=lambda kv: -kv[1])[:4]
+        lines.append(
+            f"| {s['name']} | {s['docs_in']:,} | {s['docs_out']:,} | "
+            f"{_pct(s['docs_out'], s['docs_in'])} | {s['chars_out']:,} | {s['seconds']:.1f} | "
+            + ", ".join(f"{k} {v:,}" for k, v in top)
+            + " |"
+        )
+    if stats["languages"]:
+        top_langs = list(stats["languages"].items())[:10]
+        lines += ["", "Languages seen: " + ", ".join(f"{k} {v:,}" for k, v in top_langs)]
+    if stats["failed_shards"]:
+        lines += ["", "## Failed shards", ""]
+        lines += [f"- `{f['shard']}`: {f['error']}" for f in stats["failed_shards"]]
+    lines += ["", "![funnel](stats.png)", ""]
+    return "\n".join(lines)
+
+
+def _pct(a: int, b: int) -> str:
+    return f"{100 * a / b:.1f}%" if b else "-"
+
+
+def plot_funnel(stats: dict[str, Any], path: Path) -> None:
+    """Plot documents left after each step and the most common removal reasons."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["read"] + [s["name"] for s in stats["steps"]]
+    counts = [stats["read"]["docs_out"]] + [s["docs_out"] for s in stats["steps"]]
+    reasons: Counter = Counter()
+    for s in stats["steps"]:
+        for reason, n in s["dropped"].items():
+            reasons[f"{s['name']}: {reason}"] += n
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
+    ax1.bar(range(len(names)), counts, color="#4477aa")
+    ax1.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax1.set_ylabel("documents remaining")
+    ax1.set_title("Documents after each step")
+    top = reasons.most_common(12)[::-1]
+    ax2.barh([r for r, _ in top], [n for _, n in top], color="#cc6677")
+    ax2.set_xlabel("documents removed")
+    ax2.set_title("Top removal reasons")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def job_status(out: Path) -> str:
+    """Return a readable account of what a job's output folder holds: shards done and left."""
+    marker = out / "_job.json"
+    if not marker.exists():
+        return f"{out}: no job has run here (no _job.json)"
+    job = json.loads(marker.read_text(encoding="utf-8"))
+    plan_path = out / "_plan.json"
+    plan = json.loads(plan_path.read_text(encoding="utf-8")) if plan_path.exists() else {}
+    n_shards = len(plan.get("shards", [])) or None
+    lines = [
+        f"job {job['job'].get('name', '?')} in {out}: {len(job['files'])} input files, "
+        f"{n_shards or '?'} shards, {plan.get('stages', '?')} stage(s)"
+    ]
+    for stage_dir in sorted((out / "_progress").glob("stage-*")):
+        records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(stage_dir.glob("*.json"))]
+        done = sum(1 for r in records if r["done"])
+        docs = sum(r["records_done"] for r in records)
+        lines.append(
+            f"  {stage_dir.name}: {done} of {n_shards or len(records)} shards done "
+            f"({len(records) - done} in progress), {docs:,} documents processed"
+        )
+        for r in records:
+            if not r["done"]:
+                lines.append(f"    in progress: {r.get('shard_id')} ({r['records_done']:,} docs, {r['parts']} parts)")
+    lines.append("  complete" if (out / "_SUCCESS").exists() else "  not complete: rerun the job to finish")
+    return "\n".join(lines)

@@ -1,0 +1,455 @@
+"""Runs a crawl job: one executor task per input shard, resumable at part granularity.
+
+Layout of an output folder::
+
+    _job.json                     the validated job and its fingerprint
+    _progress/stage-K/SHARD.json  per shard: input documents done, parts written, stats
+    _stages/stage-K/              documents before global step K (dedup), as Parquet parts
+    _global/stage-K/              the global step's own resumable work
+    data/SHARD-PART.parquet       the output documents
+    removed/SHARD-PART.parquet    removed documents with step and reason (keep_removed)
+    stats.json, summary.md, stats.png, _SUCCESS
+
+A shard task reads its input in chunks of ``checkpoint_docs`` documents; each chunk's
+output part is written atomically, then the progress file is replaced atomically. A
+killed task rerun skips the documents its progress file counts and rewrites at most the
+part it was in the middle of, so output never duplicates or loses a document and equals
+an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.config import JobConfig, expand_inputs, parse_steps, validate_job
+from pipeline.core.document import Document
+from pipeline.io.readers import ReadOptions, detect_format, plan_splits, read_shard
+from pipeline.execution.executor import Executor, make_executor
+from pipeline.core.step import GlobalStep, StageShard, Step, StepContext, StepStats
+from pipeline.io.writer import atomic_write_json, write_documents_parquet, write_removed_parquet
+
+log = logging.getLogger("pipeline.execution.runner")
+
+
+@dataclass(frozen=True)
+class InputShard:
+    """One Ray task's share of the input: a file, or one split of a large file."""
+
+    shard_id: str
+    path: str
+    fmt: str
+    split: int = 0
+    n_splits: int = 1
+
+
+def plan_input_shards(files: list[str], read: ReadOptions) -> list[InputShard]:
+    """Return one InputShard per file, or several for files the reader can split."""
+    shards: list[InputShard] = []
+    for i, path in enumerate(files):
+        fmt = read.format or detect_format(path)
+        n = max(1, plan_splits(path, fmt, read))
+        stem = os.path.basename(path).split(".")[0]
+        for k in range(n):
+            sid = f"{i:05d}-{stem}" + (f"-s{k:04d}" if n > 1 else "")
+            shards.append(InputShard(sid, path, fmt, k, n))
+    return shards
+
+
+def split_stages(steps: list[Step]) -> list[tuple[int, int]]:
+    """Return [start, end) step ranges; every stage after the first starts at a GlobalStep.
+
+    The first stage holds the local steps before the first global one; it is empty (the
+    shards are only read) when the job starts with a global step.
+    """
+    bounds = [0] + [i for i, s in enumerate(steps) if isinstance(s, GlobalStep)]
+    return [(b, e) for b, e in zip(bounds, bounds[1:] + [len(steps)], strict=True)]
+
+
+def job_fingerprint(job: JobConfig, files: list[str]) -> str:
+    """Return a hash of everything that decides the output (not where Ray runs)."""
+    key = {
+        "inputs": files,
+        "read": job.read.model_dump(),
+        "steps": job.steps,
+        "write": job.write.model_dump(),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def all_metadata_fields(steps: list[Step]) -> dict[str, Any]:
+    """Return every metadata column the job's steps declare, in step order."""
+    fields: dict[str, Any] = {}
+    for step in steps:
+        fields.update(step.metadata_fields)
+    return fields
+
+
+def input_columns(job: JobConfig) -> dict[str, Any]:
+    """Columns that Parquet inputs pass through (``read.keep_columns``), with their types.
+
+    Taken from the first Parquet input, so every shard writes the same schema.
+    """
+    if not job.read.keep_columns:
+        return {}
+    import pyarrow.parquet as pq
+
+    from pipeline.io.readers.parquet import passthrough_columns
+
+    for path in expand_inputs(job.inputs):
+        if (job.read.format or detect_format(path)) == "parquet":
+            schema = pq.read_schema(path)
+            return {n: schema.field(n).type for n in passthrough_columns(schema, job.read)}
+    return {}
+
+
+class _Timed:
+    """Wraps a step's output iterator: counts documents out and inclusive time.
+
+    An exception escaping the step is tagged with the step's index (only by the first
+    wrapper it passes, which is the raising step's own).
+    """
+
+    def __init__(self, it: Iterator[Document], stats: StepStats, index: int) -> None:
+        self.it, self.stats, self.index, self.inclusive = it, stats, index, 0.0
+
+    def __iter__(self) -> Iterator[Document]:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                doc = next(self.it)
+            except StopIteration:
+                self.inclusive += time.perf_counter() - t0
+                return
+            except Exception as e:
+                if not hasattr(e, "refinery_step_index"):
+                    e.refinery_step_index = self.index  # type: ignore[attr-defined]
+                raise
+            self.inclusive += time.perf_counter() - t0
+            self.stats.docs_out += 1
+            self.stats.chars_out += len(doc.text)
+            yield doc
+
+
+def _counted_in(docs: Iterable[Document], stats: StepStats) -> Iterator[Document]:
+    for doc in docs:
+        stats.docs_in += 1
+        stats.chars_in += len(doc.text)
+        yield doc
+
+
+def run_chain(
+    docs: list[Document], steps: list[Step], ctxs: list[StepContext]
+) -> list[Document]:
+    """Pass ``docs`` through ``steps`` (each with its context); return the survivors.
+
+    Each step's ``seconds`` counts its own time, not the time of the steps before it.
+    """
+    it: Iterable[Document] = docs
+    timers: list[_Timed] = []
+    for index, (step, ctx) in enumerate(zip(steps, ctxs, strict=True)):
+        timed = _Timed(step.run(_counted_in(it, ctx.stats), ctx), ctx.stats, index)
+        timers.append(timed)
+        it = iter(timed)
+    out = list(it)
+    upstream = 0.0
+    for timed, ctx in zip(timers, ctxs, strict=True):
+        ctx.stats.seconds += max(0.0, timed.inclusive - upstream)
+        upstream = timed.inclusive
+    return out
+
+
+def _copy_doc(doc: Document) -> Document:
+    return Document(doc.id, doc.text, doc.url, doc.media_type, doc.source, copy.deepcopy(doc.metadata))
+
+
+def run_chunk_safely(
+    chunk: list[Document],
+    steps: list[Step],
+    ctxs: list[StepContext],
+    removed: list[tuple[Document, str, str]],
+) -> list[Document]:
+    """Run a chunk through the steps; if a step raises, redo the chunk one document at a time.
+
+    A document that makes a step raise is counted as ``error:<ExceptionType>`` under that
+    step and skipped; one bad record never kills the shard.
+    """
+    pristine = [_copy_doc(d) for d in chunk]
+    saved = [ctx.stats.to_dict() for ctx in ctxs]
+    n_removed = len(removed)
+    try:
+        return run_chain(chunk, steps, ctxs)
+    except Exception as first_error:  # noqa: BLE001 - any step bug must not kill the shard
+        log.warning("a step raised on a chunk (%r); retrying one document at a time", first_error)
+    for ctx, snapshot in zip(ctxs, saved, strict=True):
+        ctx.stats = StepStats.from_dict(snapshot)
+    del removed[n_removed:]
+    survivors: list[Document] = []
+    for doc in pristine:
+        snapshots = [ctx.stats.to_dict() for ctx in ctxs]
+        mark = len(removed)
+        try:
+            survivors.extend(run_chain([doc], steps, ctxs))
+        except Exception as e:  # noqa: BLE001
+            for ctx, snapshot in zip(ctxs, snapshots, strict=True):
+                ctx.stats = StepStats.from_dict(snapshot)
+            del removed[mark:]
+            failing = getattr(e, "refinery_step_index", 0)
+            for ctx in ctxs[:failing]:
+                ctx.stats.docs_in += 1
+                ctx.stats.docs_out += 1
+            ctxs[failing].stats.docs_in += 1
+            ctxs[failing].stats.dropped[f"error:{type(e).__name__}"] += 1
+            log.warning("document %s skipped: %s raised %r", doc.id, steps[failing].name, e)
+    return survivors
+
+
+def _progress_path(out: Path, stage: int, shard_id: str) -> Path:
+    return out / "_progress" / f"stage-{stage}" / f"{shard_id}.json"
+
+
+def _load_progress(path: Path) -> dict[str, Any]:
+    if path.exists():
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    return {"records_done": 0, "parts": 0, "files": [], "done": False, "read": None, "steps": None}
+
+
+def process_unit(
+    unit: InputShard | StageShard,
+    stage: int,
+    step_range: tuple[int, int],
+    job_data: dict[str, Any],
+    out_dir: str,
+    final: bool,
+) -> dict[str, Any]:
+    """Process one shard for one stage and return its progress record.
+
+    Reads the shard (an input file split for stage 0, the previous stage's parts after),
+    runs the stage's steps in chunks of ``checkpoint_docs``, and writes each chunk's part
+    and then the progress file atomically, so a rerun resumes after the last whole part.
+    """
+    logging.basicConfig(level=logging.WARNING)
+    job = JobConfig(**job_data)
+    all_steps = parse_steps(job.steps)
+    fields = {**input_columns(job), **all_metadata_fields(all_steps)}
+    start, end = step_range
+    steps = all_steps[start:end]
+    out = Path(out_dir)
+    shard_id = unit.shard_id
+    ppath = _progress_path(out, stage, shard_id)
+    progress = _load_progress(ppath)
+    progress["shard_id"] = shard_id
+    if progress["done"]:
+        return progress
+
+    for step in steps:
+        step.setup()
+    if stage > 0:
+        glob_step = steps[0]
+        assert isinstance(glob_step, GlobalStep)
+        glob_step.load(str(out / "_global" / f"stage-{stage}"), shard_id)
+
+    removed: list[tuple[Document, str, str]] = []
+    sink = (lambda d, s, r: removed.append((d, s, r))) if job.write.keep_removed else None
+    ctxs = [
+        StepContext(StepStats.from_dict(progress["steps"][i]) if progress["steps"] else StepStats(),
+                    sink, shard_id)
+        for i in range(len(steps))
+    ]
+    read_stats = StepStats.from_dict(progress["read"]) if progress["read"] else StepStats()
+
+    if stage == 0:
+        assert isinstance(unit, InputShard)
+        scratch = StepStats()
+        source: Iterator[Document] = read_shard(
+            unit.path, unit.fmt, unit.split, unit.n_splits, job.read, scratch
+        )
+    else:
+        assert isinstance(unit, StageShard)
+        scratch = StepStats()
+        source = unit.documents()
+    # Skip what earlier attempts finished; the reader counted those already.
+    skipped = sum(1 for _ in islice(source, progress["records_done"]))
+    if skipped != progress["records_done"]:
+        raise RuntimeError(
+            f"{shard_id}: input now has {skipped} documents, fewer than the "
+            f"{progress['records_done']} already processed; the input changed since the last run"
+        )
+    base_read = scratch.to_dict()
+
+    data_dir = out / ("data" if final else f"_stages/stage-{stage + 1}")
+    chunk_size = job.write.checkpoint_docs
+    compression = None if job.write.compression == "none" else job.write.compression
+    while True:
+        t0 = time.perf_counter()
+        chunk = list(islice(source, chunk_size))
+        read_seconds = time.perf_counter() - t0
+        if not chunk:
+            break
+        survivors = run_chunk_safely(chunk, steps, ctxs, removed)
+        part = progress["parts"]
+        name = f"{shard_id}-{part:05d}.parquet"
+        if survivors:
+            write_documents_parquet(survivors, data_dir / name, fields, compression or "none")
+            progress["files"].append(str(data_dir / name))
+        if removed:
+            write_removed_parquet(removed, out / "removed" / f"stage-{stage}" / name,
+                                  compression or "none")
+            removed.clear()
+        progress["records_done"] += len(chunk)
+        progress["parts"] += 1
+        read_stats.merge(_delta(scratch.to_dict(), base_read))
+        read_stats.seconds += read_seconds
+        base_read = scratch.to_dict()
+        progress["read"] = read_stats.to_dict()
+        progress["steps"] = [c.stats.to_dict() for c in ctxs]
+        atomic_write_json(progress, ppath)
+    read_stats.merge(_delta(scratch.to_dict(), base_read))
+    progress["read"] = read_stats.to_dict()
+    progress["steps"] = [c.stats.to_dict() for c in ctxs]
+    progress["done"] = True
+    atomic_write_json(progress, ppath)
+    return progress
+
+
+def _delta(now: dict[str, Any], before: dict[str, Any]) -> StepStats:
+    """Return the counters that grew between two :meth:`StepStats.to_dict` snapshots."""
+    a, b = StepStats.from_dict(now), StepStats.from_dict(before)
+    a.docs_in -= b.docs_in
+    a.docs_out -= b.docs_out
+    a.chars_in -= b.chars_in
+    a.chars_out -= b.chars_out
+    a.dropped.subtract(b.dropped)
+    a.counters.subtract(b.counters)
+    a.seconds = 0.0
+    return a
+
+
+def _check_output_dir(out: Path, job: JobConfig, files: list[str], fingerprint: str) -> None:
+    marker = out / "_job.json"
+    if marker.exists():
+        previous = json.loads(marker.read_text(encoding="utf-8"))
+        if previous.get("fingerprint") != fingerprint:
+            raise RuntimeError(
+                f"{out} holds the output of a different job (its inputs, steps or options "
+                "differ); choose another --output or delete that folder to start over"
+            )
+        return
+    atomic_write_json(
+        {"fingerprint": fingerprint, "job": job.model_dump(), "files": files}, marker
+    )
+
+
+def _docs_done(out: Path, stage: int) -> dict[str, Any]:
+    """Progress-bar status: input documents the stage's shards have finished so far."""
+    docs = 0
+    for p in (out / "_progress" / f"stage-{stage}").glob("*.json"):
+        try:
+            docs += json.loads(p.read_text(encoding="utf-8"))["records_done"]
+        except (OSError, ValueError, KeyError):
+            pass
+    return {"docs": docs}
+
+
+def _run_units(
+    executor: Executor,
+    units: list[InputShard] | list[StageShard],
+    stage: int,
+    step_range: tuple[int, int],
+    job: JobConfig,
+    out: Path,
+    final: bool,
+    desc: str,
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Run one stage's shard tasks through the executor; return progress and failures."""
+    job_data = job.model_dump()
+    outcomes = executor.map(
+        process_unit,
+        [(u, stage, step_range, job_data, str(out), final) for u in units],
+        names=[u.shard_id for u in units],
+        desc=desc,
+        unit="shard",
+        status=lambda: _docs_done(out, stage),
+    )
+    results = [o.value for o in outcomes if o.ok]
+    failures = [(o.name, o.error) for o in outcomes if not o.ok]
+    return results, failures
+
+
+def job_executor(job: JobConfig, address: str | None = None) -> Executor:
+    """Return the executor a job asks for (``executor: ray|local`` and its ``ray`` section).
+
+    ``address`` (from ``--address``) overrides ``ray.address``; ``RAY_ADDRESS`` comes next.
+    """
+    return make_executor(job.executor, address=address or job.ray.address,
+                         num_cpus=job.ray.num_cpus, max_retries=job.ray.max_retries)
+
+
+def run_job(
+    job_data: dict[str, Any],
+    output: str | None = None,
+    address: str | None = None,
+    executor: Executor | None = None,
+) -> dict[str, Any]:
+    """Run a validated crawl job dict; return the stats written to ``stats.json``.
+
+    ``output`` overrides the job's output folder and ``address`` the Ray cluster to join
+    (default: ``ray.address`` in the job, then ``RAY_ADDRESS``, else a local cluster);
+    ``executor`` replaces the one the job names. Finished shards of an earlier, interrupted
+    run of the same job are not redone.
+    """
+    from pipeline.execution.report import write_report
+
+    started = time.time()
+    job, steps = validate_job(job_data, output)
+    files = expand_inputs(job.inputs)
+    out = Path(job.output)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_output_dir(out, job, files, job_fingerprint(job, files))
+    (out / "_SUCCESS").unlink(missing_ok=True)
+
+    executor = executor or job_executor(job, address)
+    stages = split_stages(steps)
+    units: list[InputShard] | list[StageShard] = plan_input_shards(files, job.read)
+    atomic_write_json({"shards": [u.shard_id for u in units], "stages": len(stages)},
+                      out / "_plan.json")
+    failures: list[tuple[str, str]] = []
+    all_progress: list[list[dict[str, Any]]] = []
+    for stage, (start, end) in enumerate(stages):
+        final = stage == len(stages) - 1
+        if stage > 0:
+            glob_step = steps[start]
+            assert isinstance(glob_step, GlobalStep)
+            glob_step.setup()
+            workdir = out / "_global" / f"stage-{stage}"
+            workdir.mkdir(parents=True, exist_ok=True)
+            glob_step.prepare(list(units), str(workdir), executor)
+        names = ", ".join(s.name for s in steps[start:end]) or "read"
+        progress, stage_failures = _run_units(
+            executor, units, stage, (start, end), job, out, final, f"stage {stage + 1}/{len(stages)} [{names}]"
+        )
+        failures.extend(stage_failures)
+        all_progress.append(progress)
+        if stage_failures and not final:
+            # A global step must see every shard: stop here; a rerun retries the failed
+            # shards (finished ones are skipped) and then runs the global step on all.
+            log.error("%d shard(s) failed before %s; rerun the job to retry them",
+                      len(stage_failures), steps[stages[stage + 1][0]].name)
+            break
+        if not final:
+            ordered = sorted(progress, key=lambda p: p["shard_id"])
+            units = [StageShard(p["shard_id"], tuple(p["files"])) for p in ordered]
+    stats = write_report(out, job, steps, stages, all_progress, failures, time.time() - started)
+    if not failures:
+        (out / "_SUCCESS").write_text("ok\n")
+    return stats

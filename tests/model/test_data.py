@@ -1,0 +1,210 @@
+"""Tests for the token-stream reader (model/data.py) and the config loader (model/config.py).
+
+Also home of :func:`write_stream`, a minimal writer of the `refinery-tokens-v1` format used
+by the model and trainer tests (the tokenizer's writer is not a dependency of model/).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from model.config import ConfigError, load_config_file, loads_yaml, merge_overrides
+from model.data import TokenStream, WindowSampler, eval_windows
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_stream(path: Path, docs: list[list[int]], *, eos_id: int = 0, vocab_size: int = 256,
+                 dtype: str = "uint16", docs_per_file: int | None = None,
+                 rows_per_batch: int | None = None) -> Path:
+    """Write ``docs`` (each gets ``eos_id`` appended) as a token stream directory."""
+    path.mkdir(parents=True, exist_ok=True)
+    arrow_t = {"uint16": pa.uint16(), "uint32": pa.uint32()}[dtype]
+    schema = pa.schema([("tokens", pa.list_(arrow_t))])
+    docs_per_file = docs_per_file or max(1, len(docs))
+    files, total = [], 0
+    for fi, lo in enumerate(range(0, len(docs), docs_per_file)):
+        chunk = [list(d) + [eos_id] for d in docs[lo:lo + docs_per_file]]
+        name = f"part-{fi:05d}.arrow"
+        with pa.OSFile(str(path / name), "wb") as sink, pa.ipc.new_file(sink, schema) as w:
+            step = rows_per_batch or max(1, len(chunk))
+            for b in range(0, len(chunk), step):
+                arr = pa.array(chunk[b:b + step], type=pa.list_(arrow_t))
+                w.write_batch(pa.record_batch([arr], schema=schema))
+        n = sum(len(d) for d in chunk)
+        files.append({"path": name, "num_tokens": n, "num_docs": len(chunk)})
+        total += n
+    manifest = {"format": "refinery-tokens-v1", "dtype": dtype, "eos_id": eos_id,
+                "vocab_size": vocab_size, "tokenizer_hash": "test", "files": files,
+                "total_tokens": total, "total_docs": len(docs)}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+def _docs(rng: np.random.Generator, n: int, vocab: int = 200) -> list[list[int]]:
+    return [rng.integers(1, vocab, size=int(rng.integers(1, 40))).tolist() for _ in range(n)]
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint32"])
+def test_stream_reads_packed_tokens_and_boundaries_across_files(tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    docs = _docs(rng, 23) + [[]]  # an empty document is just its EOS
+    s = TokenStream(write_stream(tmp_path / "s", docs, dtype=dtype, docs_per_file=7,
+                                 rows_per_batch=3, vocab_size=70000 if dtype == "uint32" else 256))
+    flat = np.concatenate([np.array(d + [0], dtype=np.int64) for d in docs])
+    assert s.num_tokens == len(flat) and s.num_docs == len(docs)
+    np.testing.assert_array_equal(s.read(0, len(flat)), flat)
+    # Windows that straddle record batches and files.
+    for start in [0, 5, 37, 100, len(flat) - 17]:
+        np.testing.assert_array_equal(s.read(start, 17), flat[start:start + 17])
+    starts = np.cumsum([0] + [len(d) + 1 for d in docs])[:-1]
+    np.testing.assert_array_equal(s.doc_starts, starts)
+    # doc_ids: number of document starts passed, relative to the window's first document.
+    pos = np.arange(30, 90)
+    expect = np.searchsorted(starts, pos, side="right")
+    np.testing.assert_array_equal(s.doc_ids(30, 60), expect - expect[0])
+    with pytest.raises(IndexError):
+        s.read(len(flat) - 3, 4)
+
+
+def test_stream_is_memory_mapped_not_copied(tmp_path):
+    s = TokenStream(write_stream(tmp_path / "s", [[1, 2, 3]] * 50))
+    seg = s._segments[0]
+    assert not seg.flags.owndata  # a view into the mapped Arrow buffer
+
+
+def test_stream_rejects_bad_manifest(tmp_path):
+    p = write_stream(tmp_path / "s", [[1, 2]])
+    m = json.loads((p / "manifest.json").read_text())
+    m["files"][0]["num_tokens"] = 99
+    (p / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="99"):
+        TokenStream(p)
+    m["format"] = "other"
+    (p / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="format"):
+        TokenStream(p)
+
+
+def test_sampler_windows_are_shifted_deterministic_and_resumable(tmp_path):
+    rng = np.random.default_rng(1)
+    s = TokenStream(write_stream(tmp_path / "s", _docs(rng, 60), docs_per_file=20))
+    a = WindowSampler(s, seq_len=16, seed=7, with_doc_ids=True)
+    b = WindowSampler(s, seq_len=16, seed=7, with_doc_ids=True)
+    w1 = a.sample(5)
+    np.testing.assert_array_equal(w1.inputs[:, 1:], w1.targets[:, :-1])
+    assert w1.inputs.dtype == np.int64 and w1.doc_ids.shape == (5, 16)
+    np.testing.assert_array_equal(w1.inputs, b.sample(5).inputs)
+    state = json.loads(json.dumps(a.state_dict()))  # JSON-able
+    nxt = a.sample(4).inputs
+    c = WindowSampler(s, seq_len=16, seed=999)
+    c.load_state_dict(state)
+    np.testing.assert_array_equal(c.sample(4).inputs, nxt)
+    assert not np.array_equal(WindowSampler(s, 16, seed=8).sample(5).inputs, w1.inputs)
+    # Every window lies inside the stream and matches a direct read.
+    for st in a.draw_starts(200):
+        assert 0 <= st <= s.num_tokens - 17
+
+
+def test_eval_windows_are_disjoint(tmp_path):
+    s = TokenStream(write_stream(tmp_path / "s", [[5] * 99]))  # 100 tokens
+    st = eval_windows(s, 10, 50)
+    assert st.tolist() == [0, 10, 20, 30, 40, 50, 60, 70, 80]  # the last needs token 90..100
+
+
+# ---- config loader ---------------------------------------------------------------------------
+
+
+def test_yaml_subset_matches_pyyaml_on_job_file():
+    yaml = pytest.importorskip("yaml")
+    path = ROOT / "jobs" / "train.yaml"
+    assert load_config_file(path) == yaml.safe_load(path.read_text())
+
+
+def test_yaml_subset_matches_pyyaml_on_snippets():
+    yaml = pytest.importorskip("yaml")
+    text = """
+# comment
+job: train   # trailing comment
+a:
+  b: 1
+  c: -2.5e-3
+  d: [1, 2, "x, y", {e: true}]
+  e: null
+  f: 'it''s'
+  g: "a#b"
+  h: 6.0e-4
+  i: 1_000
+lst:
+  - 1
+  - name: one
+    path: out/x
+  - [3, 4]
+seq_same_indent:
+- a
+- b
+empty: {}
+s: plain text here
+"""
+    assert loads_yaml(text) == yaml.safe_load(text)
+    # YAML 1.2 floats: PyYAML (YAML 1.1) would read "6e-4" as a string; a learning rate
+    # written that way must still be a number.
+    assert loads_yaml("lr: 6e-4") == {"lr": 6e-4}
+
+
+def test_yaml_subset_rejects_unsupported():
+    with pytest.raises(ConfigError):
+        loads_yaml("a: &anchor 1\n")
+    with pytest.raises(ConfigError):
+        loads_yaml("a: 1\n   b: 2\n")
+    with pytest.raises(ConfigError):
+        loads_yaml("a: 1\na: 2\n")
+
+
+def test_merge_overrides_dotted_and_nested():
+    base = {"train": {"lr": 1.0, "max_steps": 5}, "data": {"seq_len": 8}}
+    out = merge_overrides(base, {"train.max_steps": 10, "data": {"seq_len": 16}, "new.x": 1})
+    assert out == {"train": {"lr": 1.0, "max_steps": 10}, "data": {"seq_len": 16},
+                   "new": {"x": 1}}
+    assert base["train"]["max_steps"] == 5
+
+
+def test_model_package_imports_only_torch_numpy_pyarrow_and_stdlib():
+    """The GPU machine has torch, numpy and pyarrow only (no PyYAML, no matplotlib)."""
+    import ast
+    import sys
+
+    allowed = {"torch", "numpy", "pyarrow", "model", "__future__"}
+    for path in sorted((ROOT / "model").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in allowed or top in sys.stdlib_module_names, f"{path.name}: {name}"
+
+
+def test_reads_streams_written_by_the_tokenizer_writer(tmp_path):
+    """Contract with tokenizer/stream_writer.py (the tokenize step's writer), if present."""
+    sw = pytest.importorskip("tokenizer.stream_writer")
+    docs = [[5, 6, 7], [], [8] * 30, [9, 10]]
+    p1 = sw.write_token_stream(docs[:2], tmp_path, "part-00000.arrow", "uint16", eos_id=1,
+                               batch_tokens=4)
+    p2 = sw.write_token_stream(docs[2:], tmp_path, "part-00001.arrow", "uint16", eos_id=1)
+    p3 = sw.write_token_stream([], tmp_path, "part-00002.arrow", "uint16", eos_id=1)
+    sw.write_manifest(tmp_path, [p1, p2, p3], "uint16", 1, 300, "h")
+    s = TokenStream(tmp_path)
+    flat = [t for d in docs for t in d + [1]]
+    assert s.num_tokens == len(flat) and s.num_docs == len(docs)
+    assert s.read(0, len(flat)).tolist() == flat
+    assert s.doc_ids(0, len(flat)).tolist() == [i for i, d in enumerate(docs) for _ in d + [1]]

@@ -1,0 +1,201 @@
+"""End-to-end tests of the trainer (model/train.py) on small streams written in the test."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_model_data import write_stream
+
+from model.train import (
+    TrainConfig,
+    TrainingDiverged,
+    build_optimizer,
+    load_config,
+    lr_at,
+    main,
+    run,
+    run_from_file,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_streams(root: Path) -> tuple[Path, Path]:
+    """A learnable train stream (counting sequences with random strides) and an eval stream."""
+    rng = np.random.default_rng(0)
+
+    def docs(n: int) -> list[list[int]]:
+        out = []
+        for _ in range(n):
+            start, stride = int(rng.integers(1, 60)), int(rng.integers(1, 4))
+            length = int(rng.integers(8, 60))
+            out.append([(start + stride * i) % 63 + 1 for i in range(length)])
+        return out
+
+    train = write_stream(root / "train", docs(400), vocab_size=64, docs_per_file=150,
+                         rows_per_batch=64)
+    val = write_stream(root / "val", docs(40), vocab_size=64)
+    return train, val
+
+
+def tiny_config(root: Path, **train_overrides) -> dict:
+    train, val = make_streams(root)
+    return {
+        "job": "train",
+        "model": {"preset": "tiny", "vocab_size": "auto", "d_model": 32, "n_heads": 4,
+                  "n_kv_heads": 2, "d_ff": 64},
+        "data": {"train": str(train), "eval": {"val": str(val)}, "seq_len": 32},
+        "train": {"out_dir": str(root / "run"), "device": "cpu", "batch_size": 4,
+                  "grad_accum": 2, "max_steps": 8, "lr": 3e-3, "warmup_steps": 2,
+                  "eval_every": 4, "eval_batches": 2, "log_every": 1, "ckpt_every": 100,
+                  "compile": False, **train_overrides},
+    }
+
+
+def test_train_end_to_end_writes_metrics_plot_and_checkpoint(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=30, eval_every=15, lr=1e-2)
+    s = run(cfg)
+    assert s["status"] == "completed" and s["steps"] == 30
+    losses = s["train_losses"]
+    assert losses[30] < losses[1] - 1.0  # it learns the counting sequences
+    assert set(s["eval_losses"]) == {15, 30} and s["final_eval"]["val"] < losses[1]
+    assert s["tokens_per_s"] > 0
+    records = [json.loads(ln) for ln in Path(s["metrics_path"]).read_text().splitlines()]
+    train_recs = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train_recs] == list(range(1, 31))
+    assert all(r["tokens_per_s"] > 0 for r in train_recs)
+    assert train_recs[-1]["tokens"] == 30 * 4 * 2 * 32
+    assert Path(s["plot_path"]).read_text().startswith("<svg")
+    ckpt = Path(s["checkpoint_dir"]) / "step_00000030" / "state.pt"
+    assert ckpt.exists()
+    assert (Path(s["checkpoint_dir"]) / "latest").read_text() == "step_00000030"
+
+
+@pytest.mark.parametrize("variant", ["dense", "moe_bias_docmask"])
+def test_resume_reproduces_uninterrupted_loss_curve_exactly(tmp_path, variant):
+    extra_model, extra_data = {}, {}
+    if variant != "dense":
+        extra_model = {"n_experts": 4, "experts_per_token": 2, "router_balance": "bias",
+                       "bias_update_rate": 0.01}
+        extra_data = {"doc_masking": True}
+    full = tiny_config(tmp_path / "a", schedule="wsd", decay_frac=0.5)
+    full["model"].update(extra_model)
+    full["data"].update(extra_data)
+    ref = run(full)
+
+    part = tiny_config(tmp_path / "b", schedule="wsd", decay_frac=0.5, halt_at_step=5)
+    part["model"].update(extra_model)
+    part["data"].update(extra_data)
+    first = run(part)
+    assert first["status"] == "halted" and first["steps"] == 5
+    part["train"]["halt_at_step"] = None
+    second = run(part)  # resumes from out_dir/checkpoints/latest
+    assert second["status"] == "completed" and min(second["train_losses"]) == 6
+
+    resumed = {**first["train_losses"], **second["train_losses"]}
+    assert resumed == ref["train_losses"]  # bit-for-bit equal floats
+    assert {**first["eval_losses"], **second["eval_losses"]} == ref["eval_losses"]
+    # The metrics file after resuming holds each step once, same values as the reference.
+    def train_log(s):
+        return [(r["step"], r["loss"]) for r in map(json.loads, Path(s["metrics_path"]).read_text().splitlines())
+                if r["kind"] == "train"]
+    assert train_log(second) == train_log(ref)
+
+
+def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=2, eval_every=100)
+    run(cfg)
+    # Poison the weights in the latest checkpoint, then continue training from it.
+    ckpt = tmp_path / "run" / "checkpoints" / "step_00000002" / "state.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state["model"]["norm.weight"].fill_(float("nan"))
+    torch.save(state, ckpt)
+    cfg["train"]["max_steps"] = 5
+    with pytest.raises(TrainingDiverged) as err:
+        run(cfg)
+    assert err.value.step == 3 and math.isnan(err.value.loss)
+    assert err.value.checkpoint is not None and err.value.checkpoint.exists()
+    records = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["kind"] == "diverged" and records[-1]["step"] == 3
+
+
+def test_lr_schedules():
+    c = TrainConfig(lr=1.0, min_lr_ratio=0.1, warmup_steps=10, max_steps=110, schedule="cosine")
+    assert lr_at(0, c) == pytest.approx(0.1) and lr_at(9, c) == pytest.approx(1.0)
+    assert lr_at(10, c) == pytest.approx(1.0)
+    assert lr_at(60, c) == pytest.approx(0.55)  # halfway down the cosine
+    assert lr_at(110, c) == pytest.approx(0.1)
+    w = TrainConfig(lr=1.0, min_lr_ratio=0.0, warmup_steps=10, max_steps=100, schedule="wsd",
+                    decay_frac=0.2)
+    assert lr_at(50, w) == 1.0 and lr_at(79, w) == 1.0
+    assert lr_at(89, w) == pytest.approx(0.5) and lr_at(99, w) == pytest.approx(0.0)
+
+
+def test_weight_decay_only_on_matrices():
+    from model import Transformer
+    from model.model import config_from_preset
+
+    m = Transformer(config_from_preset("tiny", n_experts=2, experts_per_token=1))
+    opt = build_optimizer(m, TrainConfig(weight_decay=0.1), torch.device("cpu"))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    n = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n == m.num_params()
+
+
+def test_job_file_and_cli(tmp_path, capsys):
+    cfg = load_config(ROOT / "jobs" / "train.yaml")
+    assert cfg["job"] == "train" and cfg["data"]["train"] == "out/tokens/webmix"
+    assert isinstance(cfg["train"]["lr"], float)
+    TrainConfig(**cfg["train"])  # every key in the job file is a real option
+
+    job = tiny_config(tmp_path, max_steps=3, eval_every=3)
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job))
+    summary = run_from_file(path, {"train.max_steps": 2})
+    assert summary["steps"] == 2
+    rc = main([str(path), "--set", "train.max_steps=4", "--set", "train.log_every=2"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "tok/s" in out and '"steps": 4' in out
+    with pytest.raises(ValueError, match="unknown keys"):
+        run_from_file(path, {"train.learning_rate": 1.0})
+    with pytest.raises(ValueError, match="top-level"):
+        run_from_file(path, {"trian": {"max_steps": 1}})
+    # `pipeline run --output DIR` passes a top-level out_dir.
+    elsewhere = run_from_file(path, {"out_dir": str(tmp_path / "elsewhere"), "train.max_steps": 1})
+    assert Path(elsewhere["metrics_path"]).parent == tmp_path / "elsewhere"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_compiled_bf16_moe_with_flex_document_masking_trains_and_resumes(tmp_path):
+    """CUDA path end to end: torch.compile, bf16 autocast, fused AdamW, FlexAttention document
+    masking, grouped-GEMM experts, checkpoint and resume."""
+    cfg = tiny_config(tmp_path, device="cuda", compile=True, max_steps=12, eval_every=6,
+                      lr=1e-2, halt_at_step=8)
+    cfg["model"].update(n_experts=4, experts_per_token=2, d_model=64, n_heads=4, d_ff=128,
+                        moe_d_ff=64)
+    cfg["data"]["doc_masking"] = True
+    first = run(cfg)
+    assert first["status"] == "halted"
+    losses = first["train_losses"]
+    assert all(math.isfinite(v) for v in losses.values()) and losses[8] < losses[1]
+    assert first["mfu"] is not None and first["tokens_per_s"] > 0
+    cfg["train"]["halt_at_step"] = None
+    second = run(cfg)
+    assert second["status"] == "completed" and sorted(second["train_losses"]) == [9, 10, 11, 12]
