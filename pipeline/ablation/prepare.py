@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from pipeline.ablation.config import AblationConfig
 from pipeline.ablation.pool import TokenPool, stream_documents, write_selection
 from pipeline.core.config import JobConfigError, expand_inputs
-from pipeline.io.writer import atomic_write_json
+from pipeline.io.atomic import atomic_write_json
 
 EVAL_MAX_TOKENS = 2_000_000
 

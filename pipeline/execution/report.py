@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.step import Step, StepStats
-from pipeline.io.writer import atomic_write_json
+from pipeline.io.atomic import atomic_write_json
 
 
 def aggregate(

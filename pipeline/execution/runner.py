@@ -36,7 +36,8 @@ from pipeline.core.document import Document
 from pipeline.io.readers import ReadOptions, detect_format, plan_splits, read_shard
 from pipeline.execution.executor import Executor, make_executor
 from pipeline.core.step import GlobalStep, StageShard, Step, StepContext, StepStats
-from pipeline.io.writer import atomic_write_json, write_documents_parquet, write_removed_parquet
+from pipeline.io.atomic import atomic_write_json
+from pipeline.io.writer import write_documents_parquet, write_removed_parquet
 
 log = logging.getLogger("pipeline.execution.runner")
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.document import Document
+from pipeline.io.atomic import atomic_path
 
 BASE_FIELDS: dict[str, pa.DataType] = {
     "id": pa.string(),
@@ -39,24 +40,9 @@ def documents_schema(metadata_fields: Mapping[str, pa.DataType]) -> pa.Schema:
 
 
 def atomic_write_table(table: pa.Table, path: str | os.PathLike, compression: str = "zstd") -> None:
-    """Write ``table`` to ``path`` through a temporary name and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression=compression)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(obj: object, path: str | os.PathLike) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary name and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``table`` to ``path`` as Parquet through a temporary name and a rename."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression=compression)
 
 
 def documents_to_table(docs: Iterable[Document], schema: pa.Schema) -> pa.Table:

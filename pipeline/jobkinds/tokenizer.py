@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError
 
 from pipeline.core.config import JobConfigError, _format_validation_error, expand_inputs
 from pipeline.core.step import StepOptions, StepStats
-from pipeline.io.writer import atomic_write_json
+from pipeline.io.atomic import atomic_write_json
 
 
 class TokenizerJob(StepOptions):
