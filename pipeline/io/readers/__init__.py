@@ -9,56 +9,66 @@ The runner calls three functions per input file::
 Reading is deterministic (same file, same documents, same order) and damaged input never
 raises: it is counted in ``stats.counters`` as ``error:<kind>`` with one warning line from
 the ``pipeline.io.readers`` logger, and every record that can still be read is yielded.
-Records that are fine but not kept are counted as ``skipped:<kind>``. Submodules:
-:mod:`.warc` (WARC, WET, ARC), :mod:`.jsonl`, :mod:`.parquet`, :mod:`.charset`, :mod:`.http`.
+Records that are fine but not kept are counted as ``skipped:<kind>``. Formats are registered
+by their modules (each lists ``READERS``): :mod:`.warc` (WARC, WET, ARC), :mod:`.jsonl`,
+:mod:`.parquet`; helpers: :mod:`.common`, :mod:`.charset`, :mod:`.http`.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 from collections.abc import Iterator
+from functools import cache
 
 import pyarrow as pa
 
 from pipeline.core.document import Document
-from pipeline.io.readers.common import Format, ReadOptions, report_error
-from pipeline.io.readers.jsonl import plan_jsonl, read_jsonl
-from pipeline.io.readers.parquet import plan_parquet, read_parquet
-from pipeline.io.readers.warc import read_archive
 from pipeline.core.step import StepStats
+from pipeline.io.readers.common import Format, Reader, ReadOptions, report_error
 
 __all__ = [
-    "FORMATS",
     "Format",
+    "Reader",
     "ReadOptions",
-    "SUPPORTED_EXTENSIONS",
     "detect_format",
+    "formats",
     "plan_splits",
     "read_shard",
     "resolve_format",
+    "supported_extensions",
 ]
 
-FORMATS = ("warc", "arc", "wet", "jsonl", "parquet")
 
-# Longest suffixes first: ".warc.wet.gz" is WET, ".warc.wat.gz" is a (metadata-only) WARC.
-_SUFFIXES: tuple[tuple[str, str], ...] = (
-    (".warc.wet.gz", "wet"),
-    (".wet.gz", "wet"),
-    (".wet", "wet"),
-    (".warc.wat.gz", "warc"),
-    (".wat.gz", "warc"),
-    (".wat", "warc"),
-    (".warc.gz", "warc"),
-    (".warc", "warc"),
-    (".arc.gz", "arc"),
-    (".arc", "arc"),
-    (".jsonl.gz", "jsonl"),
-    (".jsonl.zst", "jsonl"),
-    (".jsonl", "jsonl"),
-    (".json.gz", "jsonl"),
-    (".parquet", "parquet"),
-)
-SUPPORTED_EXTENSIONS = tuple(suffix for suffix, _ in _SUFFIXES)
+@cache
+def _registry() -> dict[str, Reader]:
+    """Every reader that a module of this package lists in its ``READERS`` tuple, by name."""
+    found: dict[str, Reader] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for reader in getattr(module, "READERS", ()):
+            if reader.name in found:
+                raise RuntimeError(f"input format {reader.name!r} is registered twice")
+            found[reader.name] = reader
+    return found
+
+
+def formats() -> tuple[str, ...]:
+    """Return the names of every registered input format."""
+    return tuple(_registry())
+
+
+@cache
+def _suffixes() -> tuple[tuple[str, str], ...]:
+    # Longest suffixes first: ".warc.wet.gz" is WET although it also ends in ".wet.gz".
+    pairs = [(s, r.name) for r in _registry().values() for s in r.suffixes]
+    return tuple(sorted(pairs, key=lambda p: -len(p[0])))
+
+
+def supported_extensions() -> tuple[str, ...]:
+    """Return every file-name suffix a registered reader claims."""
+    return tuple(s for s, _ in _suffixes())
 
 
 def detect_format(path: str) -> str:
@@ -67,12 +77,12 @@ def detect_format(path: str) -> str:
     Raises ValueError naming the path and the supported extensions when none matches.
     """
     name = os.path.basename(path).lower()
-    for suffix, fmt in _SUFFIXES:
+    for suffix, fmt in _suffixes():
         if name.endswith(suffix):
             return fmt
     raise ValueError(
         f"cannot tell the input format of {path!r} from its extension; supported: "
-        f"{', '.join(SUPPORTED_EXTENSIONS)} (or set 'format' in the read options)"
+        f"{', '.join(supported_extensions())} (or set 'format' in the read options)"
     )
 
 
@@ -81,9 +91,11 @@ def resolve_format(path: str, options: ReadOptions) -> str:
     return options.format or detect_format(path)
 
 
-def _check_format(fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown input format {fmt!r}; known: {', '.join(FORMATS)}")
+def _reader(fmt: str) -> Reader:
+    registry = _registry()
+    if fmt not in registry:
+        raise ValueError(f"unknown input format {fmt!r}; known: {', '.join(registry)}")
+    return registry[fmt]
 
 
 def plan_splits(path: str, fmt: str, options: ReadOptions) -> int:
@@ -92,15 +104,13 @@ def plan_splits(path: str, fmt: str, options: ReadOptions) -> int:
     Never raises on bad input: a missing or unreadable file plans as 1 task, whose
     :func:`read_shard` then counts the error.
     """
-    _check_format(fmt)
+    reader = _reader(fmt)
+    if reader.plan is None:
+        return 1
     try:
-        if fmt == "jsonl":
-            return plan_jsonl(path, options)
-        if fmt == "parquet":
-            return plan_parquet(path, options)
+        return reader.plan(path, options)
     except (OSError, pa.ArrowException, ValueError):
         return 1
-    return 1
 
 
 def read_shard(
@@ -113,21 +123,22 @@ def read_shard(
 ) -> Iterator[Document]:
     """Yield the documents of split ``split`` (of ``n_splits``) of the file at ``path``.
 
-    Takes the format (see :data:`FORMATS`), the split from :func:`plan_splits`, the Read
+    Takes the format (see :func:`formats`), the split from :func:`plan_splits`, the Read
     options and the stats to count into (``docs_in``: records/lines/rows that could hold a
     document; ``docs_out``, ``chars_out``; ``skipped:*``, ``error:*``, ``http_status:*``).
     Raises ValueError at once for an unknown format or an impossible split; bad input is
     counted, never raised.
     """
-    _check_format(fmt)
+    reader = _reader(fmt)
     if not 0 <= split < n_splits:
         raise ValueError(f"split {split} is not in range(0, {n_splits})")
-    if n_splits != 1 and fmt not in ("jsonl", "parquet"):
+    if n_splits != 1 and reader.plan is None:
         raise ValueError(f"{fmt} files are read whole; got n_splits={n_splits} for {path}")
-    return _guarded(path, fmt, split, n_splits, options, stats)
+    return _guarded(reader, path, fmt, split, n_splits, options, stats)
 
 
 def _guarded(
+    reader: Reader,
     path: str,
     fmt: str,
     split: int,
@@ -137,12 +148,7 @@ def _guarded(
 ) -> Iterator[Document]:
     """Run the format's reader; turn whole-file failures into counted errors."""
     try:
-        if fmt == "jsonl":
-            yield from read_jsonl(path, split, n_splits, options, stats)
-        elif fmt == "parquet":
-            yield from read_parquet(path, split, n_splits, options, stats)
-        else:
-            yield from read_archive(path, fmt, options, stats)
+        yield from reader.read(path, fmt, split, n_splits, options, stats)
     except FileNotFoundError as exc:
         report_error(stats, path, "missing_file", None, str(exc))
     except OSError as exc:

@@ -9,16 +9,17 @@ the byte offset), ``skipped:<kind>`` for records that are fine but not documents
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipeline.core.document import Document
 from pipeline.core.step import StepOptions, StepStats
 
 log = logging.getLogger("pipeline.io.readers")
 
-Format = Literal["warc", "arc", "wet", "jsonl", "parquet"]
+Format = str  # a registered reader's name (see :func:`pipeline.io.readers.formats`)
 
 
 class ReadOptions(StepOptions):
@@ -43,6 +44,35 @@ class ReadOptions(StepOptions):
     url_field: str = Field(default="url", min_length=1)
     html_only: bool = True
     keep_columns: bool = False
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        from pipeline.io.readers import formats
+
+        if value is not None and value not in formats():
+            raise ValueError(f"unknown input format {value!r}; known: {', '.join(formats())}")
+        return value
+
+
+ReadFn = Callable[[str, str, int, int, "ReadOptions", StepStats], Iterator[Document]]
+PlanFn = Callable[[str, "ReadOptions"], int]
+
+
+@dataclass(frozen=True)
+class Reader:
+    """One input format: its name, file-name suffixes and functions.
+
+    ``read(path, fmt, split, n_splits, options, stats)`` yields the documents of one split;
+    ``plan(path, options)`` says how many splits a file becomes (``None``: always read
+    whole). A reader module lists its formats in a module-level ``READERS`` tuple; adding a
+    format means adding one module to :mod:`pipeline.io.readers`.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    read: ReadFn
+    plan: PlanFn | None = None
 
 
 def report_error(

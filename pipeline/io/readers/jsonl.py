@@ -25,8 +25,15 @@ from typing import Any, BinaryIO
 import zstandard
 
 from pipeline.core.document import Document
-from pipeline.io.readers.common import ReadOptions, clean_str, count_skip, emit, report_error
 from pipeline.core.step import StepStats
+from pipeline.io.readers.common import (
+    Reader,
+    ReadOptions,
+    clean_str,
+    count_skip,
+    emit,
+    report_error,
+)
 
 _GZIP = b"\x1f\x8b"
 _ZSTD = b"\x28\xb5\x2f\xfd"
@@ -186,3 +193,11 @@ def _line_document(
     if repaired:
         stats.counters["repaired:lone_surrogates"] += 1
     return Document(doc_id, text, url, "text/plain", source)
+
+
+READERS = (
+    Reader("jsonl", (".jsonl.gz", ".jsonl.zst", ".jsonl", ".json.gz"),
+           lambda path, fmt, split, n, options, stats: read_jsonl(path, split, n, options, stats),
+           plan_jsonl),
+)
+

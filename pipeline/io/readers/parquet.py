@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core.document import Document
-from pipeline.io.readers.common import ReadOptions, count_skip, emit, log, report_error
 from pipeline.core.step import StepStats
+from pipeline.io.readers.common import Reader, ReadOptions, count_skip, emit, log, report_error
 
 BATCH_ROWS = 1024
 
@@ -195,3 +195,11 @@ def _batch_documents(
             if values[i] is not None:
                 doc.metadata[name] = values[i]
         yield emit(stats, doc)
+
+
+READERS = (
+    Reader("parquet", (".parquet",),
+           lambda path, fmt, split, n, options, stats: read_parquet(path, split, n, options, stats),
+           plan_parquet),
+)
+

@@ -30,8 +30,9 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from warcio.archiveiterator import ArchiveIterator as WarcioIterator
 
 from pipeline.core.document import Document
+from pipeline.core.step import StepStats
 from pipeline.io.readers.charset import decode_html
-from pipeline.io.readers.common import ReadOptions, count_skip, emit, report_error
+from pipeline.io.readers.common import Reader, ReadOptions, count_skip, emit, report_error
 from pipeline.io.readers.http import (
     HTML_TYPES,
     dechunk,
@@ -39,7 +40,6 @@ from pipeline.io.readers.http import (
     parse_content_type,
     sniff_html,
 )
-from pipeline.core.step import StepStats
 
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 _RESYNC = re.compile(rb"\x1f\x8b\x08|(?<=\n)WARC/[01]\.\d")
@@ -584,3 +584,17 @@ def read_archive(path: str, fmt: str, options: ReadOptions, stats: StepStats) ->
     ``skipped:<kind>``, ``error:<kind>`` and ``http_status:<code>``.
     """
     yield from _ArchiveReader(path, fmt, options, stats).documents()
+
+
+def _read(path: str, fmt: str, split: int, n_splits: int, options: ReadOptions,
+          stats: StepStats) -> Iterator[Document]:
+    return read_archive(path, fmt, options, stats)
+
+
+# ".warc.wat.gz" is WAT metadata in a WARC container, read as WARC (it yields no documents).
+READERS = (
+    Reader("warc", (".warc.gz", ".warc", ".warc.wat.gz", ".wat.gz", ".wat"), _read),
+    Reader("wet", (".warc.wet.gz", ".wet.gz", ".wet"), _read),
+    Reader("arc", (".arc.gz", ".arc"), _read),
+)
+
