@@ -1,7 +1,8 @@
 """Deduplication: exact documents, CCNet-style lines and MinHash-LSH near duplicates.
 
 The in-memory API works on lists of texts; the ``dedup_*_v1`` steps run the same
-algorithms across every shard of a job on Ray (see :mod:`pipeline.dedup.jobs`).
+algorithms across every shard of a job as resumable phases fanned out through the job's
+executor (see :mod:`pipeline.dedup.phases`).
 """
 
 from pipeline.dedup.components import component_roots, components_of_refs, connected_components

@@ -8,11 +8,15 @@ folding and collapsed whitespace (:func:`pipeline.dedup.text.normalize_document`
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from pipeline.core.document import Document
 from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions
+
+if TYPE_CHECKING:
+    from pipeline.execution.executor import Executor
 
 
 class ExactDedupOptions(StepOptions):
@@ -32,17 +36,18 @@ class ExactDedup(GlobalStep):
         super().__init__(options)
         self._decisions = None
 
-    def prepare(self, shards: list[StageShard], workdir: str) -> None:
-        """Find every exact duplicate across ``shards``; resumable under ``workdir``."""
-        from pipeline.dedup.jobs import ExactConfig, prepare_exact
+    def prepare(self, shards: list[StageShard], workdir: str, executor: Executor) -> None:
+        """Find every exact duplicate across ``shards`` through ``executor``; resumable
+        under ``workdir``."""
+        from pipeline.dedup.phases.exact import ExactConfig, prepare_exact
 
         o = self.options
         prepare_exact(shards, workdir, ExactConfig(partitions=o.partitions,
-                                                   max_map_tasks=o.max_map_tasks))
+                                                   max_map_tasks=o.max_map_tasks), executor)
 
     def load(self, workdir: str, shard_id: str) -> None:
         """Load which documents of ``shard_id`` are duplicates."""
-        from pipeline.dedup.jobs import load_exact
+        from pipeline.dedup.phases.exact import load_exact
 
         self._decisions = load_exact(workdir, shard_id)
 

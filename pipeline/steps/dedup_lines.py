@@ -11,12 +11,16 @@ from both.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from pydantic import Field
 
 from pipeline.core.document import Document
 from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions
+
+if TYPE_CHECKING:
+    from pipeline.execution.executor import Executor
 
 
 class LineDedupOptions(StepOptions):
@@ -43,17 +47,18 @@ class LineDedup(GlobalStep):
         super().__init__(options)
         self._frequent: frozenset[int] | None = None
 
-    def prepare(self, shards: list[StageShard], workdir: str) -> None:
-        """Count every normalised line across ``shards``; resumable under ``workdir``."""
-        from pipeline.dedup.jobs import LinesConfig, prepare_lines
+    def prepare(self, shards: list[StageShard], workdir: str, executor: Executor) -> None:
+        """Count every normalised line across ``shards`` through ``executor``; resumable
+        under ``workdir``."""
+        from pipeline.dedup.phases.lines import LinesConfig, prepare_lines
 
         o = self.options
         prepare_lines(shards, workdir, LinesConfig(min_count=o.min_count, partitions=o.partitions,
-                                                   max_map_tasks=o.max_map_tasks))
+                                                   max_map_tasks=o.max_map_tasks), executor)
 
     def load(self, workdir: str, shard_id: str) -> None:
         """Load the frequent line hashes that occur in ``shard_id``."""
-        from pipeline.dedup.jobs import load_lines
+        from pipeline.dedup.phases.lines import load_lines
 
         self._frequent = load_lines(workdir, shard_id)
 

@@ -16,13 +16,17 @@ Jaccard 0.8 becomes a candidate with probability 0.998, 0.7 with 0.918, 0.5 with
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 from pydantic import Field, model_validator
 
 from pipeline.core.document import Document
 from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions
+
+if TYPE_CHECKING:
+    from pipeline.dedup.phases.minhash import MinHashConfig
+    from pipeline.execution.executor import Executor
 
 
 class MinHashDedupOptions(StepOptions):
@@ -67,35 +71,37 @@ class MinHashDedup(GlobalStep):
         super().__init__(options)
         self._decisions = None
 
-    def _config(self):
-        from pipeline.dedup.jobs import MinHashConfig
+    def _config(self) -> MinHashConfig:
+        from pipeline.dedup.phases.minhash import MinHashConfig
 
         o = self.options
         return MinHashConfig(num_perm=o.num_perm, bands=o.bands, rows=o.rows, ngram=o.ngram,
                              threshold=o.threshold, verify=o.verify, seed=o.seed,
                              partitions=o.partitions, max_map_tasks=o.max_map_tasks)
 
-    def prepare(self, shards: list[StageShard], workdir: str) -> None:
-        """Cluster near-duplicates across ``shards``; resumable under ``workdir``.
+    def prepare(self, shards: list[StageShard], workdir: str, executor: Executor) -> None:
+        """Cluster near-duplicates across ``shards`` through ``executor``; resumable under
+        ``workdir``.
 
         Also writes ``lsh.json``: the bands and rows used and the S-curve they give.
         """
         import json
         from pathlib import Path
 
-        from pipeline.dedup.jobs import prepare_minhash
         from pipeline.dedup.minhash import s_curve
+        from pipeline.dedup.phases.minhash import prepare_minhash
+        from pipeline.io.atomic import atomic_write_text
 
         o = self.options
         curve = {f"{j:.1f}": round(s_curve(j, o.bands, o.rows), 4) for j in (0.3, 0.5, 0.7, 0.8, 0.9)}
-        (Path(workdir) / "lsh.json").write_text(json.dumps(
+        atomic_write_text(json.dumps(
             {"num_perm": o.num_perm, "bands": o.bands, "rows": o.rows, "threshold": o.threshold,
-             "p_candidate_at_jaccard": curve}, indent=1))
-        prepare_minhash(shards, workdir, self._config())
+             "p_candidate_at_jaccard": curve}, indent=1), Path(workdir) / "lsh.json")
+        prepare_minhash(shards, workdir, self._config(), executor)
 
     def load(self, workdir: str, shard_id: str) -> None:
         """Load the cluster of every document of ``shard_id``."""
-        from pipeline.dedup.jobs import load_minhash
+        from pipeline.dedup.phases.minhash import load_minhash
 
         self._decisions = load_minhash(workdir, shard_id)
 

@@ -1,21 +1,21 @@
-"""Resumable on-disk phases for the cross-shard deduplication jobs.
+"""Resumable on-disk units: the files, markers and configuration record of a dedup job.
 
 Every phase of a job is a set of units (a shard, a partition, a group of shards). A
-unit's task writes its output files atomically (temporary name, then ``os.replace``) and
-then a marker ``<phase>/_done/<unit>.json`` that lists each output file with its size. A
-rerun skips a unit only when its marker exists and every listed file is still there with
-that size, so a crash between outputs and marker, a deleted output or a truncated one all
-make the unit run again. Units are deterministic, so redoing one reproduces the same bytes
-and later phases stay valid.
+unit's task writes its output files atomically (:mod:`pipeline.io.atomic`) and then a
+marker ``<phase>/_done/<unit>.json`` that lists each output file with its size. A rerun
+skips a unit only when its marker exists and every listed file is still there with that
+size, so a crash between outputs and marker, a deleted output or a truncated one all make
+the unit run again. Units are deterministic, so redoing one reproduces the same bytes and
+later phases stay valid.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import os
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,26 +24,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.execution.executor import Executor, Resources
+from pipeline.io.atomic import atomic_path, atomic_write_json
+
 log = logging.getLogger("pipeline.dedup")
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by a task when a test asks a phase to fail at a given unit."""
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 def write_table(path: str | os.PathLike, columns: dict[str, np.ndarray | list]) -> int:
     """Write ``columns`` as a zstd Parquet file atomically; return its size in bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    table = pa.table({k: pa.array(v) for k, v in columns.items()})
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
-    return path.stat().st_size
+    write_arrow(path, pa.table({k: pa.array(v) for k, v in columns.items()}))
+    return Path(path).stat().st_size
+
+
+def write_arrow(path: str | os.PathLike, table: pa.Table) -> None:
+    """Write an Arrow table as a zstd Parquet file atomically."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 def read_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -62,15 +58,8 @@ def read_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``obj`` as JSON (indent 1, sorted keys) atomically and durably."""
+    atomic_write_json(obj, path, indent=1, sort_keys=True)
 
 
 def marker_path(workdir: str | os.PathLike, phase: str, unit: str) -> Path:
@@ -111,60 +100,31 @@ def done_info(workdir: str | os.PathLike, phase: str, unit: str) -> dict[str, An
         return json.load(f).get("info", {})
 
 
-def maybe_fail(fail_at: tuple[str, int] | None, phase: str, index: int) -> None:
-    """Raise :class:`InjectedFailure` when a test asked ``phase`` to fail at unit ``index``."""
-    if fail_at is not None and fail_at[0] == phase and fail_at[1] == index:
-        raise InjectedFailure(f"injected failure in {phase} unit {index}")
-
-
 def run_phase(
     workdir: str | os.PathLike,
     phase: str,
     units: Sequence[str],
     fn: Callable[..., Any],
     args: Sequence[tuple],
-    num_cpus: float = 1,
-    memory: int | None = None,
+    executor: Executor,
+    resources: Resources | None = None,
 ) -> int:
-    """Run ``fn(*args[i])`` as a Ray task for every unit not yet done; return how many ran.
+    """Run ``fn(*args[i])`` through ``executor`` for every unit not yet done; return how many ran.
 
-    Waits for every task it started before raising the first error, so a failed phase
-    leaves no task still writing when the caller reruns it.
+    The executor waits for every unit before it raises
+    (:class:`~pipeline.execution.executor.TaskFailures`, the first task's own exception as
+    its ``__cause__``), so a failed phase leaves no task still writing when it is rerun.
+    ``resources`` is what one unit needs (default: one CPU).
     """
-    import ray
-
     todo = [i for i, u in enumerate(units) if not is_done(workdir, phase, u)]
     if not todo:
         return 0
-    opts: dict[str, Any] = {"num_cpus": num_cpus, "max_retries": 2, "retry_exceptions": False}
-    if memory:
-        opts["memory"] = memory
-    remote = _remote(fn).options(**opts)
-    refs = [remote.remote(*args[i]) for i in todo]
-    first_error: BaseException | None = None
-    for ref in refs:
-        try:
-            ray.get(ref)
-        except BaseException as e:  # noqa: BLE001 - re-raised after the others finish
-            if first_error is None:
-                first_error = e
-    if first_error is not None:
-        raise first_error
+    executor.run(fn, [args[i] for i in todo], names=[f"{phase}/{units[i]}" for i in todo],
+                 desc=f"dedup {phase}", unit="unit", resources=resources or Resources())
     for i in todo:
         if not is_done(workdir, phase, units[i]):
             raise RuntimeError(f"{phase}/{units[i]}: task returned without marking its unit done")
     return len(todo)
-
-
-_REMOTES: dict[Callable[..., Any], Any] = {}
-
-
-def _remote(fn: Callable[..., Any]) -> Any:
-    import ray
-
-    if fn not in _REMOTES:
-        _REMOTES[fn] = ray.remote(fn)
-    return _REMOTES[fn]
 
 
 def check_config(workdir: str | os.PathLike, config: dict[str, Any]) -> None:
@@ -187,3 +147,8 @@ def load_config(workdir: str | os.PathLike) -> dict[str, Any]:
     """Return the configuration :func:`check_config` recorded."""
     with open(Path(workdir) / "_config.json", encoding="utf-8") as f:
         return json.load(f)["config"]
+
+
+def list_phase_files(workdir: str, phase: str) -> list[str]:
+    """Return the data files a phase wrote, sorted (for tests and inspection)."""
+    return sorted(glob.glob(os.path.join(workdir, phase, "**", "*.parquet"), recursive=True))

@@ -1,0 +1,127 @@
+"""Exact-duplicate job: ``map`` -> ``reduce`` -> ``final``.
+
+``map``: 128-bit key per document, rows ``(key, ref)`` split into P partition files by
+key. ``reduce`` (task per partition): sort, keep the smallest ref of each key, emit the
+others with their keeper, routed to shard groups. ``final`` (task per group): one
+decision file per shard.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.step import StageShard
+from pipeline.dedup.phases.shuffle import (
+    POS_MASK,
+    SHIFT,
+    Columns,
+    ShardDecisions,
+    concat,
+    map_info,
+    n_groups,
+    part_path,
+    read_decisions,
+    read_ids,
+    route,
+    run_final,
+    run_map,
+    shard_index,
+    sorted_shards,
+)
+from pipeline.dedup.phases.store import (
+    check_config,
+    done_info,
+    mark_done,
+    read_table,
+    run_phase,
+    write_json,
+)
+from pipeline.dedup.text import U64, document_key
+from pipeline.execution import faults
+from pipeline.execution.executor import Executor
+
+
+@dataclass
+class ExactConfig:
+    """Options of the exact-duplicate job."""
+
+    partitions: int = 16
+    max_map_tasks: int = 4096
+
+
+def _rows(shard: StageShard, s: int, config: ExactConfig) -> tuple[Columns, list[str], dict]:
+    """One shard's exact-dedup rows: 128-bit key and ref of every document."""
+    ids: list[str] = []
+    hi: list[int] = []
+    lo: list[int] = []
+    for doc in shard.documents():
+        h, lo_ = document_key(doc.text)
+        ids.append(doc.id)
+        hi.append(h)
+        lo.append(lo_)
+    n = len(ids)
+    cols = {"hi": np.array(hi, dtype=U64), "lo": np.array(lo, dtype=U64),
+            "ref": (np.int64(s) << SHIFT) | np.arange(n, dtype=np.int64)}
+    return cols, ids, {"docs": n}
+
+
+def _partition(cols: Columns, partitions: int) -> np.ndarray:
+    return (cols["hi"] % U64(partitions)).astype(np.int64)
+
+
+def _reduce(workdir: str, p: int, n_shards: int, n_units: int, partitions: int) -> None:
+    """Keep the smallest ref of each key in partition ``p``; route the other copies."""
+    tables = [read_table(part_path(workdir, "map", p, u)) for u in range(n_units)]
+    hi = concat(tables, "hi", U64)
+    lo = concat(tables, "lo", U64)
+    ref = concat(tables, "ref", np.int64)
+    order = np.lexsort((ref, lo, hi))
+    hi, lo, ref = hi[order], lo[order], ref[order]
+    first = np.ones(len(ref), dtype=bool)
+    first[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+    keeper = ref[np.flatnonzero(first)[np.cumsum(first) - 1]] if len(ref) else ref
+    dup = ~first
+    groups = n_groups(n_shards, partitions)
+    outputs = route(workdir, "reduce", p, {"ref": ref[dup], "keeper": keeper[dup]}, n_shards, groups)
+    faults.checkpoint("reduce", p)
+    mark_done(workdir, "reduce", f"p{p:05d}", outputs, {"duplicates": int(dup.sum())})
+
+
+def prepare_exact(
+    shards: Sequence[StageShard], workdir: str, config: ExactConfig, executor: Executor
+) -> dict[str, Any]:
+    """Run the exact-duplicate job over ``shards`` under ``workdir``; return a summary.
+
+    Every phase fans out through ``executor``; finished units of an earlier run are reused.
+    """
+    ordered = sorted_shards(shards)
+    S, P = len(ordered), config.partitions
+    os.makedirs(workdir, exist_ok=True)
+    check_config(workdir, {"job": "exact", "partitions": P, "max_map_tasks": config.max_map_tasks,
+                           "shards": [s.shard_id for s in ordered],
+                           "files": [list(s.files) for s in ordered]})
+    M = run_map(workdir, ordered, P, config, config.max_map_tasks, _rows, _partition,
+                True, executor)
+    run_phase(workdir, "reduce", [f"p{p:05d}" for p in range(P)], _reduce,
+              [(workdir, p, S, M, P) for p in range(P)], executor)
+    run_final(workdir, "reduce", P, S, n_groups(S, P), executor)
+    summary = {
+        "documents": map_info(workdir, M, "docs"),
+        "duplicates": sum(done_info(workdir, "reduce", f"p{p:05d}")["duplicates"] for p in range(P)),
+    }
+    write_json(Path(workdir) / "summary.json", summary)
+    return summary
+
+
+def load_exact(workdir: str, shard_id: str) -> ShardDecisions:
+    """Return, per document id of the shard, the ref of the copy it duplicates (or None)."""
+    s = shard_index(workdir, shard_id)
+    dec = read_decisions(workdir, s)
+    values = {int(r) & POS_MASK: int(k) for r, k in zip(dec["ref"], dec["keeper"], strict=True)}
+    return ShardDecisions(read_ids(workdir, s), values, None)

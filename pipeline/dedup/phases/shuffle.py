@@ -1,0 +1,277 @@
+"""The shuffle every dedup job shares: map units, partitions, shard groups, decision files.
+
+Documents are addressed by ``ref = shard_index << 32 | position``: ``shard_index`` is
+the shard's rank among the job's shards sorted by id, ``position`` its place in the
+shard's stage order. Smaller ref = earlier in the deterministic (shard, position) order,
+which decides which copy of a duplicate survives.
+
+A ``map`` unit reads a contiguous run of shards (at most ``max_map_tasks`` units, so the
+shuffle has ``units x P`` files however many shards there are), turns each shard into
+rows with a job's row function and splits the rows into P partition files. Reducers
+route their per-document results to shard groups (contiguous ranges of shard indexes, at
+most :data:`MAX_GROUPS`); the ``final`` phase gathers each group's rows into one
+decision file per shard, which :class:`ShardDecisions` serves to the shard's task.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.step import StageShard
+from pipeline.dedup.phases.store import (
+    done_info,
+    is_done,
+    load_config,
+    mark_done,
+    read_table,
+    run_phase,
+    write_table,
+)
+from pipeline.execution import faults
+from pipeline.execution.executor import Executor
+
+SHIFT = 32
+POS_MASK = (1 << SHIFT) - 1
+MAX_GROUPS = 256
+
+Columns = dict[str, np.ndarray]
+#: ``rows(shard, shard_index, config) -> (columns, document ids, counters)``
+RowsFn = Callable[[StageShard, int, Any], tuple[Columns, list[str], dict[str, int]]]
+#: ``partition(columns, partitions) -> partition of each row``
+PartitionFn = Callable[[Columns, int], np.ndarray]
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def sorted_shards(shards: Sequence[StageShard]) -> list[StageShard]:
+    """Return the shards in the job's deterministic order (by id); ids must be unique."""
+    ordered = sorted(shards, key=lambda s: s.shard_id)
+    ids = [s.shard_id for s in ordered]
+    if len(set(ids)) != len(ids):
+        raise ValueError("shard ids are not unique")
+    if len(ordered) >= 1 << 31:
+        raise ValueError("too many shards for 32-bit shard indexes")
+    return ordered
+
+
+def n_groups(n_shards: int, partitions: int) -> int:
+    """Number of shard groups the reducers route decisions into (at most 256)."""
+    return max(1, min(n_shards, partitions, MAX_GROUPS))
+
+
+def group_of(shard_index: np.ndarray | int, n_shards: int, groups: int) -> np.ndarray | int:
+    """Return the group of a shard index (contiguous ranges of shards)."""
+    return (np.asarray(shard_index, dtype=np.int64) * groups) // max(n_shards, 1)
+
+
+def shards_in_group(g: int, n_shards: int, groups: int) -> list[int]:
+    """Return the shard indexes of group ``g``."""
+    return [s for s in range(n_shards) if (s * groups) // n_shards == g]
+
+
+def part_path(workdir: str, phase: str, p: int, u: int) -> Path:
+    """Return the file of partition ``p`` that unit ``u`` of ``phase`` wrote."""
+    return Path(workdir) / phase / f"p{p:05d}" / f"m{u:05d}.parquet"
+
+
+def routed_path(workdir: str, phase: str, p: int, g: int) -> Path:
+    """Return the rows of partition ``p`` of ``phase`` routed to shard group ``g``."""
+    return Path(workdir) / phase / f"p{p:05d}" / f"g{g:05d}.parquet"
+
+
+def ids_path(workdir: str, s: int) -> Path:
+    """Return the file holding the document ids of shard index ``s`` in stage order."""
+    return Path(workdir) / "ids" / f"s{s:06d}.parquet"
+
+
+def decision_path(workdir: str, s: int) -> Path:
+    """Return the decision file of shard index ``s``."""
+    return Path(workdir) / "decisions" / f"s{s:06d}.parquet"
+
+
+def concat(tables: list[Columns], name: str, dtype: Any) -> np.ndarray:
+    """Concatenate column ``name`` of ``tables`` as ``dtype`` (empty when all are empty)."""
+    parts = [t[name] for t in tables if len(t[name])]
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
+
+
+def split_write(
+    key: np.ndarray, n: int, path_of: Callable[[int], Path], columns: Columns
+) -> list[Path]:
+    """Write the rows with ``key == i`` to ``path_of(i)`` for every ``i < n`` (row order kept)."""
+    order = np.argsort(key, kind="stable")
+    bounds = np.searchsorted(key[order], np.arange(n + 1))
+    out = []
+    for i in range(n):
+        sel = order[bounds[i] : bounds[i + 1]]
+        path = path_of(i)
+        write_table(path, {k: v[sel] for k, v in columns.items()})
+        out.append(path)
+    return out
+
+
+def route(workdir: str, phase: str, p: int, columns: Columns, n_shards: int,
+          groups: int) -> list[Path]:
+    """Split rows by the group of ``columns['ref']``'s shard; write one file per group."""
+    grp = group_of(columns["ref"] >> SHIFT, n_shards, groups)
+    return split_write(grp, groups, lambda g: routed_path(workdir, phase, p, g), columns)
+
+
+# --------------------------------------------------------------------------- map
+
+
+def map_units(n_shards: int, max_map_tasks: int) -> list[tuple[int, int]]:
+    """Split shard indexes ``0..n_shards-1`` into at most ``max_map_tasks`` contiguous runs.
+
+    A map task reads every shard of its run and writes one file per partition, so the
+    shuffle has ``units x partitions`` files whatever the number of shards.
+    """
+    m = max(1, min(n_shards, max_map_tasks))
+    return [((u * n_shards) // m, ((u + 1) * n_shards) // m) for u in range(m)]
+
+
+def _map_task(
+    rows_fn: RowsFn, part_fn: PartitionFn, with_ids: bool, shards: Sequence[StageShard],
+    lo: int, u: int, workdir: str, partitions: int, config: Any,
+) -> None:
+    """Map one run of shards (indexes ``lo..``): rows of each shard, split into partitions."""
+    tables: list[Columns] = []
+    info: dict[str, int] = defaultdict(int)
+    outputs: list[Path] = []
+    for k, shard in enumerate(shards):
+        cols, ids, shard_info = rows_fn(shard, lo + k, config)
+        tables.append(cols)
+        if with_ids:
+            path = ids_path(workdir, lo + k)
+            write_table(path, {"id": np.array(ids, dtype=object)})
+            outputs.append(path)
+        for key, v in shard_info.items():
+            info[key] += v
+    names = list(tables[0]) if tables else []
+    cols = {n: concat(tables, n, tables[0][n].dtype) for n in names}
+    outputs += split_write(part_fn(cols, partitions), partitions,
+                           lambda p: part_path(workdir, "map", p, u), cols)
+    faults.checkpoint("map", u)
+    mark_done(workdir, "map", f"m{u:05d}", outputs, dict(info))
+
+
+def run_map(
+    workdir: str, ordered: Sequence[StageShard], partitions: int, config: Any,
+    max_map_tasks: int, rows_fn: RowsFn, part_fn: PartitionFn, with_ids: bool,
+    executor: Executor,
+) -> int:
+    """Run the ``map`` phase: ``rows_fn`` on every shard, rows split by ``part_fn``.
+
+    ``with_ids`` also writes each shard's document ids (for :class:`ShardDecisions`).
+    Returns the number of map units.
+    """
+    units = map_units(len(ordered), max_map_tasks)
+    run_phase(workdir, "map", [f"m{u:05d}" for u in range(len(units))], _map_task,
+              [(rows_fn, part_fn, with_ids, list(ordered[lo:hi]), lo, u, workdir, partitions,
+                config) for u, (lo, hi) in enumerate(units)], executor)
+    return len(units)
+
+
+def map_info(workdir: str, n_units: int, key: str) -> int:
+    """Return the sum of counter ``key`` over the map units."""
+    return sum(done_info(workdir, "map", f"m{u:05d}").get(key, 0) for u in range(n_units))
+
+
+# --------------------------------------------------------------------------- final
+
+
+def _finalize_group(
+    workdir: str, phase_in: str, g: int, partitions: int, n_shards: int, groups: int,
+) -> None:
+    """Gather a group's routed rows from every partition into one decision file per shard."""
+    tables = [read_table(routed_path(workdir, phase_in, p, g)) for p in range(partitions)]
+    names = list(tables[0]) if tables else ["ref"]
+    cols = {n: concat(tables, n, tables[0][n].dtype) for n in names}
+    order = np.argsort(cols["ref"], kind="stable")
+    cols = {k: v[order] for k, v in cols.items()}
+    shard = cols["ref"] >> SHIFT
+    outputs = []
+    for s in shards_in_group(g, n_shards, groups):
+        lo, hi = np.searchsorted(shard, [s, s + 1])
+        path = decision_path(workdir, s)
+        write_table(path, {k: v[lo:hi] for k, v in cols.items()})
+        outputs.append(path)
+    faults.checkpoint("final", g)
+    mark_done(workdir, "final", f"g{g:05d}", outputs)
+
+
+def run_final(workdir: str, phase_in: str, partitions: int, n_shards: int, groups: int,
+              executor: Executor) -> None:
+    """Run the ``final`` phase: one decision file per shard from ``phase_in``'s routed rows.
+
+    ``partitions`` is how many partitions of ``phase_in`` routed rows to each of the
+    ``groups`` shard groups.
+    """
+    units = [f"g{g:05d}" for g in range(groups)]
+    args = [(workdir, phase_in, g, partitions, n_shards, groups) for g in range(groups)]
+    run_phase(workdir, "final", units, _finalize_group, args, executor)
+
+
+def is_prepared(workdir: str) -> bool:
+    """True when every final unit of the job in ``workdir`` is done."""
+    cfg = load_config(workdir)
+    groups = n_groups(len(cfg["shards"]), cfg["partitions"])
+    return all(is_done(workdir, "final", f"g{g:05d}") for g in range(groups))
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def shard_index(workdir: str, shard_id: str) -> int:
+    """Return the index of ``shard_id`` in the prepared job (KeyError if it was not part)."""
+    config = load_config(workdir)
+    try:
+        return config["shards"].index(shard_id)
+    except ValueError:
+        raise KeyError(f"shard {shard_id!r} was not part of the prepared job in {workdir}") from None
+
+
+def read_ids(workdir: str, s: int) -> list[str]:
+    """Return the document ids of shard index ``s`` in stage order."""
+    return [str(x) for x in read_table(ids_path(workdir, s))["id"]]
+
+
+def read_decisions(workdir: str, s: int) -> Columns:
+    """Return the columns of shard index ``s``'s decision file."""
+    return read_table(decision_path(workdir, s))
+
+
+class ShardDecisions:
+    """Per-document decisions for one shard, looked up by document id.
+
+    Documents are matched by id; if a shard repeats an id, its occurrences are matched in
+    order (which assumes the shard is read from its start, as the runner does).
+    """
+
+    def __init__(self, ids: Sequence[str], values: dict[int, Any], default: Any = None) -> None:
+        self._by_id: dict[str, Any] = {}
+        self._repeats: dict[str, list[Any]] = {}
+        for pos, doc_id in enumerate(ids):
+            v = values.get(pos, default)
+            if callable(v):
+                v = v(pos)
+            if doc_id in self._by_id:
+                self._repeats.setdefault(doc_id, [self._by_id[doc_id]]).append(v)
+            else:
+                self._by_id[doc_id] = v
+        self._seen: dict[str, int] = defaultdict(int)
+
+    def get(self, doc_id: str) -> Any:
+        """Return the decision for ``doc_id``; KeyError if the shard had no such document."""
+        if doc_id in self._repeats:
+            k = self._seen[doc_id]
+            self._seen[doc_id] = k + 1
+            reps = self._repeats[doc_id]
+            return reps[min(k, len(reps) - 1)]
+        return self._by_id[doc_id]
