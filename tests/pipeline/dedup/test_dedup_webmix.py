@@ -1,34 +1,46 @@
 """Deduplication quality on the shared webmix crawl, and agreement with datasketch.
 
 Figures asserted here are the ones recorded in benchmarks/RESULTS.md (## Deduplication);
-``python -m pipeline.dedup.webmix_eval`` prints them.
+``python benchmarks/dedup_webmix_eval.py`` prints them. The evaluation code lives in that
+benchmark script, which is not a package: the ``webmix_eval`` fixture loads it by path.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from dataclasses import replace
-from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
 from pipeline.dedup.minhash import MinHasher
 from pipeline.dedup.text import ShingleHasher, jaccard
-from pipeline.dedup.webmix_eval import WebmixDoc, evaluate, load_labels, load_webmix
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "webmix"
-
-
-@cache
-def payloads() -> tuple[list[WebmixDoc], dict]:
-    if not (DATA / "labels.jsonl").exists():
-        pytest.skip(f"shared data not found at {DATA}")
-    return load_webmix(DATA, "payload"), load_labels(DATA)
+EVAL_SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "dedup_webmix_eval.py"
 
 
-def _extract(doc: WebmixDoc) -> WebmixDoc:
+@pytest.fixture(scope="module")
+def webmix_eval() -> ModuleType:
+    """``benchmarks/dedup_webmix_eval.py`` imported from its file."""
+    spec = importlib.util.spec_from_file_location("dedup_webmix_eval", EVAL_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def payloads(shared_data, webmix_eval) -> tuple[list, dict]:
+    """The webmix response records (decoded payloads, job order) and their labels."""
+    data = shared_data / "webmix"
+    return webmix_eval.load_webmix(data, "payload"), webmix_eval.load_labels(data)
+
+
+def _extract(doc):
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
 
@@ -37,14 +49,16 @@ def _extract(doc: WebmixDoc) -> WebmixDoc:
     return replace(doc, text=extract_plain_text(HTMLTree.parse(doc.text), main_content=True))
 
 
-@cache
-def extracted() -> list[WebmixDoc]:
-    return [_extract(d) for d in payloads()[0]]
+@pytest.fixture(scope="module")
+def extracted(payloads) -> list:
+    """The records with main-content extraction applied to HTML pages."""
+    return [_extract(d) for d in payloads[0]]
 
 
-def test_payload_dedup_finds_planted_duplicates_without_false_removals() -> None:
-    docs, labels = payloads()
-    r = evaluate(docs, labels, "payload", num_perm=120, bands=20, ngram=3, threshold=0.8)
+def test_payload_dedup_finds_planted_duplicates_without_false_removals(payloads, webmix_eval) -> None:
+    docs, labels = payloads
+    r = webmix_eval.evaluate(docs, labels, "payload", num_perm=120, bands=20, ngram=3,
+                             threshold=0.8)
     assert (r.planted_near, r.planted_exact) == (255, 255)
     assert r.recall_exact == 1.0
     assert r.recall_near >= 0.95  # measured 0.965
@@ -54,15 +68,16 @@ def test_payload_dedup_finds_planted_duplicates_without_false_removals() -> None
     assert r.min_similarity_removed >= 0.5
 
 
-def test_extracted_text_dedup_is_bounded_by_extraction() -> None:
+def test_extracted_text_dedup_is_bounded_by_extraction(payloads, extracted, webmix_eval) -> None:
     """After main-content extraction many planted near pairs are no longer similar.
 
     The perturbation replaced words in the HTML source, which changes what the extractor
     keeps (10 copies extract to nothing); recall is bounded by that, not by MinHash.
     """
-    docs, labels = payloads()
-    ext = extracted()
-    r = evaluate(ext, labels, "extracted", num_perm=120, bands=20, ngram=3, threshold=0.7)
+    _, labels = payloads
+    ext = extracted
+    r = webmix_eval.evaluate(ext, labels, "extracted", num_perm=120, bands=20, ngram=3,
+                             threshold=0.7)
     assert r.recall_exact == 1.0
     assert r.recall_near >= 0.72  # measured 0.749
     assert r.false_removal_rate < 0.005
@@ -106,9 +121,10 @@ def _estimates(pairs: list[tuple[str, str]], num_perm: int):
     return np.array(est_o), np.array(est_d), np.array(true)
 
 
-@cache
-def near_pairs() -> list[tuple[str, str]]:
-    docs, labels = payloads()
+@pytest.fixture(scope="module")
+def near_pairs(payloads) -> list[tuple[str, str]]:
+    """Extracted texts of every second planted near pair whose both sides have text."""
+    docs, labels = payloads
     index = {d.url: i for i, d in enumerate(docs)}
     pairs = []
     for url, rec in sorted(labels.items()):
@@ -119,10 +135,10 @@ def near_pairs() -> list[tuple[str, str]]:
     return pairs[::2]  # 120 real pairs, true Jaccard spread over 0 to 1
 
 
-def test_jaccard_estimates_agree_with_datasketch() -> None:
+def test_jaccard_estimates_agree_with_datasketch(near_pairs) -> None:
     """Two independent unbiased estimators differ by their sampling noise: with 1024
     permutations that is below 0.02 on these pairs; with 120 it is ~0.04 for both."""
-    pairs = near_pairs()
+    pairs = near_pairs
     assert len(pairs) >= 115
     o, d, t = _estimates(pairs, 1024)
     assert np.ptp(t) > 0.8  # the pairs cover the whole range of similarity

@@ -20,23 +20,30 @@ Two text representations are evaluated: ``extracted`` (resiliparse
 what a job deduplicates after ``extract_v1``, and ``payload`` (the decoded HTTP body), what
 a job deduplicates when the dedup steps run before extraction.
 
-Usage: ``python -m pipeline.dedup.webmix_eval [--representation extracted|payload] ...``
+Usage (from the repository root)::
+
+    python benchmarks/dedup_webmix_eval.py [--data ../shared/data/webmix]
+        [--representation extracted|payload] [--ngram 5 3] [--threshold 0.8 0.7] ...
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.dedup.minhash import minhash_clusters
-from pipeline.dedup.text import ShingleHasher, document_key, jaccard
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "webmix"
+from pipeline.dedup.minhash import minhash_clusters  # noqa: E402
+from pipeline.dedup.text import ShingleHasher, document_key, jaccard  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "webmix"
 
 
 @dataclass
@@ -49,8 +56,9 @@ class WebmixDoc:
     text: str
 
 
-def load_webmix(data_dir: Path = DEFAULT_DATA, representation: str = "extracted") -> list[WebmixDoc]:
-    """Return every response record of the webmix shards in (shard, record) order."""
+def load_webmix(data_dir: Path, representation: str = "extracted") -> list[WebmixDoc]:
+    """Return every response record of the webmix shards in ``data_dir``, in (shard, record)
+    order; ``representation`` is ``extracted`` (main-content text of HTML) or ``payload``."""
     from fastwarc.warc import ArchiveIterator, WarcRecordType
     from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
@@ -73,8 +81,9 @@ def load_webmix(data_dir: Path = DEFAULT_DATA, representation: str = "extracted"
     return docs
 
 
-def load_labels(data_dir: Path = DEFAULT_DATA) -> dict[str, dict]:
-    """Return labels by URL (stripped: the WARC headers lose trailing spaces)."""
+def load_labels(data_dir: Path) -> dict[str, dict]:
+    """Return the labels of ``data_dir/labels.jsonl`` by URL (stripped: the WARC headers lose
+    trailing spaces)."""
     labels = {}
     with open(Path(data_dir) / "labels.jsonl", encoding="utf-8") as f:
         for line in f:
@@ -193,6 +202,8 @@ def evaluate(
 def main() -> None:
     """Print the figures for the configurations given on the command line."""
     ap = argparse.ArgumentParser(description="webmix dedup recall / false removals")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                    help="the webmix folder (default: ../shared/data/webmix beside the repo)")
     ap.add_argument("--representation", choices=["extracted", "payload"], default="extracted")
     ap.add_argument("--num-perm", type=int, default=120)
     ap.add_argument("--bands", type=int, default=20)
@@ -200,8 +211,8 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, nargs="+", default=[0.8])
     ap.add_argument("--verify", default="exact")
     args = ap.parse_args()
-    docs = load_webmix(DEFAULT_DATA, args.representation)
-    labels = load_labels(DEFAULT_DATA)
+    docs = load_webmix(args.data, args.representation)
+    labels = load_labels(args.data)
     for ngram in args.ngram:
         for threshold in args.threshold:
             r = evaluate(docs, labels, args.representation, args.num_perm, args.bands, ngram,
