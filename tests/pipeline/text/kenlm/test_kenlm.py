@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.document import Document
-from pipeline.text.kenlm.estimate import DiscountError, estimate
-from pipeline.text.model_meta import ModelMismatchError
-from pipeline.text.kenlm.model import LanguageModel, lm_sentences
-from pipeline.text.normalize import NormalizeOptions, normalize_line
 from pipeline.core.step import StepContext, StepStats
+from pipeline.text.kenlm.estimate import DiscountError, estimate
+from pipeline.text.kenlm.model import LanguageModel, lm_sentences
+from pipeline.text.model_meta import ModelMismatchError
+from pipeline.text.normalize import NormalizeOptions, normalize_line
 
 
 def _texts(path: Path, n: int, skip: int = 0) -> list[str]:
@@ -39,7 +39,7 @@ def _write_jsonl(texts: list[str], path: Path) -> Path:
 
 
 def _lm_cli(argv: list[str]) -> int:
-    from pipeline.text.kenlm import cli
+    from pipeline.cli import lm as cli
 
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
