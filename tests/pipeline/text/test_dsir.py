@@ -307,7 +307,10 @@ def test_train_filters_job_trains_all_three(corpus: dict, models: dict, ray_loca
     cut = (out / "kenlm.cutoff.csv").read_text().splitlines()
     assert cut[0] == ",en" and len(cut) == 102
     assert summary["kenlm"]["cutoffs"]["p30"] <= summary["kenlm"]["cutoffs"]["p60"]
-    assert summary["fasttext"]["holdout"]["recall"] > 0.5
+    # held out: 10 positive, 15 negative. The model reaches precision 0.89 (tp 8, fp 1) and
+    # recall 0.8; labelling everything positive has recall 1 but precision 10/25 = 0.4.
+    holdout = summary["fasttext"]["holdout"]
+    assert holdout["recall"] > 0.5 and holdout["precision"] > 0.6, holdout
     assert summary["dsir"]["buckets"] == 500
     assert json.loads((out / "summary.json").read_text())["job"] == "train_filters"
     path.write_text(yaml.safe_dump({**job, "fasttext": {**job["fasttext"], "epochs": 3}}))
