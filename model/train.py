@@ -39,8 +39,9 @@ from torch import nn
 
 from model import parallel
 from model.config import load_config_file, merge_overrides, parse_scalar
-from model.data import TokenStream, WindowSampler, eval_windows
+from model.data import WindowSampler, eval_windows, read_windows
 from model.model import PRESETS, ModelConfig, Transformer
+from tokenizer.token_stream import TokenStream
 
 H100_BF16_PEAK_FLOPS = 989e12  # H100 SXM dense bf16 tensor-core peak (datasheet)
 
@@ -413,7 +414,7 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
         return ckpt.save(state, step, info.is_main)
 
     def batch_for(starts: np.ndarray, stream: TokenStream, docs: bool):
-        w = stream.windows(starts, seq_len, with_doc_ids=docs)
+        w = read_windows(stream, starts, seq_len, with_doc_ids=docs)
         x, y = _to_device(w.inputs, device), _to_device(w.targets, device)
         mask = model.document_mask(_to_device(w.doc_ids, device)) if docs else None
         return x, y, mask

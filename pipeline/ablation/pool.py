@@ -56,7 +56,7 @@ class TokenPool:
     def write(self, prepared: Path, like: dict[str, Any]) -> dict[str, Any]:
         """Write the pool stream into ``prepared/pool`` with the dtype, EOS and tokenizer of
         the manifest ``like``; return the pool's manifest."""
-        from tokenizer.stream_writer import write_manifest, write_token_stream
+        from tokenizer.token_stream import write_manifest, write_token_stream
 
         dest = prepared / POOL_DIR
         if dest.exists():
@@ -76,7 +76,7 @@ def write_selection(prepared: Path, arm: str, indices: list[int]) -> None:
 def materialize_arm(prepared: Path, arm: str, dest: Path) -> dict[str, Any]:
     """Write arm ``arm``'s token stream into ``dest`` from the pool and its selection (kept
     if ``dest`` already holds it); return its manifest."""
-    from tokenizer.stream_writer import write_manifest, write_token_stream
+    from tokenizer.token_stream import write_manifest, write_token_stream
 
     pool_dir = prepared / POOL_DIR
     pool_manifest = json.loads((pool_dir / "manifest.json").read_text(encoding="utf-8"))

@@ -174,7 +174,7 @@ def choose_documents(src: Path, max_tokens: int, seed: int = 0) -> list[np.ndarr
 def cut_stream(src: Path, dest: Path, max_tokens: int, seed: int = 0) -> dict[str, Any]:
     """Copy :func:`choose_documents` of stream ``src`` into the stream ``dest``; return
     the new manifest."""
-    from tokenizer.stream_writer import write_manifest, write_token_stream
+    from tokenizer.token_stream import write_manifest, write_token_stream
 
     manifest = json.loads((src / "manifest.json").read_text())
     docs = (ids[:-1] for ids in choose_documents(src, max_tokens, seed))  # the writer adds EOS

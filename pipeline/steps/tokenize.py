@@ -97,7 +97,7 @@ def tokenize_shard(
     """
     import pyarrow.parquet as pq
 
-    from tokenizer.stream_writer import write_token_stream
+    from tokenizer.token_stream import write_token_stream
 
     encoder = shared_encoder(tokenizer_dir)
 
@@ -145,7 +145,7 @@ class Tokenize(GlobalStep):
         """(eos id, dtype, vocab size, tokenizer hash) of the configured tokenizer."""
         from tokenizer.fast import FastEncoder
         from tokenizer.formats import tokenizer_hash
-        from tokenizer.stream_writer import dtype_for_vocab
+        from tokenizer.token_stream import dtype_for_vocab
 
         encoder = FastEncoder(self.options.tokenizer)
         eos = self.options.eos_token
@@ -162,7 +162,7 @@ class Tokenize(GlobalStep):
 
     def prepare(self, shards: list[StageShard], workdir: str) -> None:
         """Tokenize every shard (one Ray task each, unless done) and write the manifest."""
-        from tokenizer.stream_writer import PartInfo, write_manifest
+        from tokenizer.token_stream import PartInfo, write_manifest
 
         eos_id, dtype, vocab_size, digest = self._settings()
         ordered = sorted(shards, key=lambda s: s.shard_id)
@@ -197,7 +197,7 @@ class Tokenize(GlobalStep):
         """
         import pyarrow.parquet as pq
 
-        from tokenizer.stream_writer import read_part_offsets
+        from tokenizer.token_stream import read_part_offsets
 
         stream = self.stream_dir(workdir)
         entry = json.loads((stream / "_shards.json").read_text(encoding="utf-8"))[shard_id]

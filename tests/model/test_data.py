@@ -1,7 +1,8 @@
-"""Tests for the token-stream reader (model/data.py) and the config loader (model/config.py).
+"""Tests for the token-stream reader (tokenizer/token_stream.py), the training windows
+(model/data.py) and the config loader (model/config.py).
 
-Also home of :func:`write_stream`, a minimal writer of the `refinery-tokens-v1` format used
-by the model and trainer tests (the tokenizer's writer is not a dependency of model/).
+The streams are written by :func:`stream_helpers.write_stream`, a minimal writer independent
+of the one in tokenizer/token_stream.py; one test checks the two agree.
 """
 
 from __future__ import annotations
@@ -10,40 +11,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
+from stream_helpers import write_stream
 
 from model.config import ConfigError, load_config_file, loads_yaml, merge_overrides
-from model.data import TokenStream, WindowSampler, eval_windows
+from model.data import WindowSampler, eval_windows
+from tokenizer.token_stream import TokenStream, write_manifest, write_token_stream
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def write_stream(path: Path, docs: list[list[int]], *, eos_id: int = 0, vocab_size: int = 256,
-                 dtype: str = "uint16", docs_per_file: int | None = None,
-                 rows_per_batch: int | None = None) -> Path:
-    """Write ``docs`` (each gets ``eos_id`` appended) as a token stream directory."""
-    path.mkdir(parents=True, exist_ok=True)
-    arrow_t = {"uint16": pa.uint16(), "uint32": pa.uint32()}[dtype]
-    schema = pa.schema([("tokens", pa.list_(arrow_t))])
-    docs_per_file = docs_per_file or max(1, len(docs))
-    files, total = [], 0
-    for fi, lo in enumerate(range(0, len(docs), docs_per_file)):
-        chunk = [list(d) + [eos_id] for d in docs[lo:lo + docs_per_file]]
-        name = f"part-{fi:05d}.arrow"
-        with pa.OSFile(str(path / name), "wb") as sink, pa.ipc.new_file(sink, schema) as w:
-            step = rows_per_batch or max(1, len(chunk))
-            for b in range(0, len(chunk), step):
-                arr = pa.array(chunk[b:b + step], type=pa.list_(arrow_t))
-                w.write_batch(pa.record_batch([arr], schema=schema))
-        n = sum(len(d) for d in chunk)
-        files.append({"path": name, "num_tokens": n, "num_docs": len(chunk)})
-        total += n
-    manifest = {"format": "refinery-tokens-v1", "dtype": dtype, "eos_id": eos_id,
-                "vocab_size": vocab_size, "tokenizer_hash": "test", "files": files,
-                "total_tokens": total, "total_docs": len(docs)}
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    return path
 
 
 def _docs(rng: np.random.Generator, n: int, vocab: int = 200) -> list[list[int]]:
@@ -175,11 +150,16 @@ def test_merge_overrides_dotted_and_nested():
 
 
 def test_model_package_imports_only_torch_numpy_pyarrow_and_stdlib():
-    """The GPU machine has torch, numpy and pyarrow only (no PyYAML, no matplotlib)."""
+    """The GPU machine has torch, numpy and pyarrow only (no PyYAML, no matplotlib).
+
+    The one module outside model/ it may use is tokenizer.token_stream (numpy and pyarrow
+    only; tests/tokenizer/test_token_stream.py imports it with everything else blocked).
+    """
     import ast
     import sys
 
-    allowed = {"torch", "numpy", "pyarrow", "model", "__future__"}
+    allowed_packages = {"torch", "numpy", "pyarrow", "model", "__future__"}
+    allowed_modules = {"tokenizer.token_stream"}
     for path in sorted((ROOT / "model").glob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
@@ -191,18 +171,18 @@ def test_model_package_imports_only_torch_numpy_pyarrow_and_stdlib():
                 continue
             for name in names:
                 top = name.split(".")[0]
-                assert top in allowed or top in sys.stdlib_module_names, f"{path.name}: {name}"
+                ok = top in allowed_packages or name in allowed_modules
+                assert ok or top in sys.stdlib_module_names, f"{path.name}: {name}"
 
 
 def test_reads_streams_written_by_the_tokenizer_writer(tmp_path):
-    """Contract with tokenizer/stream_writer.py (the tokenize step's writer), if present."""
-    sw = pytest.importorskip("tokenizer.stream_writer")
+    """Contract with the writer in tokenizer/token_stream.py (the tokenize step's writer)."""
     docs = [[5, 6, 7], [], [8] * 30, [9, 10]]
-    p1 = sw.write_token_stream(docs[:2], tmp_path, "part-00000.arrow", "uint16", eos_id=1,
-                               batch_tokens=4)
-    p2 = sw.write_token_stream(docs[2:], tmp_path, "part-00001.arrow", "uint16", eos_id=1)
-    p3 = sw.write_token_stream([], tmp_path, "part-00002.arrow", "uint16", eos_id=1)
-    sw.write_manifest(tmp_path, [p1, p2, p3], "uint16", 1, 300, "h")
+    p1 = write_token_stream(docs[:2], tmp_path, "part-00000.arrow", "uint16", eos_id=1,
+                            batch_tokens=4)
+    p2 = write_token_stream(docs[2:], tmp_path, "part-00001.arrow", "uint16", eos_id=1)
+    p3 = write_token_stream([], tmp_path, "part-00002.arrow", "uint16", eos_id=1)
+    write_manifest(tmp_path, [p1, p2, p3], "uint16", 1, 300, "h")
     s = TokenStream(tmp_path)
     flat = [t for d in docs for t in d + [1]]
     assert s.num_tokens == len(flat) and s.num_docs == len(docs)

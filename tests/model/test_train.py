@@ -6,10 +6,9 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from test_model_data import write_stream
+from stream_helpers import tiny_config
 
 from model.train import (
     TrainConfig,
@@ -31,38 +30,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def make_streams(root: Path) -> tuple[Path, Path]:
-    """A learnable train stream (counting sequences with random strides) and an eval stream."""
-    rng = np.random.default_rng(0)
-
-    def docs(n: int) -> list[list[int]]:
-        out = []
-        for _ in range(n):
-            start, stride = int(rng.integers(1, 60)), int(rng.integers(1, 4))
-            length = int(rng.integers(8, 60))
-            out.append([(start + stride * i) % 63 + 1 for i in range(length)])
-        return out
-
-    train = write_stream(root / "train", docs(400), vocab_size=64, docs_per_file=150,
-                         rows_per_batch=64)
-    val = write_stream(root / "val", docs(40), vocab_size=64)
-    return train, val
-
-
-def tiny_config(root: Path, **train_overrides) -> dict:
-    train, val = make_streams(root)
-    return {
-        "job": "train",
-        "model": {"preset": "tiny", "vocab_size": "auto", "d_model": 32, "n_heads": 4,
-                  "n_kv_heads": 2, "d_ff": 64},
-        "data": {"train": str(train), "eval": {"val": str(val)}, "seq_len": 32},
-        "train": {"out_dir": str(root / "run"), "device": "cpu", "batch_size": 4,
-                  "grad_accum": 2, "max_steps": 8, "lr": 3e-3, "warmup_steps": 2,
-                  "eval_every": 4, "eval_batches": 2, "log_every": 1, "ckpt_every": 100,
-                  "compile": False, **train_overrides},
-    }
 
 
 def test_train_end_to_end_writes_metrics_plot_and_checkpoint(tmp_path):

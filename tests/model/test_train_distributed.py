@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train import tiny_config
+from stream_helpers import tiny_config
 
 from model.train import run
 

@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from model.data import TokenStream
 from pipeline.core.document import Document
 from pipeline.execution.runner import run_job
 from pipeline.core.step import StageShard, StepContext, StepStats
@@ -20,6 +19,7 @@ from pipeline.io.writer import write_documents_parquet
 from tokenizer import Tokenizer
 from tokenizer.formats import tokenizer_hash
 from tokenizer.gpt2_files import gpt2_file_paths
+from tokenizer.token_stream import TokenStream
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 EOT = "<|endoftext|>"
