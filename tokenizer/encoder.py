@@ -5,6 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
+from tokenizer.formats import (
+    TokenizerData,
+    load_tokenizer_data,
+    read_gpt2_merges,
+    read_gpt2_vocab,
+    save_tokenizer_data,
+)
 from tokenizer.patterns import compile_pattern, resolve_pattern
 from tokenizer.specials import partial_special_suffix, special_pattern, split_specials
 
@@ -77,23 +84,22 @@ class Tokenizer:
         pattern: str = "gpt2",
     ) -> Tokenizer:
         """Build a tokenizer from GPT-2 style `vocab.json` and `merges.txt` files."""
-        from tokenizer.formats import read_gpt2_merges, read_gpt2_vocab
-
         return cls(read_gpt2_vocab(vocab_path), read_gpt2_merges(merges_path), special_tokens, pattern)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Tokenizer:
         """Load a tokenizer written by `save` (its vocab, merges, special tokens and pattern)."""
-        from tokenizer.formats import load_tokenizer
-
-        return load_tokenizer(directory)
+        data = load_tokenizer_data(directory)
+        return cls(data.vocab, data.merges, list(data.special_tokens), pattern=data.pattern)
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write tokenizer.json (Hugging Face), vocab.json + merges.txt (GPT-2), and
         tokenizer.tiktoken (tiktoken ranks) plus refinery_tokenizer.json into `directory`."""
-        from tokenizer.formats import save_tokenizer
+        save_tokenizer_data(self.to_data(), directory)
 
-        save_tokenizer(self, directory)
+    def to_data(self) -> TokenizerData:
+        """This tokenizer as plain data (vocab, merges, special tokens, pattern), as saved."""
+        return TokenizerData(self.vocab, self.merges, self.special_tokens, self.pattern)
 
     @property
     def vocab_size(self) -> int:

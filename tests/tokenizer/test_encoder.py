@@ -2,50 +2,15 @@
 
 from __future__ import annotations
 
-import gzip
-import inspect
-import json
-import json.decoder
 import random
 from pathlib import Path
 
 import pytest
 import tiktoken
+from text_samples import EOT, SAMPLE_NAMES, sample, wiki
 
 from tokenizer import Tokenizer, encoder
 from tokenizer.gpt2_files import gpt2_file_paths, tiktoken_gpt2
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-EOT = "<|endoftext|>"
-
-
-def tatoeba(codes: set[str]) -> str:
-    """Tatoeba sentences whose CLD2 code is in `codes`, newline-joined."""
-    lines = (SHARED / "langid" / "tatoeba_long_cld2.tsv").read_text(encoding="utf-8").splitlines()
-    return "\n".join(line.split("\t")[3] for line in lines[1:] if line.split("\t")[0] in codes)
-
-
-def wiki(n: int) -> str:
-    """The first `n` held-out Wikipedia articles, EOT-joined."""
-    texts = []
-    with gzip.open(SHARED / "eval" / "wiki_val.jsonl.gz", "rt", encoding="utf-8") as handle:
-        for line in handle:
-            texts.append(json.loads(line)["text"])
-            if len(texts) == n:
-                break
-    return EOT.join(texts)
-
-
-SAMPLES = {
-    "english": lambda: wiki(12),
-    "german": lambda: tatoeba({"de"}) + "\nGrüße aus München, Straße, Öl, Äpfel.",
-    "chinese": lambda: tatoeba({"zh", "zh-Hant", "ja"}),
-    "many_scripts": lambda: tatoeba({"ru", "ar", "th", "hi", "ko", "el", "he", "ta", "am"}),
-    "code": lambda: inspect.getsource(json.decoder),
-    "emoji": lambda: "Emoji 🤗👍🏽🇩🇪 family 👨‍👩‍👧‍👦, flags 🏳️‍🌈 and ✔︎ ❤️ done 🙂",
-    "whitespace": lambda: "a  \n\n  b\t\t\n \r\n x   " + EOT + "  \n" + EOT + EOT + "  ",
-    "specials": lambda: f"{EOT}start{EOT}middle {EOT} end{EOT}",
-}
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +33,11 @@ def test_gpt2_vocab_loaded(gpt2: Tokenizer) -> None:
     assert gpt2.vocab[50256] == EOT.encode()
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLES))
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
 def test_gpt2_equals_tiktoken(
-    gpt2: Tokenizer, reference: tiktoken.Encoding, name: str
+    gpt2: Tokenizer, reference: tiktoken.Encoding, shared_data: Path, name: str
 ) -> None:
-    text = SAMPLES[name]()
+    text = sample(shared_data, name)
     ids = gpt2.encode(text)
     assert ids == reference.encode(text, allowed_special="all")
     assert gpt2.decode(ids) == text
@@ -115,17 +80,21 @@ def test_special_text_without_special_tokens(gpt2: Tokenizer) -> None:
 
 @pytest.mark.parametrize("piece_size", [1, 7, 1000])
 def test_encode_iterable_equals_encode(
-    gpt2: Tokenizer, monkeypatch: pytest.MonkeyPatch, piece_size: int
+    gpt2: Tokenizer, monkeypatch: pytest.MonkeyPatch, shared_data: Path, piece_size: int
 ) -> None:
     monkeypatch.setattr(encoder, "_STREAM_BUFFER", 64)
-    text = "".join(SAMPLES[name]() for name in ["whitespace", "specials", "emoji", "german"])
-    text += wiki(2)[:20000]
+    names = ["whitespace", "specials", "emoji", "german"]
+    text = "".join(sample(shared_data, name) for name in names)
+    text += wiki(shared_data, 2)[:20000]
     pieces = (text[i : i + piece_size] for i in range(0, len(text), piece_size))
     assert list(gpt2.encode_iterable(pieces)) == gpt2.encode(text)
 
 
-def test_encode_iterable_over_file_lines(gpt2: Tokenizer, tmp_path: Path) -> None:
-    text = wiki(25) + "\n" + SAMPLES["code"]() + SAMPLES["whitespace"]()
+def test_encode_iterable_over_file_lines(
+    gpt2: Tokenizer, tmp_path: Path, shared_data: Path
+) -> None:
+    text = wiki(shared_data, 25) + "\n" + sample(shared_data, "code")
+    text += sample(shared_data, "whitespace")
     path = tmp_path / "big.txt"
     path.write_text(text, encoding="utf-8")
     with open(path, encoding="utf-8", newline="") as handle:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import regex
-from test_tokenizer_encoder import EOT, SAMPLES
+from text_samples import EOT, SAMPLE_NAMES, sample
 
 from tokenizer import Tokenizer
 from tokenizer import native as native_mod
@@ -50,10 +50,12 @@ def test_code_point_classes_follow_the_regex_module() -> None:
         assert table[cp] == expected, hex(cp)
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLES))
-def test_native_equals_tokenizer_on_samples(name: str, gpt2, native: NativeEncoder) -> None:
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_native_equals_tokenizer_on_samples(
+    name: str, shared_data: Path, gpt2, native: NativeEncoder
+) -> None:
     tok, _ = gpt2
-    for text in SAMPLES[name]().split(EOT):  # special tokens are split out before the encoder
+    for text in sample(shared_data, name).split(EOT):  # special tokens are split out before the encoder
         assert native.encode(text) == tok.encode(text)
 
 

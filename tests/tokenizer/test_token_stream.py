@@ -137,3 +137,13 @@ def test_stream_and_model_data_import_without_pipeline_packages() -> None:
     # The blocker itself works: a blocked package does not import.
     assert run.stdout.strip() == "blocked"
 
+
+def test_formats_does_not_import_the_encoder() -> None:
+    """File formats are plain data; only the encoder builds a Tokenizer (no import cycle)."""
+    run = _run_fresh("""
+        import sys
+        import tokenizer.formats
+        print("tokenizer.encoder" in sys.modules)
+    """)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False"
