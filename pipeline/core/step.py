@@ -7,11 +7,19 @@ columns it adds (so every output shard has the same schema).
 
 Filters implement one method, :meth:`Filter.reject_reason`, returning ``None`` to keep a
 document or a short reason string to drop it; the base class counts reasons and hands
-dropped documents to the removed-documents sink.
+dropped documents to the removed-documents sink. A filter with its own counters adds to
+them with :meth:`Filter.count` from inside ``reject_reason``.
+
+Steps that hold loaded state (a model, a child process) name those attributes in
+``transient_attrs``: pickling resets them to ``None`` and ``setup`` rebuilds them in the
+worker. Steps that read files (models, tokenizers, target corpora) override
+:meth:`Step.check`, which job validation calls before anything starts.
 """
 
 from __future__ import annotations
 
+import glob
+import os
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -99,6 +107,75 @@ class StepContext:
             self.removed(doc, step_name, reason)
 
 
+class StepCheckError(ValueError):
+    """An option of a step that names something unusable (a missing model file).
+
+    ``key`` is the option's name (``model``, ``target[0]``); job validation prefixes it
+    with the step's place in the job (``steps[2].kenlm_v1.model: ...``).
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+class UndeclaredMetadataError(RuntimeError):
+    """A step wrote a metadata key it does not declare in ``metadata_fields``.
+
+    The writer only writes declared keys, so the value would be lost. Raised by the
+    runner (naming the step) and by the writer (naming the key); never skipped per document.
+    """
+
+    def __init__(self, key: str, step: str | None = None) -> None:
+        who = f"step {step!r} wrote" if step else "a document has"
+        super().__init__(
+            f"{who} metadata key {key!r} that no step declares; add it to the step's "
+            "metadata_fields (with its Arrow type) so it is written, or do not set it"
+        )
+        self.key = key
+        self.step = step
+
+
+def require_file(key: str, path: str | None, fix: str) -> None:
+    """Raise :class:`StepCheckError` for option ``key`` unless ``path`` is None or a file.
+
+    ``fix`` ends the message: what the user does about it (``train it with ...``).
+    """
+    if path is not None and not os.path.isfile(os.path.expanduser(path)):
+        what = "is a folder, not a file" if os.path.isdir(os.path.expanduser(path)) else (
+            "does not exist")
+        raise StepCheckError(key, f"file {path!r} {what}; {fix}")
+
+
+def require_folder(key: str, path: str, files: Iterable[str], fix: str) -> None:
+    """Raise :class:`StepCheckError` unless ``path`` is a folder holding every one of ``files``."""
+    folder = os.path.expanduser(path)
+    if not os.path.isdir(folder):
+        raise StepCheckError(key, f"folder {path!r} does not exist; {fix}")
+    missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise StepCheckError(key, f"folder {path!r} has no {', '.join(map(repr, missing))}; {fix}")
+
+
+def require_match(key: str, pattern: str, fix: str) -> None:
+    """Raise :class:`StepCheckError` unless the path or glob ``pattern`` names a file."""
+    if not any(os.path.isfile(p) for p in glob.glob(os.path.expanduser(pattern))):
+        raise StepCheckError(key, f"{pattern!r} matches no file; {fix}")
+
+
+def require_sidecar(key: str, path: str, fix: str) -> None:
+    """Raise :class:`StepCheckError` unless the model ``path`` has its ``.meta.json`` sidecar.
+
+    ``fix`` ends the message, as in :func:`require_file`.
+    """
+    sidecar = os.path.expanduser(path) + ".meta.json"
+    if not os.path.isfile(sidecar):
+        raise StepCheckError(
+            key, f"model {path!r} has no sidecar {os.path.basename(sidecar)!r} (it was not "
+            f"written by the training command); {fix}")
+
+
 class Step(ABC):
     """A pipeline step: ``run`` takes documents and yields documents."""
 
@@ -106,12 +183,32 @@ class Step(ABC):
     Options: ClassVar[type[StepOptions]] = StepOptions
     #: metadata keys this step adds, with their Arrow types (become Parquet columns)
     metadata_fields: ClassVar[dict[str, pa.DataType]] = {}
+    #: attributes holding state built where the step runs (loaded models, child processes):
+    #: pickling resets them to ``None``, so the worker's :meth:`setup` builds them again.
+    #: Each class lists its own; those of every base class count too.
+    transient_attrs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: StepOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
 
     def setup(self) -> None:  # noqa: B027 - optional hook, most steps need no setup
         """Load models or other heavy state; called once in the worker before ``run``."""
+
+    def check(self) -> None:  # noqa: B027 - optional hook, most steps read no files
+        """Check the files the options name (model, tokenizer, target) before the job starts.
+
+        Called by job validation in the driver, before any worker or Ray starts; cheap
+        (existence checks, no loading). Raises :class:`StepCheckError` naming the option.
+        """
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Return the instance state with every ``transient_attrs`` attribute set to None."""
+        state = dict(self.__dict__)
+        for cls in type(self).__mro__:
+            for attr in cls.__dict__.get("transient_attrs", ()):
+                if attr in state:
+                    state[attr] = None
+        return state
 
     @abstractmethod
     def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
@@ -121,16 +218,32 @@ class Step(ABC):
 class Filter(Step):
     """A step that keeps or drops each document, with a reason for each drop."""
 
+    #: the context of the shard being filtered, for :meth:`count` (set by :meth:`run`)
+    _ctx: StepContext | None = None
+    transient_attrs = ("_ctx",)
+
     @abstractmethod
     def reject_reason(self, doc: Document) -> str | None:
         """Return ``None`` to keep ``doc``, or a short reason (``"too_few_words"``) to drop it.
 
-        May add this step's scores to ``doc.metadata`` either way.
+        May add this step's scores to ``doc.metadata`` either way, and count outcomes
+        with :meth:`count`.
         """
+
+    def count(self, key: str, n: int = 1) -> None:
+        """Add ``n`` to this shard's counter ``key`` (created even when ``n`` is 0).
+
+        Outside :meth:`run` (``reject_reason`` called directly) nothing is counted.
+        """
+        if self._ctx is not None:
+            self._ctx.stats.counters[key] += n
 
     def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
         """Yield the documents :meth:`reject_reason` keeps; count and sink the rest."""
         for doc in docs:
+            # Bound per document, not once per run: runs are lazy generators, and two
+            # runs of one step may interleave; each document counts into its own run's.
+            self._ctx = ctx
             reason = self.reject_reason(doc)
             if reason is None:
                 yield doc

@@ -1,7 +1,7 @@
 """``c4_v1``: the C4 line and document rules (see :mod:`pipeline.text.heuristics.c4`).
 
 A filter that also rewrites the text of the documents it keeps to their surviving lines.
-For those documents, line outcomes are added to ``ctx.stats.counters``:
+For those documents, line outcomes are added to the step's counters:
 ``c4_lines_kept``, ``c4_lines_removed`` (all removal rules together) and
 ``c4_lines_removed:<rule>`` (``no_terminal_punct``, ``too_few_words``, ``javascript``,
 ``policy``, ``too_long_word``); ``c4_docs_changed`` counts those whose text changed.
@@ -10,13 +10,11 @@ Dropped documents are counted by reason only, with their original text.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Iterator
 from typing import ClassVar
 
 from pipeline.core.document import Document
+from pipeline.core.step import Filter, StepOptions
 from pipeline.text.heuristics.c4 import C4Options, C4Rules
-from pipeline.core.step import Filter, StepContext, StepOptions
 
 
 class C4Filter(Filter):
@@ -29,34 +27,23 @@ class C4Filter(Filter):
         super().__init__(options)
         self.rules = C4Rules(self.options)  # type: ignore[arg-type]
 
-    def _apply(self, doc: Document, counters: Counter | None) -> str | None:
+    def reject_reason(self, doc: Document) -> str | None:
+        """Return the reason C4 drops ``doc``, or None after rewriting its text to the kept lines.
+
+        Counts the line outcomes of a kept document (see the module docstring).
+        """
         result = self.rules.apply(doc.text)
         if result.text is None:
             return result.reason
-        if counters is not None:
-            removed = 0
-            for key, n in result.lines.items():
-                if key == "kept":
-                    counters["c4_lines_kept"] += n
-                elif n:
-                    counters[f"c4_lines_removed:{key}"] += n
-                    removed += n
-            counters["c4_lines_removed"] += removed
+        removed = 0
+        for key, n in result.lines.items():
+            if key == "kept":
+                self.count("c4_lines_kept", n)
+            elif n:
+                self.count(f"c4_lines_removed:{key}", n)
+                removed += n
+        self.count("c4_lines_removed", removed)
         if result.text != doc.text:
             doc.text = result.text
-            if counters is not None:
-                counters["c4_docs_changed"] += 1
+            self.count("c4_docs_changed")
         return None
-
-    def reject_reason(self, doc: Document) -> str | None:
-        """Return the reason C4 drops ``doc``, or None after rewriting its text to the kept lines."""
-        return self._apply(doc, None)
-
-    def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
-        """Like :meth:`Filter.run`, also counting line outcomes in ``ctx.stats.counters``."""
-        for doc in docs:
-            reason = self._apply(doc, ctx.stats.counters)
-            if reason is None:
-                yield doc
-            else:
-                ctx.drop(doc, self.name, reason)

