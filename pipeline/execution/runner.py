@@ -33,10 +33,17 @@ from typing import Any
 
 from pipeline.core.config import JobConfig, expand_inputs, parse_steps, validate_job
 from pipeline.core.document import Document
-from pipeline.io.readers import ReadOptions, detect_format, plan_splits, read_shard
+from pipeline.core.step import (
+    GlobalStep,
+    StageShard,
+    Step,
+    StepContext,
+    StepStats,
+    UndeclaredMetadataError,
+)
 from pipeline.execution.executor import Executor, make_executor
-from pipeline.core.step import GlobalStep, StageShard, Step, StepContext, StepStats
 from pipeline.io.atomic import atomic_write_json
+from pipeline.io.readers import ReadOptions, detect_format, plan_splits, read_shard
 from pipeline.io.writer import write_documents_parquet, write_removed_parquet
 
 log = logging.getLogger("pipeline.execution.runner")
@@ -117,11 +124,14 @@ class _Timed:
     """Wraps a step's output iterator: counts documents out and inclusive time.
 
     An exception escaping the step is tagged with the step's index (only by the first
-    wrapper it passes, which is the raising step's own).
+    wrapper it passes, which is the raising step's own). A document leaving with a
+    metadata key outside ``allowed`` raises :class:`UndeclaredMetadataError` naming the step.
     """
 
-    def __init__(self, it: Iterator[Document], stats: StepStats, index: int) -> None:
+    def __init__(self, it: Iterator[Document], stats: StepStats, index: int,
+                 step: str = "", allowed: frozenset[str] | None = None) -> None:
         self.it, self.stats, self.index, self.inclusive = it, stats, index, 0.0
+        self.step, self.allowed = step, allowed
 
     def __iter__(self) -> Iterator[Document]:
         while True:
@@ -136,6 +146,9 @@ class _Timed:
                     e.refinery_step_index = self.index  # type: ignore[attr-defined]
                 raise
             self.inclusive += time.perf_counter() - t0
+            if self.allowed is not None and not doc.metadata.keys() <= self.allowed:
+                key = sorted(doc.metadata.keys() - self.allowed)[0]
+                raise UndeclaredMetadataError(key, self.step)
             self.stats.docs_out += 1
             self.stats.chars_out += len(doc.text)
             yield doc
@@ -154,11 +167,16 @@ def run_chain(
     """Pass ``docs`` through ``steps`` (each with its context); return the survivors.
 
     Each step's ``seconds`` counts its own time, not the time of the steps before it.
+    A step may set the metadata keys it declares, those of the steps before it and those
+    the documents came in with; any other key raises :class:`UndeclaredMetadataError`.
     """
     it: Iterable[Document] = docs
     timers: list[_Timed] = []
+    allowed: frozenset[str] = frozenset().union(*(d.metadata.keys() for d in docs))
     for index, (step, ctx) in enumerate(zip(steps, ctxs, strict=True)):
-        timed = _Timed(step.run(_counted_in(it, ctx.stats), ctx), ctx.stats, index)
+        allowed = allowed | step.metadata_fields.keys()
+        timed = _Timed(step.run(_counted_in(it, ctx.stats), ctx), ctx.stats, index,
+                       step.name, allowed)
         timers.append(timed)
         it = iter(timed)
     out = list(it)
@@ -189,6 +207,8 @@ def run_chunk_safely(
     n_removed = len(removed)
     try:
         return run_chain(chunk, steps, ctxs)
+    except UndeclaredMetadataError:
+        raise  # a step's declaration is wrong for every document: fail the shard, lose nothing
     except Exception as first_error:  # noqa: BLE001 - any step bug must not kill the shard
         log.warning("a step raised on a chunk (%r); retrying one document at a time", first_error)
     for ctx, snapshot in zip(ctxs, saved, strict=True):
@@ -200,6 +220,8 @@ def run_chunk_safely(
         mark = len(removed)
         try:
             survivors.extend(run_chain([doc], steps, ctxs))
+        except UndeclaredMetadataError:
+            raise
         except Exception as e:  # noqa: BLE001
             for ctx, snapshot in zip(ctxs, snapshots, strict=True):
                 ctx.stats = StepStats.from_dict(snapshot)

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.document import Document
+from pipeline.core.step import UndeclaredMetadataError
 from pipeline.io.atomic import atomic_path
 
 BASE_FIELDS: dict[str, pa.DataType] = {
@@ -45,9 +46,16 @@ def atomic_write_table(table: pa.Table, path: str | os.PathLike, compression: st
 
 
 def documents_to_table(docs: Iterable[Document], schema: pa.Schema) -> pa.Table:
-    """Return an Arrow table of ``docs``; metadata keys outside ``schema`` are not written."""
+    """Return an Arrow table of ``docs`` with the columns of ``schema``.
+
+    A metadata key that is not a column raises :class:`UndeclaredMetadataError` (its value
+    would otherwise be lost); a key in ``schema`` that a document lacks is written as null.
+    """
     columns: dict[str, list] = {name: [] for name in schema.names}
+    metadata_columns = frozenset(schema.names) - BASE_FIELDS.keys()
     for doc in docs:
+        if not doc.metadata.keys() <= metadata_columns:
+            raise UndeclaredMetadataError(sorted(doc.metadata.keys() - metadata_columns)[0])
         for name in schema.names:
             if name in BASE_FIELDS:
                 columns[name].append(getattr(doc, name))
