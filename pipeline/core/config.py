@@ -3,8 +3,9 @@
 A crawl job names its inputs (paths and globs), its output folder, the read options, an
 ordered list of steps (each a one-key mapping ``step_name: {options}`` or a bare name),
 the write options and where Ray runs. Relative paths are resolved against the current
-directory. Any unknown key, wrong type, unknown step or input matching no file raises
-:class:`JobConfigError` with one message naming the key or path.
+directory. Any unknown key, wrong type, unknown step, input matching no file or missing
+file a step needs (its model, tokenizer or target) raises :class:`JobConfigError` with
+one message naming the key or path.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from pipeline.io.readers import ReadOptions
 from pipeline.core.registry import get_step_class
-from pipeline.core.step import Step, StepOptions
+from pipeline.core.step import Step, StepCheckError, StepOptions
+from pipeline.io.readers import ReadOptions
 
 
 class JobConfigError(ValueError):
@@ -146,5 +147,19 @@ def validate_job(data: dict[str, Any], output: str | None = None) -> tuple[JobCo
     except ValidationError as e:
         raise JobConfigError(_format_validation_error(e)) from None
     steps = parse_steps(job.steps)
+    check_steps(steps)
     expand_inputs(job.inputs)
     return job, steps
+
+
+def check_steps(steps: list[Step]) -> None:
+    """Run every step's :meth:`Step.check` (model files, tokenizers, targets exist).
+
+    Raises JobConfigError with one line naming the step and option, e.g.
+    ``steps[2].kenlm_v1.model: file 'x.arpa' does not exist; train it with ...``.
+    """
+    for i, step in enumerate(steps):
+        try:
+            step.check()
+        except StepCheckError as e:
+            raise JobConfigError(f"steps[{i}].{step.name}.{e.key}: {e.message}") from None
