@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from pipeline.core.document import Document
 from pipeline.core.step import StepStats
-from pipeline.io.readers.common import Format, Reader, ReadOptions, report_error
+from pipeline.io.readers.common import Format, Reader, ReadOptions, log_unlogged, report_error
 
 __all__ = [
     "Format",
@@ -155,3 +155,4 @@ def _guarded(
         report_error(stats, path, "unreadable_file", None, f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # last resort: one bad file must not end the job
         report_error(stats, path, "read_failed", None, f"{type(exc).__name__}: {exc}")
+    log_unlogged(stats, path)

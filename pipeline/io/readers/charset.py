@@ -101,7 +101,10 @@ def decode_html(body: bytes, http_charset: str | None = None) -> tuple[str, str]
     """
     for bom, name in _BOMS:
         if body.startswith(bom):
-            return body[len(bom) :].decode(name, "replace"), name
+            text = _strict(body[len(bom) :], name)
+            if text is not None:
+                return text, name
+            return body[len(bom) :].decode(name, "replace"), name + "+replace"
     declared = normalize_charset(http_charset)
     if declared in _SEVEN_BIT:
         text = _strict(body, declared)

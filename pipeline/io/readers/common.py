@@ -3,7 +3,11 @@
 Counters follow one naming scheme in :attr:`StepStats.counters`:
 ``error:<kind>`` for damaged input (always with a one-line warning naming the file and
 the byte offset), ``skipped:<kind>`` for records that are fine but not documents we keep,
-``http_status:<code>`` for the status of every HTTP response record read.
+``http_status:<code>`` for the status of every HTTP response record read,
+``decode:replaced_invalid_<codec>`` for documents kept whose bytes were not all valid in
+the codec they were decoded with (``utf8`` for most: the text holds U+FFFD where they were).
+A document skipped for ``max_doc_bytes`` (``skipped:too_large``) gets a warning line too,
+for the first :data:`LOG_FIRST` of a shard; :func:`log_unlogged` sums up the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from pipeline.core.document import Document
 from pipeline.core.step import StepOptions, StepStats
 
 log = logging.getLogger("pipeline.io.readers")
+
+LOG_FIRST = 5  # warning lines per shard for a kind that may repeat on every record
+_RATE_LIMITED = ("skipped:too_large", "error:bad_json")
 
 Format = str  # a registered reader's name (see :func:`pipeline.io.readers.formats`)
 
@@ -99,6 +106,36 @@ def report_error(
 def count_skip(stats: StepStats, kind: str) -> None:
     """Count one record skipped for reason ``kind`` (``skipped:<kind>``)."""
     stats.counters[f"skipped:{kind}"] += 1
+
+
+def skip_too_large(stats: StepStats, path: str, record: str, size: str, limit: int) -> None:
+    """Count a document skipped for being over ``max_doc_bytes`` (``skipped:too_large``).
+
+    Takes the stats, the file, the record (e.g. ``"at byte 1234 (https://...)"``), its size
+    as text (``"9437184 bytes"``) and the limit. Logs one warning line for each of the
+    first :data:`LOG_FIRST` of a shard; :func:`log_unlogged` reports the rest in one line.
+    """
+    count_skip(stats, "too_large")
+    if stats.counters["skipped:too_large"] <= LOG_FIRST:
+        log.warning("%s: record %s skipped: %s, over max_doc_bytes (%d)",
+                    path, record, size, limit)
+
+
+def log_unlogged(stats: StepStats, path: str) -> None:
+    """After a shard: one warning line per rate-limited kind that had more than
+    :data:`LOG_FIRST` occurrences (their total; only the first ones had a line each)."""
+    for key in _RATE_LIMITED:
+        n = stats.counters.get(key, 0)
+        if n > LOG_FIRST:
+            log.warning("%s: %d records in all counted as %s (a line was logged for the "
+                        "first %d only)", path, n, key, LOG_FIRST)
+
+
+def count_replaced(stats: StepStats, codec: str) -> None:
+    """Count a kept document whose bytes were not all valid ``codec`` (a Python codec name;
+    ``utf-8`` counts as ``decode:replaced_invalid_utf8``)."""
+    name = codec.lower().replace("-", "").replace("_", "")
+    stats.counters[f"decode:replaced_invalid_{name}"] += 1
 
 
 def emit(stats: StepStats, doc: Document) -> Document:

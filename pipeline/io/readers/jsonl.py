@@ -27,18 +27,19 @@ import zstandard
 from pipeline.core.document import Document
 from pipeline.core.step import StepStats
 from pipeline.io.readers.common import (
+    LOG_FIRST,
     Reader,
     ReadOptions,
     clean_str,
     count_skip,
     emit,
     report_error,
+    skip_too_large,
 )
 
 _GZIP = b"\x1f\x8b"
 _ZSTD = b"\x28\xb5\x2f\xfd"
 _BOM = b"\xef\xbb\xbf"
-_LOG_FIRST = 5
 
 
 def _compression(path: str) -> str | None:
@@ -158,11 +159,11 @@ def _line_document(
         obj = json.loads(data)
     except (ValueError, RecursionError) as exc:
         detail = f"{type(exc).__name__}: {exc}"
-        report_error(stats, path, "bad_json", line_pos, detail, log_first=_LOG_FIRST)
+        report_error(stats, path, "bad_json", line_pos, detail, log_first=LOG_FIRST)
         return None
     if not isinstance(obj, dict):
         detail = f"line holds a JSON {type(obj).__name__}, not an object"
-        report_error(stats, path, "bad_json", line_pos, detail, log_first=_LOG_FIRST)
+        report_error(stats, path, "bad_json", line_pos, detail, log_first=LOG_FIRST)
         return None
     text = field_value(obj, options.text_field)
     if not isinstance(text, str):
@@ -171,11 +172,12 @@ def _line_document(
     if not text:
         count_skip(stats, "empty")
         return None
-    if len(data) > options.max_doc_bytes and len(text.encode("utf-8", "surrogatepass")) > (
-        options.max_doc_bytes
-    ):
-        count_skip(stats, "too_large")
-        return None
+    if len(data) > options.max_doc_bytes:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > options.max_doc_bytes:
+            record = f"at byte {line_pos} (line offset in the decompressed stream)"
+            skip_too_large(stats, path, record, f"{size} bytes of text", options.max_doc_bytes)
+            return None
     text, repaired = clean_str(text)
     raw_id = field_value(obj, options.id_field)
     if isinstance(raw_id, str) and raw_id:

@@ -21,7 +21,15 @@ import pyarrow.parquet as pq
 
 from pipeline.core.document import Document
 from pipeline.core.step import StepStats
-from pipeline.io.readers.common import Reader, ReadOptions, count_skip, emit, log, report_error
+from pipeline.io.readers.common import (
+    Reader,
+    ReadOptions,
+    count_skip,
+    emit,
+    log,
+    report_error,
+    skip_too_large,
+)
 
 BATCH_ROWS = 1024
 
@@ -106,7 +114,6 @@ def read_parquet(
     Takes the path, the split, the Read options and the stats to count into. Documents get
     ``media_type="text/plain"``; a missing id becomes ``<basename>:<row number in the file>``.
     """
-    source = os.path.basename(path)
     if os.path.getsize(path) == 0:
         report_error(stats, path, "empty_file", 0, "file is empty")
         return
@@ -144,7 +151,7 @@ def read_parquet(
                 batch_size=BATCH_ROWS, row_groups=[group], columns=columns, use_threads=False
             )
             for batch in batches:
-                yield from _batch_documents(batch, row, source, options, stats, limit, extra)
+                yield from _batch_documents(batch, row, path, options, stats, limit, extra)
                 row += batch.num_rows
         except (OSError, pa.ArrowException, ValueError) as exc:
             first = meta.row_group(group).column(0)
@@ -156,12 +163,13 @@ def read_parquet(
 def _batch_documents(
     batch: pa.RecordBatch,
     first_row: int,
-    source: str,
+    path: str,
     options: ReadOptions,
     stats: StepStats,
     limit: int,
     extra: list[str],
 ) -> Iterator[Document]:
+    source = os.path.basename(path)
     texts_array = _field_array(batch, options.text_field)
     n = batch.num_rows
     stats.docs_in += n
@@ -183,7 +191,11 @@ def _batch_documents(
     for i in range(n):
         text = texts[i]
         if text is None:
-            count_skip(stats, "no_text_field" if size_list[i] is None else "too_large")
+            if size_list[i] is None:
+                count_skip(stats, "no_text_field")
+            else:
+                skip_too_large(stats, path, f"at row {first_row + i}", f"{size_list[i]} bytes",
+                               limit)
             continue
         if not text:
             count_skip(stats, "empty")

@@ -9,16 +9,20 @@ record ids are random); a document's id is ``<basename>:<offset of its record>``
 Damage never ends the job. A read error (bad gzip CRC or data, unparsable record header)
 is counted as ``error:<kind>`` and reading resumes at the next gzip member or ``WARC/``
 line after the last good record. A short payload is ``error:truncated``. A Content-Length
-that is not a number, that runs past the end of an uncompressed file, or that swallows the
-following records (found as a WARC header inside an HTML payload, from which the swallowed
-records are recovered) is ``error:bad_content_length``. After the last record, the rest of
-the file is checked: an incomplete gzip member is ``error:truncated`` and bytes that are
-not records are ``error:trailing_garbage``.
+that is not a number, that is too small (the record goes on after it), or that is too
+large (it runs over the following records, or past the end of the file, in the middle of
+it) is ``error:bad_content_length``: the record is dropped and reading resumes at the
+first record it ran over, so every intact record after it is still read. After the last
+record, the rest of the file is checked: an incomplete gzip member is ``error:truncated``
+and bytes that are not records are ``error:trailing_garbage``.
+
+Kept documents whose payload was not valid in its charset are counted as
+``decode:replaced_invalid_<codec>`` (their text holds U+FFFD there, as before); payloads
+over ``max_doc_bytes`` are ``skipped:too_large`` with a warning line (the first few of a file).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import zlib
@@ -32,7 +36,15 @@ from warcio.archiveiterator import ArchiveIterator as WarcioIterator
 from pipeline.core.document import Document
 from pipeline.core.step import StepStats
 from pipeline.io.readers.charset import decode_html
-from pipeline.io.readers.common import Reader, ReadOptions, count_skip, emit, report_error
+from pipeline.io.readers.common import (
+    Reader,
+    ReadOptions,
+    count_replaced,
+    count_skip,
+    emit,
+    report_error,
+    skip_too_large,
+)
 from pipeline.io.readers.http import (
     HTML_TYPES,
     dechunk,
@@ -48,7 +60,7 @@ _HDR_FIELD = re.compile(rb"(?im)^(WARC-Type|Content-Length):")
 _CONTENT_LENGTH = re.compile(rb"(?im)^Content-Length:[ \t]*(\d+)[ \t]*\r?$")
 _SCAN_CHUNK = 1 << 20
 _MAX_HEADER = 64 << 10
-_MAX_RECOVERY_DEPTH = 2
+_HEADER_PROBE = 16 << 10  # bytes read (or inflated) to tell whether a record starts there
 
 _TYPE_NAMES = {
     int(WarcRecordType.warcinfo): "warcinfo",
@@ -63,11 +75,17 @@ _TYPE_NAMES = {
 
 
 class _Damage(Exception):
-    """Damage found by a check (not raised by a library): report it, maybe resume at ``resume``."""
+    """Damage found by a check (not raised by a library): report it, maybe resume at ``resume``.
 
-    def __init__(self, kind: str, offset: int, detail: str, resume: int | None) -> None:
+    ``drop``: the record at ``offset`` is itself bad, so documents read from it (not yet
+    emitted) are dropped.
+    """
+
+    def __init__(self, kind: str, offset: int, detail: str, resume: int | None,
+                 drop: bool = False) -> None:
         super().__init__(detail)
         self.kind, self.offset, self.detail, self.resume = kind, offset, detail, resume
+        self.drop = drop
 
 
 def _classify(exc: BaseException) -> str:
@@ -96,28 +114,16 @@ def target_uri(value: str | None) -> str | None:
     return uri or None
 
 
-def _embedded_record(body: bytes) -> int:
-    """Offset of a WARC record header that starts on its own line inside ``body``, or -1.
-
-    A payload that contains one was read with a Content-Length too large: it swallowed the
-    records that follow it. The scan looks for the mandatory ``WARC-Record-ID`` field
-    (a long needle: about 1.4 GB/s) and only then checks for the ``WARC/x.y`` line above it.
-    """
-    i = body.find(b"\nWARC-Record-ID:")
-    while i >= 0:
-        start = body.rfind(b"WARC/", max(0, i - _MAX_HEADER), i)
-        while start >= 0:
-            before = body[max(0, start - 3) : start]
-            if (before.endswith(b"\n\r\n") or before.endswith(b"\n\n")) and _WARC_LINE.match(
-                body, start
-            ):
-                end = body.find(b"\r\n\r\n", start, start + _MAX_HEADER)
-                header = body[start : end if end > 0 else start + 4096]
-                if len({m.group(1).lower() for m in _HDR_FIELD.finditer(header)}) == 2:
-                    return start
-            start = body.rfind(b"WARC/", max(0, i - _MAX_HEADER), start)
-        i = body.find(b"\nWARC-Record-ID:", i + 1)
-    return -1
+def _is_record_header(head: bytes) -> bool:
+    """True when ``head`` starts with a WARC record header: a ``WARC/x.y`` line, then
+    (before the blank line that ends the header) both ``WARC-Type`` and ``Content-Length``."""
+    if not _WARC_LINE.match(head):
+        return False
+    end = head.find(b"\r\n\r\n")
+    if end < 0:
+        end = head.find(b"\n\n")
+    block = head if end < 0 else head[:end]
+    return len({m.group(1).lower() for m in _HDR_FIELD.finditer(block)}) == 2
 
 
 class _ArchiveReader:
@@ -154,14 +160,17 @@ class _ArchiveReader:
         self,
         fh: BinaryIO,
         records: Callable[[BinaryIO, int], Iterator[tuple[int, Any]]],
-        handle: Callable[[Any, int, int], Iterator[Document]],
+        handle: Callable[[Any, int], Iterator[Document]],
     ) -> Iterator[Document]:
         """Iterate records, resuming after damage; emit a record's documents one record late.
 
         The lag matters for per-record gzip: the library verifies a member's CRC only once
         it has inflated the member to its end, which happens when it moves on to the next
         record. A document is emitted only after that; if the check fails, the documents
-        of a member that does not inflate cleanly are dropped with the error.
+        of a member that does not inflate cleanly are dropped with the error. The next
+        record's offset also shows whether the library skipped a gzip member that holds a
+        record (the previous record's Content-Length ran into it): that record is then
+        dropped and reading resumes at the skipped member.
         """
         start = 0
         last = -1  # offset of the last record handled
@@ -173,8 +182,16 @@ class _ArchiveReader:
             fh.seek(start)
             resume: int | None
             got = 0
+            previous = -1  # offset of the previous record read since ``start``
             try:
                 for offset, rec in records(fh, start):
+                    if previous >= 0 and self.fmt != "arc":
+                        skipped = self._skipped_member(previous, offset)
+                        if skipped is not None:
+                            pending = []
+                            detail = ("Content-Length runs past the record's gzip member into "
+                                      f"the record at byte {skipped}")
+                            raise _Damage("bad_content_length", previous, detail, skipped)
                     for doc in pending:
                         yield emit(self.stats, doc)
                     pending = []
@@ -185,7 +202,10 @@ class _ArchiveReader:
                     if got == 1 and start > 0:
                         self.stats.counters["resynced"] += 1
                     fresh = True
-                    pending, pending_at = list(handle(rec, offset, 0)), offset
+                    previous = offset
+                    if self.plain and self.fmt != "arc":
+                        self._check_overrun(offset)
+                    pending, pending_at = list(handle(rec, offset)), offset
                 if got == 0 and start > 0:
                     problem = None  # a resync candidate that holds no record: try the next
                     resume = self._next_candidate(start + 1)
@@ -200,6 +220,8 @@ class _ArchiveReader:
             except _Damage as dmg:
                 report_error(self.stats, self.path, dmg.kind, dmg.offset, dmg.detail)
                 resume = dmg.resume
+                if dmg.drop and dmg.offset == pending_at:
+                    pending = []
             except Exception as exc:  # the archive libraries raise OSError, ValueError, ...
                 at = max(last, start)
                 if fresh:
@@ -246,6 +268,91 @@ class _ArchiveReader:
             pos += _SCAN_CHUNK
         return None
 
+    # ------------------------------------------- Content-Length that runs over
+
+    def _plain_extent(self, offset: int) -> tuple[int, int] | None:
+        """``(payload start, declared end)`` of the record at ``offset`` of an uncompressed
+        file, from its header; None when the header has no end or no numeric Content-Length."""
+        head = os.pread(self.fd, _MAX_HEADER, offset)
+        end, sep = head.find(b"\r\n\r\n"), 4
+        if end < 0:
+            end, sep = head.find(b"\n\n"), 2
+        if end < 0:
+            return None
+        match = _CONTENT_LENGTH.search(head, 0, end)
+        if match is None:
+            return None
+        body = offset + end + sep
+        return body, body + int(match.group(1))
+
+    def _check_overrun(self, offset: int) -> None:
+        """Uncompressed file: raise when the record at ``offset`` runs over a later record.
+
+        A record that ends where its Content-Length says (before the next ``WARC/`` line or
+        the end of the file) costs two small reads. Otherwise its declared extent is
+        searched for the header of a record it ran over; reading resumes there, so a
+        Content-Length made too large (even past the end of the file) loses no other record.
+        """
+        extent = self._plain_extent(offset)
+        if extent is None:
+            return
+        body, end = extent
+        if end <= self.size:
+            after = os.pread(self.fd, 64, end).lstrip(b"\r\n")
+            if not after or after.startswith(b"WARC/"):
+                return
+        inner = self._record_start_in(body - 1, min(end, self.size))
+        if inner is not None:
+            detail = (f"Content-Length {end - body} runs over the record at byte {inner}"
+                      + (" and past the end of the file" if end > self.size else ""))
+            raise _Damage("bad_content_length", offset, detail, inner, drop=True)
+
+    def _record_start_in(self, lo: int, hi: int) -> int | None:
+        """Uncompressed file: offset of the first WARC record header that starts a line in
+        ``(lo, hi)``, or None."""
+        pos = lo
+        while pos < hi:
+            chunk = os.pread(self.fd, min(_SCAN_CHUNK, hi - pos) + 8, pos)
+            i = chunk.find(b"\nWARC/")
+            while i >= 0 and pos + i + 1 < hi:
+                if _is_record_header(os.pread(self.fd, _HEADER_PROBE, pos + i + 1)):
+                    return pos + i + 1
+                i = chunk.find(b"\nWARC/", i + 1)
+            pos += _SCAN_CHUNK
+        return None
+
+    def _skipped_member(self, previous: int, offset: int) -> int | None:
+        """Per-record gzip file: a gzip member strictly between the records at ``previous``
+        and ``offset`` that holds a record of its own, or None.
+
+        Consecutive records are consecutive members, so one in between was skipped by the
+        library: the record at ``previous`` declared a Content-Length that ran into it. The
+        check scans the compressed bytes of one record for the gzip magic (a chance match
+        inside deflate data does not inflate to a WARC header).
+        """
+        if self.plain or offset <= previous + 1 or os.pread(self.fd, 3, previous) != _GZIP_MAGIC:
+            return None
+        pos = previous + 1
+        while pos < offset:
+            chunk = os.pread(self.fd, min(_SCAN_CHUNK, offset - pos) + 2, pos)
+            i = chunk.find(_GZIP_MAGIC)
+            while i >= 0 and pos + i < offset:
+                if self._member_holds_record(pos + i):
+                    return pos + i
+                i = chunk.find(_GZIP_MAGIC, i + 1)
+            pos += _SCAN_CHUNK
+        return None
+
+    def _member_holds_record(self, at: int) -> bool:
+        """True when a gzip member starts at ``at`` and inflates to a WARC record header."""
+        try:
+            head = zlib.decompressobj(31).decompress(
+                os.pread(self.fd, _HEADER_PROBE, at), _HEADER_PROBE
+            )
+        except zlib.error:
+            return False
+        return _is_record_header(head)
+
     # ------------------------------------------------------------ tail check
 
     def _tail_check(self, last: int) -> _Damage | None:
@@ -264,15 +371,10 @@ class _ArchiveReader:
         return self._tail_check_gzip(last)
 
     def _tail_check_plain(self, last: int) -> _Damage | None:
-        head = os.pread(self.fd, _MAX_HEADER, last)
-        end = head.find(b"\r\n\r\n")
-        sep = 4
-        if end < 0:
-            end, sep = head.find(b"\n\n"), 2
-        match = _CONTENT_LENGTH.search(head, 0, max(end, 0))
-        if end < 0 or match is None:
+        extent = self._plain_extent(last)
+        if extent is None:
             return None
-        record_end = last + end + sep + int(match.group(1))
+        record_end = extent[1]
         if record_end > self.size:
             if self.truncation_reported_at == last:
                 return None
@@ -302,7 +404,7 @@ class _ArchiveReader:
                     f"record declares {match.group(1).decode()} bytes but its gzip member "
                     f"holds {first.out_len - end - 4}; the following members were swallowed"
                 )
-                return _Damage("bad_content_length", last, detail, members[1].start)
+                return _Damage("bad_content_length", last, detail, members[1].start, drop=True)
         for member in members[1:]:
             if member.status == "garbage":
                 detail = (
@@ -334,9 +436,9 @@ class _ArchiveReader:
 
     # -------------------------------------------------------- record handling
 
-    def _check_extent(self, rec: Any, offset: int, depth: int) -> None:
+    def _check_extent(self, rec: Any, offset: int) -> None:
         """In an uncompressed file, a record may not claim more bytes than the file holds."""
-        if self.plain and depth == 0 and offset + rec.content_length > self.size:
+        if self.plain and offset + rec.content_length > self.size:
             resume = self._next_candidate(offset + 1)
             kind = "bad_content_length" if resume is not None else "truncated"
             detail = f"Content-Length {rec.content_length} runs past the end of the file"
@@ -344,11 +446,11 @@ class _ArchiveReader:
                 self.truncation_reported_at = offset
             raise _Damage(kind, offset, detail, resume)
 
-    def _handle_warc(self, rec: Any, offset: int, depth: int) -> Iterator[Document]:
+    def _handle_warc(self, rec: Any, offset: int) -> Iterator[Document]:
         rtype = int(rec.record_type)
         if rtype != self.want:
             count_skip(self.stats, _TYPE_NAMES.get(rtype, "unknown"))
-            self._check_extent(rec, offset, depth)
+            self._check_extent(rec, offset)
             return
         self.stats.docs_in += 1
         declared = rec.headers.get("Content-Length")
@@ -356,24 +458,30 @@ class _ArchiveReader:
             detail = f"Content-Length {declared!r} is not a byte count"
             report_error(self.stats, self.path, "bad_content_length", offset, detail)
             return
-        self._check_extent(rec, offset, depth)
+        self._check_extent(rec, offset)
         source, options = self.source, self.options
         rid = _record_id(rec.record_id, source, offset)
         url = target_uri(rec.headers.get("WARC-Target-URI"))
+        where = f"at byte {offset} ({url or rid})"
         if self.fmt == "wet":
             if rec.content_length > options.max_doc_bytes:
-                count_skip(self.stats, "too_large")
+                skip_too_large(self.stats, self.path, where, f"{rec.content_length} bytes",
+                               options.max_doc_bytes)
                 return
             body = rec.reader.read()
             if len(body) < rec.content_length:
-                self._truncated(offset, depth, len(body), rec.content_length)
+                self._truncated(offset, len(body), rec.content_length)
                 return
-            if not self._ends_where_declared(offset, int(declared), depth):
+            if not self._ends_where_declared(offset, int(declared)):
                 return
             if not body:
                 count_skip(self.stats, "empty")
                 return
-            text = body.decode("utf-8", "replace")
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                text = body.decode("utf-8", "replace")
+                count_replaced(self.stats, "utf-8")
             yield Document(rid, text, url, "text/plain", source)
             return
         te = ce = None
@@ -389,25 +497,19 @@ class _ArchiveReader:
         else:
             media, charset = parse_content_type(rec.headers.get("Content-Type"))
         length = rec.content_length
-        if not self._payload_wanted(media, length):
+        if not self._payload_wanted(media, length, where):
             return
         body = rec.reader.read()
         if len(body) < length:
-            self._truncated(offset, depth, len(body), length)
+            self._truncated(offset, len(body), length)
             return
-        inner = _embedded_record(body)
-        if inner >= 0:
-            detail = "Content-Length too large: the payload holds the following record(s)"
-            report_error(self.stats, self.path, "bad_content_length", offset, detail)
-            yield from self._recover(body[inner:], offset, depth)
+        if not self._ends_where_declared(offset, int(declared)):
             return
-        if not self._ends_where_declared(offset, int(declared), depth):
-            return
-        doc = self._document(body, media, charset, te, ce, rid, url)
+        doc = self._document(body, media, charset, te, ce, rid, url, where)
         if doc is not None:
             yield doc
 
-    def _payload_wanted(self, media: str | None, length: int) -> bool:
+    def _payload_wanted(self, media: str | None, length: int, where: str) -> bool:
         """False (and counted as skipped) for non-HTML payloads under ``html_only`` and
         payloads over ``max_doc_bytes``; True when the payload should be read."""
         options = self.options
@@ -415,50 +517,46 @@ class _ArchiveReader:
             count_skip(self.stats, "non_html")
             return False
         if length > options.max_doc_bytes:
-            count_skip(self.stats, "too_large")
+            skip_too_large(self.stats, self.path, where, f"{length} bytes", options.max_doc_bytes)
             return False
         return True
 
-    def _ends_where_declared(self, offset: int, block_len: int, depth: int) -> bool:
+    def _ends_where_declared(self, offset: int, block_len: int) -> bool:
         """In an uncompressed file, check that the record ends where Content-Length says.
 
         Bytes inserted into a payload, or a Content-Length that is too small, leave the
         declared end inside the record; FastWARC skips to the next ``WARC/`` line without
         a word, so the record would be read short. Counted as ``error:bad_content_length``.
+        (A Content-Length too large was caught before, by :meth:`_check_overrun`.)
         """
-        if not self.plain or depth > 0:
+        if not self.plain:
             return True
-        head = os.pread(self.fd, _MAX_HEADER, offset)
-        end, sep = head.find(b"\r\n\r\n"), 4
-        if end < 0:
-            end, sep = head.find(b"\n\n"), 2
-        if end < 0:
+        extent = self._plain_extent(offset)
+        if extent is None:
             return True
-        after = os.pread(self.fd, 64, offset + end + sep + block_len).lstrip(b"\r\n")
+        after = os.pread(self.fd, 64, extent[0] + block_len).lstrip(b"\r\n")
         if not after or after.startswith(b"WARC/"):
             return True
         detail = f"the record does not end after its Content-Length ({block_len}) bytes"
         report_error(self.stats, self.path, "bad_content_length", offset, detail)
         return False
 
-    def _truncated(self, offset: int, depth: int, got: int, want: int) -> None:
+    def _truncated(self, offset: int, got: int, want: int) -> None:
+        """Count a payload shorter than its Content-Length: ``error:truncated`` at the end of
+        the file; in a per-record gzip file whose record runs on into the next gzip member,
+        raise ``bad_content_length`` to resume at that member."""
+        if not self.plain and os.pread(self.fd, 3, offset) == _GZIP_MAGIC:
+            members = _gzip_members(self.fd, offset, self.size, limit=2)
+            if len(members) == 2 and members[0].status == "ok":
+                detail = (f"Content-Length {want} runs past the record's gzip member into "
+                          f"the one at byte {members[1].start}")
+                raise _Damage("bad_content_length", offset, detail, members[1].start,
+                              drop=True)
         detail = f"payload has {got} of {want} bytes"
         report_error(self.stats, self.path, "truncated", offset, detail)
-        if depth == 0:
-            self.truncation_reported_at = offset
+        self.truncation_reported_at = offset
 
-    def _recover(self, data: bytes, offset: int, depth: int) -> Iterator[Document]:
-        """Read the records swallowed by a too-large Content-Length out of its payload."""
-        if depth >= _MAX_RECOVERY_DEPTH:
-            return
-        try:
-            for rec in ArchiveIterator(io.BytesIO(data), parse_http=False, quirks_mode=True):
-                yield from self._handle_warc(rec, offset, depth + 1)
-        except Exception as exc:  # damage inside the swallowed bytes: keep what was read
-            detail = f"{type(exc).__name__}: {exc}"
-            report_error(self.stats, self.path, _classify(exc), offset, detail)
-
-    def _handle_arc(self, rec: Any, offset: int, depth: int) -> Iterator[Document]:
+    def _handle_arc(self, rec: Any, offset: int) -> Iterator[Document]:
         if rec.rec_type != "response":
             count_skip(self.stats, str(rec.rec_type))
             return
@@ -478,14 +576,15 @@ class _ArchiveReader:
         else:
             media, charset = parse_content_type(rec.rec_headers.get_header("content-type"))
         length = max(rec.length - header_len, 0)
-        if not self._payload_wanted(media, length):
+        rid = f"{self.source}:{offset}"
+        where = f"at byte {offset} ({url or rid})"
+        if not self._payload_wanted(media, length, where):
             return
         body = rec.raw_stream.read()
         if len(body) < length:
-            self._truncated(offset, depth, len(body), length)
+            self._truncated(offset, len(body), length)
             return
-        rid = f"{self.source}:{offset}"
-        doc = self._document(body, media, charset, te, ce, rid, url)
+        doc = self._document(body, media, charset, te, ce, rid, url, where)
         if doc is not None:
             yield doc
 
@@ -498,22 +597,28 @@ class _ArchiveReader:
         ce: str | None,
         rid: str,
         url: str | None,
+        where: str,
     ) -> Document | None:
         """Turn a response payload into a document, or count why not and return None."""
         stats, options = self.stats, self.options
+        limit = options.max_doc_bytes
         if te and "chunked" in te.lower():
             body = dechunk(body)
         if ce:
-            decoded, reason = decode_content(body, ce, options.max_doc_bytes)
+            decoded, reason = decode_content(body, ce, limit)
             if decoded is None:
-                count_skip(stats, reason)
+                if reason == "too_large":
+                    skip_too_large(stats, self.path, where,
+                                   f"more than {limit} bytes once {ce.strip()}-decoded", limit)
+                else:
+                    count_skip(stats, reason)
                 return None
             body = decoded
         if not body:
             count_skip(stats, "empty")
             return None
-        if len(body) > options.max_doc_bytes:
-            count_skip(stats, "too_large")
+        if len(body) > limit:
+            skip_too_large(stats, self.path, where, f"{len(body)} bytes", limit)
             return None
         if not media:
             if sniff_html(body):
@@ -523,7 +628,9 @@ class _ArchiveReader:
                 return None
             else:
                 media = "application/octet-stream"
-        text, _ = decode_html(body, charset)
+        text, used = decode_html(body, charset)
+        if used.endswith("+replace"):
+            count_replaced(stats, used[: -len("+replace")])
         return Document(rid, text, url, media, self.source)
 
 
