@@ -1,13 +1,55 @@
-"""Shared test fixtures: where the shared data lives."""
+"""Shared test fixtures and hooks: where the shared data lives; the native-extension policy.
+
+Imports nothing of the project at module level: ``python -m pytest -m gpu tests/`` must
+collect on a machine with only torch, numpy and pyarrow.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
+# set to 1 to accept the pure-Python fallbacks when tokenizer/_bpe.c or _encode.c is not built
+ALLOW_PURE_PYTHON = "REFINERY_ALLOW_PURE_PYTHON"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``native`` marker."""
+    config.addinivalue_line(
+        "markers",
+        f"native(*names): needs the compiled extensions tokenizer.<name>; a test fails without "
+        f"them unless {ALLOW_PURE_PYTHON}=1, which skips it",
+    )
+
+
+def _missing_extensions(names: tuple[str, ...]) -> list[str]:
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(f"tokenizer.{name}")
+        except ImportError:
+            missing.append(f"tokenizer.{name}")
+    return missing
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail (or, with ``REFINERY_ALLOW_PURE_PYTHON=1``, skip) a ``native`` test whose
+    extensions are not built: the install treats them as optional, so a failed build would
+    otherwise pass the suite silently at a fraction of the speed."""
+    names = tuple(n for mark in item.iter_markers("native") for n in mark.args)
+    missing = _missing_extensions(names) if names else []
+    if not missing:
+        return
+    if os.environ.get(ALLOW_PURE_PYTHON) == "1":
+        pytest.skip(f"{', '.join(missing)} not built ({ALLOW_PURE_PYTHON}=1)")
+    pytest.fail(f"{', '.join(missing)} not built: rebuild with `pip install -e .` and read its "
+                f"compiler errors, or set {ALLOW_PURE_PYTHON}=1 to test the Python fallback",
+                pytrace=False)
 
 
 @pytest.fixture(scope="session")
