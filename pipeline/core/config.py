@@ -27,6 +27,11 @@ class JobConfigError(ValueError):
     """A job file that cannot run, with a message naming the key or path to fix."""
 
 
+class OutputFolderError(JobConfigError):
+    """The job's output folder cannot be used: a part of its path is a file, it cannot be
+    created or written, or it holds another job's output. The message names the fix."""
+
+
 class WriteOptions(StepOptions):
     """Where and how the output is written."""
 

@@ -15,6 +15,11 @@ output part is written atomically, then the progress file is replaced atomically
 killed task rerun skips the documents its progress file counts and rewrites at most the
 part it was in the middle of, so output never duplicates or loses a document and equals
 an uninterrupted run's.
+
+A job owns its output folder, one run at a time. At the start of a run, the temporary
+files that killed writers left anywhere in the folder (``.NAME.tmp-*``, see
+:mod:`pipeline.io.atomic`) are deleted, global steps' work folders included; running the
+same job into the same folder twice at once is not supported (the runs would share parts).
 """
 
 from __future__ import annotations
@@ -31,7 +36,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import JobConfig, expand_inputs, parse_steps, validate_job
+from pipeline.core.config import (
+    JobConfig,
+    OutputFolderError,
+    expand_inputs,
+    parse_steps,
+    validate_job,
+)
 from pipeline.core.document import Document
 from pipeline.core.step import (
     GlobalStep,
@@ -42,7 +53,7 @@ from pipeline.core.step import (
     UndeclaredMetadataError,
 )
 from pipeline.execution.executor import Executor, make_executor
-from pipeline.io.atomic import atomic_write_json
+from pipeline.io.atomic import atomic_write_json, remove_stale_temps, temp_path
 from pipeline.io.readers import ReadOptions, detect_format, plan_splits, read_shard
 from pipeline.io.writer import write_documents_parquet, write_removed_parquet
 
@@ -358,12 +369,69 @@ def _delta(now: dict[str, Any], before: dict[str, Any]) -> StepStats:
     return a
 
 
+def prepare_output_dir(out: Path) -> None:
+    """Create the output folder ``out`` if needed and check that this process can write in it.
+
+    Raises :class:`OutputFolderError`, one line naming the folder and the fix, when a part
+    of the path is a file, the folder cannot be created, or it (or a folder an earlier run
+    made in it, two levels deep) cannot be written. Writing is tested by creating and
+    deleting a file: permission bits say nothing for root, nor about an immutable folder
+    (``chattr +i``) or a read-only mount.
+    """
+    for part in (out, *out.parents):
+        if part.exists() and not part.is_dir():
+            raise OutputFolderError(
+                f"output folder {out}: {part} is a file, not a folder; choose another "
+                "--output (or 'output:' in the job file)"
+            )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputFolderError(
+            f"cannot create the output folder {out} ({e.strerror or e}); choose a writable "
+            "--output (or 'output:' in the job file)"
+        ) from None
+    for folder in [out, *_subfolders(out, levels=2)]:
+        _check_writable(folder, out)
+
+
+def _subfolders(root: Path, levels: int) -> list[Path]:
+    """Folders below ``root``, ``levels`` deep at most (symbolic links not followed)."""
+    found: list[Path] = []
+    level = [root]
+    for _ in range(levels):
+        level = [d for f in level for d in sorted(f.iterdir())
+                 if d.is_dir() and not d.is_symlink()]
+        found += level
+    return found
+
+
+def _check_writable(folder: Path, out: Path) -> None:
+    """Raise OutputFolderError unless a file can be created (and deleted) in ``folder``."""
+    probe = temp_path(folder / ".write-check")
+    try:
+        with open(probe, "xb"):
+            pass
+        probe.unlink()
+    except OSError as e:
+        raise OutputFolderError(
+            f"cannot write in the output folder {folder} ({e.strerror or e}); make it writable "
+            f"(chmod u+w, chattr -i, a read-write mount) or choose another --output than {out}"
+        ) from None
+
+
 def _check_output_dir(out: Path, job: JobConfig, files: list[str], fingerprint: str) -> None:
     marker = out / "_job.json"
     if marker.exists():
-        previous = json.loads(marker.read_text(encoding="utf-8"))
+        try:
+            previous = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise OutputFolderError(
+                f"{marker} cannot be read ({e}); delete that folder to start over or choose "
+                "another --output"
+            ) from None
         if previous.get("fingerprint") != fingerprint:
-            raise RuntimeError(
+            raise OutputFolderError(
                 f"{out} holds the output of a different job (its inputs, steps or options "
                 "differ); choose another --output or delete that folder to start over"
             )
@@ -437,8 +505,12 @@ def run_job(
     job, steps = validate_job(job_data, output)
     files = expand_inputs(job.inputs)
     out = Path(job.output)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out)
     _check_output_dir(out, job, files, job_fingerprint(job, files))
+    # Safe because one run of a job at a time owns the folder (see the module docstring).
+    stale = remove_stale_temps(out)
+    if stale:
+        log.warning("removed %d temporary file(s) that a killed run left in %s", stale, out)
     (out / "_SUCCESS").unlink(missing_ok=True)
 
     executor = executor or job_executor(job, address)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.core.config import JobConfigError, validate_job
+from pipeline.core.config import JobConfigError, OutputFolderError, validate_job
 from pipeline.core.document import Document
 from pipeline.execution.runner import run_chunk_safely, run_job
 from pipeline.core.step import Filter, Mapper, StepContext, StepStats
@@ -170,7 +170,7 @@ def test_rerun_of_a_finished_job_changes_nothing(ray_local, shared_data: Path, t
     assert {p: p.stat().st_mtime_ns for p in (out / "data").glob("*.parquet")} == mtimes
     assert first["documents_out"] == second["documents_out"]
     job["steps"] = job["steps"][:2]
-    with pytest.raises(RuntimeError, match="different job"):
+    with pytest.raises(OutputFolderError, match="different job"):
         run_job(job)
 
 
