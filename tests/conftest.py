@@ -53,6 +53,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository's root folder (where ``pyproject.toml``, ``jobs/`` and ``benchmarks/`` are)."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only shared data folder (``../shared/data`` beside the repository)."""
     if not SHARED.is_dir():

@@ -14,6 +14,9 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.core.document import Document
+from pipeline.core.registry import get_step_class
+from pipeline.core.step import StepContext, StepStats
+from pipeline.steps.extract import Extract, ExtractOptions
 from pipeline.text.extract import (
     ExtractionSandbox,
     ExtractionTimeout,
@@ -21,13 +24,6 @@ from pipeline.text.extract import (
     shared_sandbox,
     truncate_utf8,
 )
-from pipeline.core.registry import get_step_class
-from pipeline.core.step import StepContext, StepStats
-from pipeline.steps.extract import Extract, ExtractOptions
-
-REPO = Path(__file__).resolve().parents[3]
-SHARED = REPO.parent / "shared" / "data"
-HTML_DIR = SHARED / "html"
 
 #: pages where the labels say exactly what resiliparse must keep and remove
 PAGES = [
@@ -45,9 +41,9 @@ NESTED_BOMB = "<html><body>" + "<div>" * 20000 + "deep words " + "</div>" * 2000
 
 
 @pytest.fixture(scope="module")
-def evaldata() -> dict[str, dict]:
+def evaldata(shared_data: Path) -> dict[str, dict]:
     """Labels keyed by file name, read from inside the eval tarball."""
-    tarball = HTML_DIR / "trafilatura_eval_html.tar.gz"
+    tarball = shared_data / "html" / "trafilatura_eval_html.tar.gz"
     if not tarball.is_file():
         pytest.skip(f"shared data not found at {tarball}")
     with tarfile.open(tarball) as tar:
@@ -61,10 +57,10 @@ def evaldata() -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def cache_pages() -> dict[str, bytes]:
+def cache_pages(shared_data: Path) -> dict[str, bytes]:
     """All pages of the small cache tarball, raw bytes keyed by file name."""
     pages = {}
-    with tarfile.open(HTML_DIR / "trafilatura_cache_html.tar.gz") as tar:
+    with tarfile.open(shared_data / "html" / "trafilatura_cache_html.tar.gz") as tar:
         for member in tar:
             if member.isfile():
                 fh = tar.extractfile(member)
@@ -232,11 +228,12 @@ def test_options_are_validated_and_step_is_registered():
     assert ExtractOptions().extractor == "resiliparse"
 
 
-def test_step_modules_import_no_heavy_libraries():
+def test_step_modules_import_no_heavy_libraries(repo_root: Path):
     code = (
         "import sys, pipeline.steps.extract, pipeline.steps.langid;"
         "heavy = {'resiliparse', 'trafilatura', 'fasttext', 'lxml'} & set(sys.modules);"
         "print(sorted(heavy)); sys.exit(1 if heavy else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr

