@@ -81,7 +81,7 @@ def _run_global(step, shards: list[StageShard], workdir: Path, chunk: int = 7) -
     return kept
 
 
-def test_features_are_stable_across_processes() -> None:
+def test_features_are_stable_across_processes(repo_root: Path) -> None:
     opts = FeatureOptions(buckets=1000)
     text = "The Battle of Hastings, 1066.\nNormans won!"
     b = feature_buckets(text, opts)
@@ -91,7 +91,7 @@ def test_features_are_stable_across_processes() -> None:
             f"print(feature_buckets({text!r}, FeatureOptions(buckets=1000)).tolist())")
     env = {**os.environ, "PYTHONHASHSEED": "123"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, check=True, cwd=Path(__file__).resolve().parents[3])
+                         env=env, check=True, cwd=repo_root)
     assert json.loads(out.stdout) == b.tolist()
     assert feature_buckets("", opts).size == 0
     assert feature_buckets("word", FeatureOptions(buckets=1000, ngrams=1)).size == 1
