@@ -1,31 +1,43 @@
 """DSIR selection (``dsir_v1``): importance-resample the job's documents toward a target.
 
-A :class:`GlobalStep`. ``prepare`` runs in the driver: Ray tasks count each shard's hashed
-n-gram features (the raw model, summed over shards, so no process holds the pool), the
-target model is fitted from the ``target`` files (one Ray task per file) or read from a
-``model`` written by ``pipeline dsir fit``, then Ray tasks score every shard's documents
-(log importance weight plus seeded Gumbel noise) and return their top-k lists, which are
-merged into the job-wide k-th largest key. Each shard task then keeps its documents at or
-above it: ``num_documents`` (or ``fraction`` of the job) documents sampled without
-replacement in proportion to their importance weights. Without either, it only annotates.
-Metadata: ``dsir_log_weight`` (null for a document with no tokens, never selected).
+A :class:`GlobalStep`. ``prepare`` runs in the driver and fans out through the runner's
+executor: one unit per shard counts its hashed n-gram features (the raw model, summed over
+shards, so no process holds the pool), the target model is fitted from the ``target`` files
+(one unit per file) or read from a ``model`` written by ``pipeline dsir fit``, then one unit
+per shard scores its documents (log importance weight plus seeded Gumbel noise) and returns
+their top-k list; the lists are merged into the job-wide k-th largest key. Each shard task
+then keeps its documents at or above it: ``num_documents`` (or ``fraction`` of the job)
+documents sampled without replacement in proportion to their importance weights. Without
+either, it only annotates. Metadata: ``dsir_log_weight`` (null for a document with no
+tokens, never selected).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
 from pipeline.core.document import Document
+from pipeline.core.step import (
+    GlobalStep,
+    StageShard,
+    StepContext,
+    StepOptions,
+    require_file,
+    require_match,
+    require_sidecar,
+)
+from pipeline.io.atomic import atomic_path
 from pipeline.text.normalize import NormalizeOptions
-from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions
+
+if TYPE_CHECKING:
+    from pipeline.execution.executor import Executor
 
 
 class DSIROptions(StepOptions):
@@ -76,10 +88,8 @@ def _count_shard(shard: StageShard, path: str, fingerprint: str, feats: Any) -> 
         except (OSError, ValueError, KeyError):
             pass
     counts, docs = count_features((d.text for d in shard.documents()), feats)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.stem}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, counts=counts, docs=np.int64(docs), fingerprint=np.asarray(fingerprint))
-    os.replace(tmp, p)
+    with atomic_path(p, suffix=".npz") as tmp:  # .npz: np.savez would append one
+        np.savez(tmp, counts=counts, docs=np.int64(docs), fingerprint=np.asarray(fingerprint))
     return docs
 
 
@@ -120,23 +130,32 @@ class DSIRSelect(GlobalStep):
         super().__init__(options)
         self._decisions: Any = None
 
-    def _target_counts(self, feats: Any) -> np.ndarray:
-        from pipeline.text.dsir import DSIRModel, count_files_ray
+    def check(self) -> None:
+        """Check that the ``model`` file (with its sidecar) or every ``target`` pattern exists."""
+        o = self.options
+        if o.model is not None:
+            require_file("model", o.model, "fit it with `pipeline dsir fit` or fix the path")
+            require_sidecar("model", o.model, "refit it with `pipeline dsir fit`")
+        for i, pattern in enumerate(o.target or ()):
+            require_match(f"target[{i}]", pattern, "fix the path or the glob")
+
+    def _target_counts(self, feats: Any, executor: Executor) -> np.ndarray:
         from pipeline.text.corpus import expand_paths
+        from pipeline.text.dsir import DSIRModel, count_files
 
         o = self.options
         if o.model is not None:
             return DSIRModel.load(o.model, feats).target_counts
-        counts, _ = count_files_ray(expand_paths(o.target), feats, f"{self.name} target")
+        counts, _ = count_files(expand_paths(o.target), feats, executor, f"{self.name} target")
         return counts
 
-    def prepare(self, shards: list[StageShard], workdir: str) -> None:
-        """Fit both models and score every shard in Ray tasks; write the job-wide cut."""
-        import ray
+    def prepare(self, shards: list[StageShard], workdir: str, executor: Executor) -> None:
+        """Fit both models and score every shard through ``executor``; write the job-wide cut.
 
+        Raises :class:`~pipeline.execution.executor.TaskFailures` when a unit fails.
+        """
         from pipeline.text.dsir import log_probs
         from pipeline.text.selection import (
-            ensure_ray,
             fingerprint_of,
             global_threshold,
             read_decision,
@@ -151,18 +170,20 @@ class DSIRSelect(GlobalStep):
         old = read_decision(workdir)
         if old is not None and old.get("fingerprint") == fp:
             return
-        ensure_ray()
-        count = ray.remote(_count_shard)
         raw_dir = Path(workdir) / "raw_counts"
-        refs = [count.remote(s, str(raw_dir / f"{s.shard_id}.npz"), fp, feats) for s in shards]
-        total = int(sum(ray.get(refs)))
+        docs = executor.run(_count_shard,
+                            [(s, str(raw_dir / f"{s.shard_id}.npz"), fp, feats) for s in shards],
+                            names=[s.shard_id for s in shards], desc=f"{self.name} counting",
+                            unit="shard")
+        total = int(sum(docs))
         raw = np.zeros(o.buckets, dtype=np.int64)
         for s in shards:
             with np.load(raw_dir / f"{s.shard_id}.npz", allow_pickle=False) as z:
                 raw += z["counts"]
-        target = self._target_counts(feats)
+        target = self._target_counts(feats, executor)
         log_ratio = log_probs(target, o.smoothing) - log_probs(raw, o.smoothing)
-        np.save(Path(workdir) / "log_ratio.npy", log_ratio)
+        with atomic_path(Path(workdir) / "log_ratio.npy", suffix=".npy") as tmp:
+            np.save(tmp, log_ratio)
         if o.num_documents is not None:
             k = min(o.num_documents, total)
         elif o.fraction is not None:
@@ -170,8 +191,9 @@ class DSIRSelect(GlobalStep):
         else:
             k = total
         annotate_only = o.num_documents is None and o.fraction is None
-        tops, scored = score_shards(_Scorer(log_ratio, feats, o.seed, o.length_features), shards, workdir, fp,
-                                    0 if annotate_only else k, desc=f"{self.name} scoring")
+        scorer = _Scorer(log_ratio, feats, o.seed, o.length_features)
+        tops, scored = score_shards(scorer, shards, workdir, fp, 0 if annotate_only else k,
+                                    executor, desc=f"{self.name} scoring")
         threshold = -math.inf if annotate_only else global_threshold(tops, k)
         write_decision(workdir, {"fingerprint": fp, "threshold": threshold, "k": k,
                                  "total": scored, "raw_features": int(raw.sum()),

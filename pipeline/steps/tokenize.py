@@ -1,7 +1,7 @@
 """``tokenize_v1``: documents to token ids, packed into an Arrow token stream.
 
 A global step: once every shard has finished the steps before it, :meth:`Tokenize.prepare`
-tokenizes each shard in its own Ray task into one part of the stream
+tokenizes each shard in its own executor unit into one part of the stream
 (``docs/token-stream-format.md``: each document's ids followed by the EOS id, uint16 when
 the vocabulary fits, else uint32), then writes ``manifest.json`` with the parts in shard
 order, their token counts and the tokenizer's hash. A part is written atomically and then
@@ -16,19 +16,22 @@ loaded with the tokenizer's ranks; either way the ids equal ``tokenizer.Tokenize
 from __future__ import annotations
 
 import json
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
 from pipeline.core.document import Document
-from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions
+from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions, require_folder
+from pipeline.io.atomic import atomic_write_json
+
+if TYPE_CHECKING:
+    from pipeline.execution.executor import Executor
 
 CONFIG_FILE = "_tokenize.json"
 
@@ -48,9 +51,7 @@ def _done_path(stream: Path, index: int) -> Path:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(data, path, indent=2, sort_keys=False)
 
 
 def _is_done(stream: Path, index: int) -> bool:
@@ -123,7 +124,7 @@ def tokenize_shard(
 
 
 class Tokenize(GlobalStep):
-    """Tokenize every document into a packed Arrow token stream (Ray-parallel, resumable)."""
+    """Tokenize every document into a packed Arrow token stream (parallel, resumable)."""
 
     name = "tokenize_v1"
     Options = TokenizeOptions
@@ -132,6 +133,14 @@ class Tokenize(GlobalStep):
     def __init__(self, options: StepOptions | None = None) -> None:
         super().__init__(options)
         self._counts: dict[str, deque[int]] | None = None
+
+    def check(self) -> None:
+        """Check that ``tokenizer`` is a folder holding the files the encoder reads."""
+        from tokenizer.formats import CONFIG_FILE, HF_FILE, TIKTOKEN_FILE
+
+        require_folder("tokenizer", self.options.tokenizer, (CONFIG_FILE, TIKTOKEN_FILE, HF_FILE),
+                       "train one with a `job: tokenizer` job (jobs/tokenizer.yaml) or "
+                       "`tokenizer train`, or fix the path")
 
     def stream_dir(self, workdir: str) -> Path:
         """The stream directory: ``output``, relative to the job output folder.
@@ -160,8 +169,12 @@ class Tokenize(GlobalStep):
         return (encoder.special_tokens[eos], dtype, encoder.vocab_size,
                 tokenizer_hash(self.options.tokenizer))
 
-    def prepare(self, shards: list[StageShard], workdir: str) -> None:
-        """Tokenize every shard (one Ray task each, unless done) and write the manifest."""
+    def prepare(self, shards: list[StageShard], workdir: str, executor: Executor) -> None:
+        """Tokenize every shard (one ``executor`` unit each, unless done); write the manifest.
+
+        Raises :class:`~pipeline.execution.executor.TaskFailures` naming every shard that
+        failed, after the others have finished (their parts are kept for a rerun).
+        """
         from tokenizer.token_stream import PartInfo, write_manifest
 
         eos_id, dtype, vocab_size, digest = self._settings()
@@ -180,7 +193,8 @@ class Tokenize(GlobalStep):
         todo = [i for i in range(len(ordered)) if not _is_done(stream, i)]
         args = [(ordered[i], i, str(Path(self.options.tokenizer).resolve()), str(stream), eos_id,
                  dtype, self.options.batch_docs) for i in todo]
-        _run_tasks(args)
+        executor.run(tokenize_shard, args, names=[ordered[i].shard_id for i in todo],
+                     desc=f"{self.name} shards", unit="shard")
         parts = []
         for i in range(len(ordered)):
             record = json.loads(_done_path(stream, i).read_text(encoding="utf-8"))
@@ -225,24 +239,3 @@ class Tokenize(GlobalStep):
             ctx.stats.counters["tokens"] += n
             yield doc
 
-
-def _run_tasks(args: list[tuple]) -> None:
-    """Run ``tokenize_shard`` for each argument tuple: as Ray tasks when Ray is up, else here."""
-    if not args:
-        return
-    import ray
-
-    if not ray.is_initialized():
-        for a in args:
-            tokenize_shard(*a)
-        return
-    remote = ray.remote(tokenize_shard).options(num_cpus=1, max_retries=2)
-    refs = [remote.remote(*a) for a in args]
-    errors = []
-    for ref in refs:
-        try:
-            ray.get(ref)
-        except Exception as e:  # noqa: BLE001 - re-raised once every task has stopped
-            errors.append(e)
-    if errors:
-        raise errors[0]

@@ -23,13 +23,17 @@ import os
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import regex
 
+from pipeline.io.atomic import atomic_path
 from pipeline.text.model_meta import ModelMismatchError, check_meta, write_meta
 from pipeline.text.normalize import NormalizeOptions, normalize_line
+
+if TYPE_CHECKING:
+    from pipeline.execution.executor import Executor
 
 KIND = "dsir"
 FORMAT_VERSION = 1
@@ -129,9 +133,9 @@ class DSIRModel:
              report: dict[str, Any] | None = None) -> None:
         """Write the counts to ``path`` (``.npz``) with a ``.meta.json`` sidecar."""
         path = str(path)
-        tmp = f"{path}.tmp-{os.getpid()}.npz"
-        np.savez(tmp, target_counts=self.target_counts, raw_counts=self.raw_counts)
-        os.replace(tmp, path)
+        # the temporary name ends in .npz so that np.savez does not append one
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, target_counts=self.target_counts, raw_counts=self.raw_counts)
         write_meta(path, KIND, FORMAT_VERSION, self.features.normalization,
                    {**self.features.to_dict(), "smoothing": self.smoothing}, training_files,
                    report)
@@ -171,26 +175,18 @@ def count_file(path: str, opts: FeatureOptions) -> tuple[np.ndarray, int]:
     return count_features(iter_texts(path), opts)
 
 
-def count_files_ray(paths: list[str], opts: FeatureOptions, desc: str = "counting"
-                    ) -> tuple[np.ndarray, int]:
-    """Count features of ``paths`` in one Ray task per file; return summed counts and docs."""
-    import ray
-    from tqdm import tqdm
+def count_files(paths: list[str], opts: FeatureOptions, executor: Executor,
+                desc: str = "counting") -> tuple[np.ndarray, int]:
+    """Count features of ``paths``, one ``executor`` unit per file; return summed counts and
+    the number of documents.
 
-    from pipeline.text.selection import ensure_ray
-
-    ensure_ray()
-    task = ray.remote(count_file)
-    refs = [task.remote(p, opts) for p in paths]
+    Raises :class:`~pipeline.execution.executor.TaskFailures` naming every file that failed.
+    """
+    results = executor.run(count_file, [(p, opts) for p in paths], names=paths, desc=desc,
+                           unit="file")
     total = np.zeros(opts.buckets, dtype=np.int64)
     docs = 0
-    with tqdm(total=len(refs), desc=desc, unit="file", dynamic_ncols=True) as bar:
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                c, n = ray.get(ref)
-                total += c
-                docs += n
-                bar.update(1)
+    for counts, n in results:
+        total += counts
+        docs += n
     return total, docs

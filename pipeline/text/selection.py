@@ -1,9 +1,9 @@
 """Global top-k selection over every shard of a job, for :class:`~pipeline.core.step.GlobalStep`.
 
 A :class:`Scorer` gives each document a ``value`` (written as metadata) and a ``rank``
-(``None``: never selected). :func:`score_shards` runs one Ray task per shard that scores
-its documents and writes them under ``workdir`` (``scores/<shard>.npz``, atomically; a
-rerun reuses finished shards whose fingerprint matches), and returns each shard's top-k
+(``None``: never selected). :func:`score_shards` runs one executor unit per shard that
+scores its documents and writes them under ``workdir`` (``scores/<shard>.npz``, atomically;
+a rerun reuses finished shards whose fingerprint matches), and returns each shard's top-k
 ranks; :func:`global_threshold` merges those lists into the k-th largest rank over the
 whole job. At ``load``/``run`` time :class:`ShardDecisions` looks each document up by its
 key (id plus a hash of its text), so the decision does not depend on how the runner cuts
@@ -18,25 +18,16 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from pipeline.core.document import Document
 from pipeline.core.step import StageShard
+from pipeline.io.atomic import atomic_path, atomic_write_json
 
-
-def ensure_ray() -> None:
-    """Start Ray if nothing has: a new local instance (or ``RAY_ADDRESS`` when set).
-
-    ``ray.init()`` without an address would join any cluster already running on the
-    machine, which may be someone else's.
-    """
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
-                 log_to_driver=False)
+if TYPE_CHECKING:
+    from pipeline.execution.executor import Executor
 
 
 def doc_key(doc: Document) -> str:
@@ -49,7 +40,7 @@ class Scorer(Protocol):
     """What :func:`score_shards` needs: a picklable object with ``setup`` and ``score``."""
 
     def setup(self) -> None:
-        """Load models (called once in each Ray task)."""
+        """Load models (called once in each shard's unit)."""
 
     def score(self, doc: Document) -> tuple[float | None, float | None]:
         """Return ``(value, rank)``; ``None`` value/rank for a document that cannot be scored."""
@@ -90,31 +81,26 @@ def score_one_shard(scorer: Scorer, shard: StageShard, workdir: str, fingerprint
         values.append(math.nan if value is None else float(value))
         ranks.append(-math.inf if rank is None else float(rank))
     rank_arr = np.asarray(ranks, dtype=np.float64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, key=np.asarray(keys, dtype=str), value=np.asarray(values, dtype=np.float64),
-             rank=rank_arr, fingerprint=np.asarray(fingerprint))
-    os.replace(tmp, path)
+    # the temporary name ends in .npz so that np.savez does not append one
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, key=np.asarray(keys, dtype=str),
+                 value=np.asarray(values, dtype=np.float64), rank=rank_arr,
+                 fingerprint=np.asarray(fingerprint))
     return _top(rank_arr, k)
 
 
 def score_shards(scorer: Scorer, shards: list[StageShard], workdir: str, fingerprint: str,
-                 k: int, desc: str = "scoring") -> tuple[list[np.ndarray], int]:
-    """Score every shard in Ray tasks; return each shard's top-``k`` ranks and the doc count."""
-    import ray
-    from tqdm import tqdm
+                 k: int, executor: Executor, desc: str = "scoring"
+                 ) -> tuple[list[np.ndarray], int]:
+    """Score every shard, one ``executor`` unit each; return each shard's top-``k`` ranks
+    (in ``shards`` order) and the number of documents scored.
 
-    ensure_ray()
-    task = ray.remote(score_one_shard)
-    scorer_ref = ray.put(scorer)
-    refs = [task.remote(scorer_ref, s, workdir, fingerprint, k) for s in shards]
-    tops: list[np.ndarray] = []
-    with tqdm(total=len(refs), desc=desc, unit="shard", dynamic_ncols=True) as bar:
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            bar.update(len(done))
-    tops = ray.get(refs)
+    The scorer is sent once per call, not once per shard. Raises
+    :class:`~pipeline.execution.executor.TaskFailures` naming every shard that failed.
+    """
+    tops = executor.run(score_one_shard, [(s, workdir, fingerprint, k) for s in shards],
+                        names=[s.shard_id for s in shards], desc=desc, unit="shard",
+                        shared=(scorer,))
     total = 0
     for s in shards:
         with np.load(_scores_path(workdir, s.shard_id), allow_pickle=False) as z:
@@ -136,10 +122,7 @@ def global_threshold(tops: list[np.ndarray], k: int) -> float:
 
 def write_decision(workdir: str | os.PathLike, decision: dict[str, Any]) -> None:
     """Write ``decision.json`` (threshold, k, totals, fingerprint) atomically."""
-    path = Path(workdir) / "decision.json"
-    tmp = path.with_name(f".decision.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(decision, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(decision, Path(workdir) / "decision.json", indent=1, sort_keys=True)
 
 
 def read_decision(workdir: str | os.PathLike) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""The ``tokenize_v1`` pipeline step: stream contents, resume after a kill, Ray end to end."""
+"""The ``tokenize_v1`` pipeline step: stream contents, resume after a kill or a failed shard
+(in this process), Ray end to end."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.core.document import Document
-from pipeline.execution.runner import run_job
 from pipeline.core.step import StageShard, StepContext, StepStats
-from pipeline.steps.tokenize import Tokenize, TokenizeOptions
+from pipeline.execution.executor import LocalExecutor, TaskFailures
+from pipeline.execution.runner import run_job
 from pipeline.io.writer import write_documents_parquet
+from pipeline.steps.tokenize import Tokenize, TokenizeOptions
 from tokenizer import Tokenizer
 from tokenizer.formats import tokenizer_hash
 from tokenizer.gpt2_files import gpt2_file_paths
@@ -67,7 +69,7 @@ def test_stream_holds_each_document_then_eos(gpt2_dir: Path, tmp_path: Path) -> 
     shards = make_shards(tmp_path, docs, per_shard=9)
     workdir = tmp_path / "out" / "_global" / "stage-1"
     step = Tokenize(TokenizeOptions(tokenizer=str(gpt2_dir), batch_docs=4))
-    step.prepare(list(reversed(shards)), str(workdir))
+    step.prepare(list(reversed(shards)), str(workdir), LocalExecutor())
     stream_dir = tmp_path / "out" / "tokens"
     manifest = json.loads((stream_dir / "manifest.json").read_text())
     assert manifest["dtype"] == "uint16" and manifest["eos_id"] == 50256
@@ -94,7 +96,7 @@ def test_resume_redoes_only_unfinished_parts(gpt2_dir: Path, tmp_path: Path) -> 
     shards = make_shards(tmp_path, real_docs(20), per_shard=6)
     workdir = tmp_path / "out" / "_global" / "stage-1"
     step = Tokenize(TokenizeOptions(tokenizer=str(gpt2_dir), dtype="uint32"))
-    step.prepare(shards, str(workdir))
+    step.prepare(shards, str(workdir), LocalExecutor())
     stream_dir = tmp_path / "out" / "tokens"
     first = (stream_dir / "manifest.json").read_text()
     assert json.loads(first)["dtype"] == "uint32"
@@ -103,20 +105,43 @@ def test_resume_redoes_only_unfinished_parts(gpt2_dir: Path, tmp_path: Path) -> 
     (stream_dir / "part-00002.arrow").write_bytes(b"partial")
     kept = (stream_dir / "part-00000.arrow").stat().st_mtime_ns
     os.utime(stream_dir / "part-00000.arrow", ns=(kept - 10**9, kept - 10**9))
-    step.prepare(shards, str(workdir))
+    step.prepare(shards, str(workdir), LocalExecutor())
     assert (stream_dir / "manifest.json").read_text() == first
     assert (stream_dir / "part-00000.arrow").stat().st_mtime_ns == kept - 10**9
     assert TokenStream(stream_dir).num_tokens == json.loads(first)["total_tokens"]
     other = Tokenize(TokenizeOptions(tokenizer=str(gpt2_dir), dtype="uint16"))
     with pytest.raises(ValueError, match="another tokenizer"):
-        other.prepare(shards, str(workdir))
+        other.prepare(shards, str(workdir), LocalExecutor())
+
+
+def test_a_failed_shard_stops_prepare_and_a_rerun_finishes(gpt2_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """Every shard is tokenized; the error names the failed one and its own exception; a
+    rerun after the input is back redoes only that part."""
+    shards = make_shards(tmp_path, real_docs(12), per_shard=4)
+    workdir = tmp_path / "out" / "_global" / "stage-1"
+    stream_dir = tmp_path / "out" / "tokens"
+    hidden = Path(shards[1].files[0])
+    hidden.rename(hidden.with_suffix(".away"))
+    step = Tokenize(TokenizeOptions(tokenizer=str(gpt2_dir)))
+    with pytest.raises(TaskFailures, match="shard01: FileNotFoundError") as info:
+        step.prepare(shards, str(workdir), LocalExecutor())
+    assert [o.name for o in info.value.failures] == ["shard01"]
+    assert sorted(p.name for p in stream_dir.glob("*.done.json")) == [
+        "part-00000.done.json", "part-00002.done.json", "part-00003.done.json"]
+    assert not (stream_dir / "manifest.json").exists()
+    hidden.with_suffix(".away").rename(hidden)
+    done = (stream_dir / "part-00002.arrow").stat().st_mtime_ns
+    step.prepare(shards, str(workdir), LocalExecutor())
+    assert (stream_dir / "part-00002.arrow").stat().st_mtime_ns == done
+    assert TokenStream(stream_dir).num_docs == 14
 
 
 def test_bad_options(gpt2_dir: Path, tmp_path: Path) -> None:
     shards = make_shards(tmp_path, real_docs(2), per_shard=5)
     step = Tokenize(TokenizeOptions(tokenizer=str(gpt2_dir), eos_token="<|eos|>"))
     with pytest.raises(ValueError, match="not a special token"):
-        step.prepare(shards, str(tmp_path / "o" / "_global" / "stage-1"))
+        step.prepare(shards, str(tmp_path / "o" / "_global" / "stage-1"), LocalExecutor())
     with pytest.raises(ValueError):
         TokenizeOptions(tokenizer=str(gpt2_dir), dtype="int8")
 

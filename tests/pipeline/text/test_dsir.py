@@ -1,8 +1,9 @@
-"""DSIR features, weights and Gumbel top-k; the global selection steps on Ray; a whole job.
+"""DSIR features, weights and Gumbel top-k; the global selection steps; a whole job.
 
 Covers ``dsir_v1`` and ``fasttext_quality_top_v1`` (both GlobalSteps sharing
-:mod:`pipeline.text.selection`) and a crawl job running kenlm_v1, fasttext_quality_v1 and
-dsir_v1 through the lead's runner.
+:mod:`pipeline.text.selection`) in this process (:class:`LocalExecutor`) and on Ray, a
+crawl job running kenlm_v1, fasttext_quality_v1 and dsir_v1 through the runner, and the
+``train_filters`` job and ``pipeline dsir fit`` that fit the models.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import numpy as np
 import pytest
 
 from pipeline.core.document import Document
+from pipeline.core.step import StageShard, StepContext, StepStats
+from pipeline.execution.executor import Executor, LocalExecutor, RayExecutor, TaskFailures
+from pipeline.io.writer import write_documents_parquet
 from pipeline.text.dsir import (
     DSIRModel,
     FeatureOptions,
@@ -28,8 +32,6 @@ from pipeline.text.dsir import (
     gumbel,
     log_probs,
 )
-from pipeline.core.step import StageShard, StepContext, StepStats
-from pipeline.io.writer import write_documents_parquet
 
 
 def _texts(path: Path, n: int, field: str = "text", stride: int = 1) -> list[str]:
@@ -69,9 +71,11 @@ def _stage_shards(docs: list[Document], folder: Path, n: int = 3) -> list[StageS
     return shards
 
 
-def _run_global(step, shards: list[StageShard], workdir: Path, chunk: int = 7) -> list[Document]:
-    """Run a GlobalStep as the runner does: prepare once, then load + run in chunks per shard."""
-    step.prepare(shards, str(workdir))
+def _run_global(step, shards: list[StageShard], workdir: Path, chunk: int = 7,
+                executor: Executor | None = None) -> list[Document]:
+    """Run a GlobalStep as the runner does: prepare once (in this process unless ``executor``
+    says otherwise), then load + run in chunks per shard."""
+    step.prepare(shards, str(workdir), executor or LocalExecutor())
     kept = []
     for s in shards:
         step.load(str(workdir), s.shard_id)
@@ -138,6 +142,12 @@ def test_model_save_load_and_mismatch(tmp_path: Path) -> None:
     model.save(path, [])
     back = DSIRModel.load(path, opts)
     assert np.array_equal(back.target_counts, model.target_counts)
+    # written under a temporary name ending in .npz, so np.savez adds no second suffix
+    bare = tmp_path / "model"
+    model.save(bare, [])
+    assert np.array_equal(DSIRModel.load(bare, opts).raw_counts, model.raw_counts)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m.npz", "m.npz.meta.json", "model", "model.meta.json"]
     with pytest.raises(ModelMismatchError, match="option buckets"):
         DSIRModel.load(path, FeatureOptions(buckets=60))
     path.write_bytes(b"garbage")
@@ -145,7 +155,7 @@ def test_model_save_load_and_mismatch(tmp_path: Path) -> None:
         DSIRModel.load(path, opts)
 
 
-def test_dsir_step_selects_k_across_shards(corpus: dict, ray_local, tmp_path: Path) -> None:
+def test_dsir_step_selects_k_across_shards(corpus: dict, tmp_path: Path) -> None:
     from pipeline.core.registry import get_step_class
 
     cls = get_step_class("dsir_v1")
@@ -182,7 +192,7 @@ def test_dsir_step_selects_k_across_shards(corpus: dict, ray_local, tmp_path: Pa
         list(step.run([Document("new", "unseen text")], StepContext(StepStats())))
 
 
-def test_dsir_length_features_scores_a_fixed_length_example(corpus: dict, ray_local,
+def test_dsir_length_features_scores_a_fixed_length_example(corpus: dict,
                                                             tmp_path: Path) -> None:
     """With ``length_features`` a document's score is its mean log ratio times N: a text
     repeated three times scores the same (summed, it would score three times as much), and
@@ -208,6 +218,61 @@ def test_dsir_length_features_scores_a_fixed_length_example(corpus: dict, ray_lo
     assert three == pytest.approx(one, rel=0.05)
     s1, s3 = (summed.score(Document(str(i), t))[0] for i, t in enumerate([text, tripled]))
     assert s3 == pytest.approx(3 * s1, rel=0.05)
+
+
+def test_dsir_step_on_ray_decides_as_in_process(corpus: dict, ray_local,
+                                                tmp_path: Path) -> None:
+    """The scorer travels once per call to Ray workers; the decisions and the scores are
+    those of the in-process run."""
+    from pipeline.core.registry import get_step_class
+
+    cls = get_step_class("dsir_v1")
+    shards = _stage_shards(corpus["docs"], tmp_path / "stage")
+    options = cls.Options(target=[str(corpus["target"])], num_documents=25, seed=3)
+    local = _run_global(cls(options), shards, tmp_path / "local")
+    on_ray = _run_global(cls(options), shards, tmp_path / "ray", executor=RayExecutor())
+    assert [(d.id, d.metadata["dsir_log_weight"]) for d in on_ray] == \
+        [(d.id, d.metadata["dsir_log_weight"]) for d in local]
+    assert (tmp_path / "ray" / "decision.json").read_bytes() == \
+        (tmp_path / "local" / "decision.json").read_bytes()
+
+
+def test_a_failing_shard_fails_prepare_with_its_own_error(corpus: dict,
+                                                         tmp_path: Path) -> None:
+    """Every shard is tried; the error names the one that failed and its own exception."""
+    from pipeline.core.registry import get_step_class
+
+    cls = get_step_class("dsir_v1")
+    shards = _stage_shards(corpus["docs"], tmp_path / "stage")
+    shards.insert(1, StageShard("gone", (str(tmp_path / "missing.parquet"),)))
+    step = cls(cls.Options(target=[str(corpus["target"])], num_documents=5))
+    with pytest.raises(TaskFailures, match="gone: FileNotFoundError") as info:
+        step.prepare(shards, str(tmp_path / "work"), LocalExecutor())
+    assert [o.name for o in info.value.failures] == ["gone"]
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+    done = sorted(p.name for p in (tmp_path / "work" / "raw_counts").glob("*.npz"))
+    assert done == ["s0.npz", "s1.npz", "s2.npz"]
+    assert not (tmp_path / "work" / "decision.json").exists()
+
+
+def test_dsir_fit_command_counts_in_process(corpus: dict, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    """``pipeline dsir fit --local`` writes the counts of its files, with no Ray."""
+    from pipeline.cli import main
+    from pipeline.text.corpus import iter_texts
+
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("".join(json.dumps({"text": d.text}) + "\n" for d in corpus["docs"]))
+    out = tmp_path / "dsir.npz"
+    assert main(["dsir", "fit", "--local", "--target", str(corpus["target"]), "--raw", str(raw),
+                 "--output", str(out), "--buckets", "300"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["target_docs"] == 100 and report["raw_docs"] == len(corpus["docs"])
+    model = DSIRModel.load(out)
+    opts = FeatureOptions(buckets=300)
+    assert np.array_equal(model.target_counts,
+                          count_features(iter_texts(str(corpus["target"])), opts)[0])
+    assert np.array_equal(model.raw_counts, count_features(iter_texts(str(raw)), opts)[0])
 
 
 def test_dsir_options_are_validated() -> None:
@@ -236,10 +301,10 @@ def models(corpus: dict) -> dict:
     return {"fasttext": ft, "kenlm": lm}
 
 
-def test_fasttext_top_fraction_is_job_wide(corpus: dict, models: dict, ray_local,
+def test_fasttext_top_fraction_is_job_wide(corpus: dict, models: dict,
                                            tmp_path: Path) -> None:
-    from pipeline.text.quality import QualityClassifier
     from pipeline.core.registry import get_step_class
+    from pipeline.text.quality import QualityClassifier
 
     cls = get_step_class("fasttext_quality_top_v1")
     shards = _stage_shards(corpus["docs"], tmp_path / "stage")
@@ -286,8 +351,12 @@ def test_crawl_job_with_all_three_filters(corpus: dict, models: dict, ray_local,
 
 
 def test_train_filters_job_trains_all_three(corpus: dict, models: dict, ray_local,
-                                            tmp_path: Path) -> None:
+                                            tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    """``pipeline run`` of a train_filters job: DSIR counts on Ray."""
     import yaml
+
+    from pipeline.cli import main
 
     from pipeline.core.config import JobConfigError
     from pipeline.jobkinds.train_filters import run_from_file
@@ -300,7 +369,9 @@ def test_train_filters_job_trains_all_three(corpus: dict, models: dict, ray_loca
            "dsir": {"target": [target], "raw": [neg], "buckets": 500}}
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(job))
-    summary = run_from_file(str(path))
+    assert main(["run", str(path)]) == 0
+    printed = capsys.readouterr().out  # progress lines, then the summary
+    summary = json.loads(printed[printed.index("\n{\n") + 1:])
     out = tmp_path / "models"
     for name in ("kenlm.arpa", "quality.bin", "dsir.npz"):
         assert (out / name).is_file() and (out / f"{name}.meta.json").is_file()
