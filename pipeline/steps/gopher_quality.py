@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pipeline.core.document import Document
-from pipeline.text.heuristics.gopher_quality import GopherQuality, GopherQualityOptions
 from pipeline.core.step import Filter, StepOptions
+from pipeline.text.heuristics.gopher_quality import GopherQuality, GopherQualityOptions
 
 
 class GopherQualityFilter(Filter):

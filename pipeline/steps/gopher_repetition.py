@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pipeline.core.document import Document
-from pipeline.text.heuristics.gopher_repetition import GopherRepetition, GopherRepetitionOptions
 from pipeline.core.step import Filter, StepOptions
+from pipeline.text.heuristics.gopher_repetition import GopherRepetition, GopherRepetitionOptions
 
 
 class GopherRepetitionFilter(Filter):

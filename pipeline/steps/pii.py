@@ -8,8 +8,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from pipeline.core.document import Document
-from pipeline.text.pii import mask_pii
 from pipeline.core.step import Mapper, StepContext, StepOptions
+from pipeline.text.pii import mask_pii
 
 
 class PIIOptions(StepOptions):
