@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.io.atomic import atomic_write_json
+
 POOL_DIR = "pool"
 SELECTIONS_DIR = "selections"
 
@@ -94,7 +96,5 @@ def materialize_arm(prepared: Path, arm: str, dest: Path) -> dict[str, Any]:
     manifest = write_manifest(dest, [part], pool_manifest["dtype"], pool_manifest["eos_id"],
                               pool_manifest["vocab_size"], pool_manifest["tokenizer_hash"])
     manifest["selection"] = stamp
-    tmp = dest / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    tmp.replace(done)
+    atomic_write_json(manifest, done, indent=1, sort_keys=False)
     return manifest

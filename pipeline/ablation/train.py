@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pipeline.io.atomic import atomic_write_json
+
 TRAIN_DEFAULTS: dict[str, Any] = {
     "seq_len": 256,
     "batch_size": 16,
@@ -27,9 +29,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(obj, path, indent=1, sort_keys=True)
 
 
 def run_config(plan: dict[str, Any], prepared: Path, out: Path, arm: str, seed: int,

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.io.atomic import atomic_write_json
 from pipeline.text.normalize import NormalizeOptions
 
 
@@ -44,9 +45,7 @@ def write_meta(model_path: str | os.PathLike, kind: str, format_version: int,
         "report": report or {},
     }
     path = meta_path(model_path)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(meta, path, indent=1, sort_keys=True)
     return path
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.io.atomic import atomic_path
 from pipeline.text.model_meta import ModelMismatchError, check_meta, write_meta
 from pipeline.text.normalize import NormalizeOptions, normalize_line
 
@@ -313,21 +314,20 @@ def train_classifier(positive: list[str], negative: list[str], output: str | os.
         params = {"epoch": o.epoch, "wordNgrams": o.word_ngrams, "dim": o.dim,
                   "minCount": o.min_count, "bucket": o.bucket, "thread": o.threads,
                   "seed": o.seed, "loss": "softmax", "verbose": 2 if show_progress else 0}
-        tmp_model = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-        for attempt in range(4):
-            try:
-                _train_in_subprocess(train_path, {**params, "lr": lr}, str(tmp_model))
-                break
-            except RuntimeError as e:
-                # fastText diverges ("Encountered NaN") when the learning rate is too high
-                # for the data; halve it and train again rather than fail the job
-                if "NaN" not in str(e) or attempt == 3:
-                    raise
-                lr /= 2
-                print(f"fastText diverged; retrying with lr={lr}", flush=True)
+        with atomic_path(output) as tmp_model:
+            for attempt in range(4):
+                try:
+                    _train_in_subprocess(train_path, {**params, "lr": lr}, str(tmp_model))
+                    break
+                except RuntimeError as e:
+                    # fastText diverges ("Encountered NaN") when the learning rate is too
+                    # high for the data; halve it and train again rather than fail the job
+                    if "NaN" not in str(e) or attempt == 3:
+                        raise
+                    lr /= 2
+                    print(f"fastText diverged; retrying with lr={lr}", flush=True)
     finally:
         os.unlink(train_path)
-    os.replace(tmp_model, output)
     model = fasttext.load_model(str(output))
 
     clf = QualityClassifier(model, o.normalization, o.max_tokens)

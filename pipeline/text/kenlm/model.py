@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.io.atomic import atomic_path
 from pipeline.text.kenlm.estimate import SPECIALS, estimate, write_arpa
 from pipeline.text.model_meta import ModelMismatchError, check_meta, write_meta
 from pipeline.text.normalize import NormalizeOptions, normalized_lines
@@ -70,13 +71,10 @@ def train_lm(inputs: Iterable[str], output: str | os.PathLike, order: int = 5,
     bar.close()
     t_est = time.time() - t0
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     total = sum(o.size for o in est.orders)
     with tqdm(total=total, desc="writing ARPA", unit="ngram", disable=not show_progress) as wb:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as f:
             write_arpa(f, est.orders, est.tokens, est.words, progress=wb.update)
-    os.replace(tmp, output)
     summary = est.summary()
     report: dict[str, Any] = {**summary, "estimate_seconds": round(t_est, 1),
                               "seconds": round(time.time() - t0, 1)}

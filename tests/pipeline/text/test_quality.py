@@ -60,6 +60,8 @@ def test_train_command_writes_model_meta_report(trained: dict) -> None:
     # Wikipedia vs email is an easy split: the held-out figures must show it.
     assert hold["precision"] >= 0.85 and hold["recall"] >= 0.85
     assert "precision" in model.with_name("q.bin.report.md").read_text()
+    # the model and its sidecar were written under temporary names, renamed when whole
+    assert not [p.name for p in model.parent.iterdir() if ".tmp-" in p.name]
 
 
 def test_predict_labels_held_out_texts(trained: dict) -> None:
