@@ -3,7 +3,8 @@
 Arms are ordered step lists. Every distinct prefix of an arm is one crawl job whose input
 is the output of the prefix one step shorter, so steps shared by several arms (the same
 steps, same options, in the same order) run once. Each job is an ordinary resumable
-pipeline job, so a killed prepare rerun continues where it stopped.
+pipeline job, so a killed prepare rerun continues where it stopped. All jobs of one
+prepare share one executor (one Ray cluster, joined or started once).
 
 The prepared folder (``OUTPUT/prepared``) holds only what training needs: ``plan.json``,
 ``tokenizer/``, ``eval/<name>/``, and the arms' documents cut to the token budget: each
@@ -17,7 +18,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -27,6 +28,9 @@ from pipeline.ablation.pool import TokenPool, stream_documents, write_selection
 from pipeline.core.config import JobConfigError, expand_inputs
 from pipeline.io.atomic import atomic_write_json
 
+if TYPE_CHECKING:
+    from pipeline.execution.executor import Executor
+
 EVAL_MAX_TOKENS = 2_000_000
 
 
@@ -34,10 +38,28 @@ def _step_name(entry: Any) -> str:
     return entry if isinstance(entry, str) else next(iter(entry))
 
 
-def _run(job: dict[str, Any], address: str | None) -> dict[str, Any]:
+def _run(job: dict[str, Any], executor: Executor) -> dict[str, Any]:
     from pipeline.execution.runner import run_job
 
-    return run_job(job, address=address)
+    return run_job(job, executor=executor)
+
+
+def ablation_executor(cfg: AblationConfig, address: str | None = None) -> Executor:
+    """Return the Ray executor that the ablation's ``ray`` section (or ``address``) names.
+
+    Raises JobConfigError for an unknown or invalid key in ``ray``.
+    """
+    from pydantic import ValidationError
+
+    from pipeline.core.config import RayOptions, _format_validation_error
+    from pipeline.execution.executor import make_executor
+
+    try:
+        ray = RayOptions(**cfg.ray)
+    except ValidationError as e:
+        raise JobConfigError(_format_validation_error(e, "ray")) from None
+    return make_executor("ray", address=address or ray.address, num_cpus=ray.num_cpus,
+                         max_retries=ray.max_retries)
 
 
 def _parquet_glob(out: Path, what: str) -> list[str]:
@@ -48,7 +70,7 @@ def _parquet_glob(out: Path, what: str) -> list[str]:
 
 
 def run_arm_steps(
-    cfg: AblationConfig, files: list[str], address: str | None
+    cfg: AblationConfig, files: list[str], executor: Executor
 ) -> dict[str, dict[str, Any]]:
     """Run every arm's steps, sharing common prefixes; return per-arm outputs and counts."""
     out = Path(cfg.output)
@@ -70,7 +92,7 @@ def run_arm_steps(
                     "write": {"checkpoint_docs": 1000},
                     "ray": cfg.ray,
                 }
-                nodes[key] = (node_dir, _run(job, address))
+                nodes[key] = (node_dir, _run(job, executor))
             node_dir, _stats = nodes[key]
             inputs = _parquet_glob(node_dir, f"arm {arm!r} after step {k + 1}")
         first_stats = nodes[json.dumps(steps[:1], sort_keys=True)][1]
@@ -124,7 +146,7 @@ def build_tokenizer(cfg: AblationConfig, arms: dict[str, dict[str, Any]], dest: 
 
 def tokenize(
     cfg: AblationConfig, name: str, inputs: list[str], steps: list[Any], tok: Path,
-    address: str | None,
+    executor: Executor,
 ) -> Path:
     """Run ``steps`` then ``tokenize_v1`` on ``inputs``; return the full stream directory.
 
@@ -147,7 +169,7 @@ def tokenize(
         "write": {"checkpoint_docs": 1000},
         "ray": cfg.ray,
     }
-    _run(job, address)
+    _run(job, executor)
     return stream
 
 
@@ -185,12 +207,25 @@ def cut_stream(src: Path, dest: Path, max_tokens: int, seed: int = 0) -> dict[st
                           manifest["vocab_size"], manifest["tokenizer_hash"])
 
 
-def prepare(cfg: AblationConfig, address: str | None = None) -> Path:
+def prepare(cfg: AblationConfig, address: str | None = None,
+            executor: Executor | None = None) -> Path:
     """Filter, tokenize and cut every arm and eval stream; return the prepared folder.
 
-    Raises JobConfigError when an arm has fewer tokens than the budget (unless
-    ``repeat_data``), naming every arm's token count.
+    Every job runs on ``executor``, default one :func:`ablation_executor` (``address``
+    overrides the ``ray`` section's), shut down at the end. Raises JobConfigError when an
+    arm has fewer tokens than the budget (unless ``repeat_data``), naming every arm's
+    token count.
     """
+    if executor is not None:
+        return _prepare(cfg, executor)
+    executor = ablation_executor(cfg, address)
+    try:
+        return _prepare(cfg, executor)
+    finally:
+        executor.shutdown()
+
+
+def _prepare(cfg: AblationConfig, executor: Executor) -> Path:
     out = Path(cfg.output)
     prepared = out / "prepared"
     files = expand_inputs(cfg.pool)
@@ -200,12 +235,12 @@ def prepare(cfg: AblationConfig, address: str | None = None) -> Path:
             "the arms need at least one file that is not held out"
         )
     arm_files, heldout = files[: -cfg.heldout_files], files[-cfg.heldout_files :]
-    arms = run_arm_steps(cfg, arm_files, address)
+    arms = run_arm_steps(cfg, arm_files, executor)
     prepared.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(cfg, arms, prepared / "tokenizer")
 
     for arm, info in arms.items():
-        stream = tokenize(cfg, arm, info["files"], [], tok, address)
+        stream = tokenize(cfg, arm, info["files"], [], tok, executor)
         info["stream"] = str(stream)
         info["tokens_kept"] = json.loads((stream / "manifest.json").read_text())["total_tokens"]
     short = {a: i["tokens_kept"] for a, i in arms.items() if i["tokens_kept"] < cfg.budget_tokens}
@@ -235,9 +270,10 @@ def prepare(cfg: AblationConfig, address: str | None = None) -> Path:
         source, extra = (spec, []) if isinstance(spec, str) else (spec.path, spec.steps)
         if source == "heldout_web":
             steps = ["extract_v1", {"langid_v1": {"languages": ["en"]}}, *extra]
-            stream = tokenize(cfg, f"eval-{name}", heldout, steps, tok, address)
+            stream = tokenize(cfg, f"eval-{name}", heldout, steps, tok, executor)
         else:
-            stream = tokenize(cfg, f"eval-{name}", expand_inputs([source]), extra, tok, address)
+            stream = tokenize(cfg, f"eval-{name}", expand_inputs([source]), extra, tok,
+                              executor)
         manifest = cut_stream(stream, prepared / "eval" / name, EVAL_MAX_TOKENS)
         evals[name] = {"source": source if source != "heldout_web" else heldout, "steps": extra,
                        "tokens": manifest["total_tokens"], "documents": manifest["total_docs"]}

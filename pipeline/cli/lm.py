@@ -37,9 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def main(args: argparse.Namespace) -> int:
     """Run ``lm train`` from parsed arguments; return the exit code (0 ok, 2 bad input)."""
+    from pipeline.cli.classifier import normalization_from_args
     from pipeline.text.kenlm.estimate import DiscountError
     from pipeline.text.kenlm.model import train_lm
-    from pipeline.cli.classifier import normalization_from_args
 
     binary = None if args.build_binary == "none" else args.build_binary
     try:

@@ -13,66 +13,18 @@ import sys
 from pathlib import Path
 
 
-def _run_crawl(data: dict, args: argparse.Namespace) -> int:
-    from pipeline.execution.runner import run_job
-
-    stats = run_job(data, output=args.output, address=args.address)
-    out = Path(stats["output"])
-    print((out / "summary.md").read_text(encoding="utf-8"))
-    print(f"stats: {out / 'stats.json'}  plot: {out / 'stats.png'}")
-    if stats["failed_shards"]:
-        print(f"{len(stats['failed_shards'])} shard(s) failed; rerun to retry them", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _run_ablation(data: dict, args: argparse.Namespace, train: bool = True) -> int:
-    from pipeline.ablation.config import validate_ablation
-    from pipeline.ablation.prepare import prepare
-
-    cfg = validate_ablation(data, args.output)
-    prepared = prepare(cfg, args.address)
-    print(f"prepared: {prepared} (carry this folder to the GPU machine)")
-    if train:
-        from pipeline.ablation.train import train_all
-
-        train_all(prepared)
-        print((prepared.parent / "report.md").read_text(encoding="utf-8"))
-    return 0
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
+    """Run a job file with the job kind its ``job:`` key names (:mod:`pipeline.jobkinds`)."""
     from pipeline.core.config import JobConfigError, load_job_dict
+    from pipeline.jobkinds import DEFAULT_KIND, get_job_kind
 
     try:
         data = load_job_dict(args.job)
-        kind = data.get("job", "crawl")
-        if kind == "train":
-            from model.train import run_from_file
-
-            summary = run_from_file(args.job, {"out_dir": args.output} if args.output else None)
-            print(json.dumps({k: v for k, v in summary.items()
-                              if k not in ("train_losses", "eval_losses")}, indent=1, default=str))
-            return 0
-        if kind == "train_filters":
-            from pipeline.jobkinds.train_filters import run_from_file as train_filters
-
-            report = train_filters(args.job, {"output": args.output} if args.output else None)
-            print(json.dumps(report, indent=1, default=str))
-            return 0
-        if kind == "ablation":
-            return _run_ablation(data, args)
-        if kind == "tokenizer":
-            from pipeline.jobkinds.tokenizer import run_tokenizer_job
-
-            print(json.dumps(run_tokenizer_job(data, args.output), indent=1))
-            return 0
-        if kind != "crawl":
-            raise JobConfigError(
-                f"{args.job}: job: {kind!r} is not a known job kind "
-                "(crawl, tokenizer, train, train_filters, ablation)"
-            )
-        return _run_crawl(data, args)
+        try:
+            kind = get_job_kind(data.get("job", DEFAULT_KIND))
+        except JobConfigError as e:
+            raise JobConfigError(f"{args.job}: {e}") from None
+        return kind.run(data, args)
     except JobConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -95,9 +47,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_ablate_prepare(args: argparse.Namespace) -> int:
     from pipeline.core.config import JobConfigError, load_job_dict
+    from pipeline.jobkinds.ablation import run_ablation
 
     try:
-        return _run_ablation(load_job_dict(args.job), args, train=False)
+        return run_ablation(load_job_dict(args.job), args, train=False)
     except JobConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -155,9 +108,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _register_optional(sub: argparse._SubParsersAction) -> None:
     """Add the filter-training commands (``lm``, ``classifier``, ``dsir``)."""
+    from pipeline.cli.classifier import register as register_classifier
     from pipeline.cli.dsir import register as register_dsir
     from pipeline.cli.lm import register as register_lm
-    from pipeline.cli.classifier import register as register_classifier
 
     for register in (register_lm, register_classifier, register_dsir):
         register(sub)
@@ -165,11 +118,11 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
 
 def build_parser(with_training_commands: bool = True) -> argparse.ArgumentParser:
     """Return the argument parser of the ``pipeline`` command."""
+    from pipeline.jobkinds import job_kinds
+
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser(
-        "run", help="run a job file (crawl, tokenizer, train, train_filters, ablation)"
-    )
+    run = sub.add_parser("run", help="run a job file (job: " + ", ".join(job_kinds()) + ")")
     run.add_argument("job", help="job YAML file")
     run.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
     run.add_argument("--output", help="output folder (overrides the job's 'output')")

@@ -9,6 +9,7 @@ options and a finished tokenizer does nothing.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import time
@@ -20,6 +21,8 @@ from pydantic import Field, ValidationError
 from pipeline.core.config import JobConfigError, _format_validation_error, expand_inputs
 from pipeline.core.step import StepOptions, StepStats
 from pipeline.io.atomic import atomic_write_json
+
+KIND = "tokenizer"
 
 
 class TokenizerJob(StepOptions):
@@ -106,3 +109,10 @@ def run_tokenizer_job(data: dict[str, Any], output: str | None = None) -> dict[s
     }
     atomic_write_json(report, report_path)
     return report
+
+
+def run(data: dict[str, Any], args: argparse.Namespace) -> int:
+    """Train the tokenizer of job ``data`` (``--output`` overrides ``output``); print the
+    report; return 0."""
+    print(json.dumps(run_tokenizer_job(data, args.output), indent=1))
+    return 0

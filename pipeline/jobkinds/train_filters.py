@@ -5,22 +5,31 @@ command (``pipeline lm train``, ``pipeline classifier train``, ``pipeline dsir f
 outputs go under ``output``. The ``kenlm`` section can also score a raw sample and write
 CCNet-style percentile cutoffs (``MODEL.cutoff.csv``: rows 0..100, one column for
 ``language``) for the ``kenlm_v1`` step's head/middle/tail buckets, since CCNet's own table
-belongs to CCNet's models. Relative paths resolve against the current directory.
+belongs to CCNet's models. Relative paths resolve against the current directory. The
+DSIR counting fans out through one executor (Ray: ``pipeline run --address``, else
+``RAY_ADDRESS``, else a local cluster).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field, ValidationError
 
+from pipeline.core.step import StepOptions
+from pipeline.io.atomic import atomic_write_json
 from pipeline.text.normalize import NormalizeOptions
 from pipeline.text.quality import TrainOptions
-from pipeline.core.step import StepOptions
+
+if TYPE_CHECKING:
+    from pipeline.execution.executor import Executor
+
+KIND = "train_filters"
 
 _FASTTEXT = TrainOptions()  # the classifier's defaults, declared once in pipeline.text.quality
 
@@ -97,8 +106,11 @@ def write_cutoffs(model: str, files: list[str], out_csv: str, language: str,
             "p60": round(float(pct[60]), 1)}
 
 
-def run(job: TrainFiltersJob) -> dict[str, Any]:
-    """Train the models the job names; return a summary (also written as ``summary.json``)."""
+def train_filters(job: TrainFiltersJob, executor: Executor | None = None) -> dict[str, Any]:
+    """Train the models the job names; return a summary (also written as ``summary.json``).
+
+    DSIR counts its files through ``executor`` (default: a Ray executor, shut down after).
+    """
     from pipeline.cli.dsir import fit
     from pipeline.text.kenlm.model import train_lm
     from pipeline.text.quality import train_classifier
@@ -132,24 +144,44 @@ def run(job: TrainFiltersJob) -> dict[str, Any]:
         if norm != NormalizeOptions():
             raise ValueError("dsir fit uses the default normalisation; remove 'normalization'")
         summary["dsir"] = fit(d.target, d.raw, model, d.buckets, d.ngrams, d.max_tokens,
-                              d.smoothing)
+                              d.smoothing, executor=executor)
     summary["seconds"] = round(time.time() - t0, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str),
-                                      encoding="utf-8")
+    atomic_write_json(summary, out / "summary.json", indent=1, sort_keys=False)
     return summary
 
 
-def run_from_file(path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def validate(data: dict[str, Any], where: str) -> TrainFiltersJob:
+    """Validate a ``job: train_filters`` dict; JobConfigError (prefixed ``where: ``) if bad."""
+    from pipeline.core.config import JobConfigError, _format_validation_error
+
+    try:
+        return TrainFiltersJob(**data)
+    except ValidationError as e:
+        raise JobConfigError(f"{where}: " + _format_validation_error(e)) from None
+
+
+def run_from_file(path: str, overrides: dict[str, Any] | None = None,
+                  executor: Executor | None = None) -> dict[str, Any]:
     """Validate and run a ``job: train_filters`` YAML file; return the summary.
 
     ``overrides`` replaces top-level keys (e.g. ``{"output": ...}``). Raises
     :class:`pipeline.core.config.JobConfigError` for an invalid file.
     """
-    from pipeline.core.config import JobConfigError, _format_validation_error, load_job_dict
+    from pipeline.core.config import load_job_dict
 
     data = {**load_job_dict(path), **(overrides or {})}
+    return train_filters(validate(data, path), executor)
+
+
+def run(data: dict[str, Any], args: argparse.Namespace) -> int:
+    """Run the job file ``data`` (``--output``, ``--address`` apply); print the summary."""
+    from pipeline.execution.executor import make_executor
+
+    job = validate({**data, **({"output": args.output} if args.output else {})}, args.job)
+    executor = make_executor("ray", address=args.address)
     try:
-        job = TrainFiltersJob(**data)
-    except ValidationError as e:
-        raise JobConfigError(f"{path}: " + _format_validation_error(e)) from None
-    return run(job)
+        report = train_filters(job, executor)
+    finally:
+        executor.shutdown()
+    print(json.dumps(report, indent=1, default=str))
+    return 0
