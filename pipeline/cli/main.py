@@ -39,9 +39,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from pipeline.execution.report import job_status
+    """Print what a job's output folder holds; exit 2 when it holds no job."""
+    from pipeline.execution.report import JobFolderError, job_status
 
-    print(job_status(Path(args.outdir)))
+    try:
+        print(job_status(Path(args.outdir)))
+    except JobFolderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -139,29 +139,108 @@ def plot_funnel(stats: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+class JobFolderError(ValueError):
+    """``pipeline status`` was given a folder that does not exist or holds no job."""
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON in ``path``, or None when it is missing or unreadable (a run may be writing)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _step_name(entry: Any) -> str:
+    if isinstance(entry, dict) and len(entry) == 1:
+        return str(next(iter(entry)))
+    return str(entry)
+
+
+def _stage_steps(job: dict[str, Any], plan: dict[str, Any]) -> list[list[str]]:
+    """The step names of every stage: from ``_plan.json``, else split at global steps."""
+    if isinstance(plan.get("stage_steps"), list):
+        return plan["stage_steps"]
+    names = [_step_name(e) for e in job.get("job", {}).get("steps", [])]
+    try:  # output folders written before _plan.json named the stages
+        from pipeline.core.registry import get_step_class, is_global
+
+        flags = [is_global(get_step_class(n)) for n in names]
+    except (KeyError, ImportError):
+        return [names]
+    stages: list[list[str]] = [[]]
+    for name, glob in zip(names, flags, strict=True):
+        if glob:
+            stages.append([])
+        stages[-1].append(name)
+    return stages
+
+
+def _global_state(out: Path, stage: int, started: bool) -> str:
+    """What a stage's global step has done: phases with finished units under ``_global``."""
+    if started:
+        return "done"
+    workdir = out / "_global" / f"stage-{stage}"
+    if not workdir.is_dir():
+        return "not started"
+    phases = []
+    for done in workdir.glob("*/_done"):
+        markers = list(done.glob("*.json"))
+        first = min((m.stat().st_mtime for m in markers), default=float("inf"))
+        phases.append((first, done.parent.name, len(markers)))
+    if not phases:
+        n = sum(1 for p in workdir.rglob("*") if p.is_file())
+        return f"in progress ({n} files in {workdir.relative_to(out)})"
+    listed = ", ".join(f"{name} {n} unit(s)" for _, name, n in sorted(phases))
+    return f"in progress (finished so far: {listed})"
+
+
 def job_status(out: Path) -> str:
-    """Return a readable account of what a job's output folder holds: shards done and left."""
-    marker = out / "_job.json"
-    if not marker.exists():
-        return f"{out}: no job has run here (no _job.json)"
-    job = json.loads(marker.read_text(encoding="utf-8"))
-    plan_path = out / "_plan.json"
-    plan = json.loads(plan_path.read_text(encoding="utf-8")) if plan_path.exists() else {}
-    n_shards = len(plan.get("shards", [])) or None
+    """Return a readable account of a job's output folder: every stage with its steps, the
+    shards done and left, the global steps' phases, failed shards and whether it finished.
+
+    Raises :class:`JobFolderError` when ``out`` does not exist or holds no ``_job.json``.
+    """
+    if not out.is_dir():
+        raise JobFolderError(f"{out} does not exist or is not a folder")
+    job = _read_json(out / "_job.json")
+    if not isinstance(job, dict):
+        raise JobFolderError(f"{out} holds no job (no readable _job.json); "
+                             "give the output folder of a pipeline run")
+    plan = _read_json(out / "_plan.json") or {}
+    shards = plan.get("shards") or []
+    n_shards = len(shards) or None
+    stages = _stage_steps(job, plan)
     lines = [
-        f"job {job['job'].get('name', '?')} in {out}: {len(job['files'])} input files, "
-        f"{n_shards or '?'} shards, {plan.get('stages', '?')} stage(s)"
+        f"job {job.get('job', {}).get('name', '?')} in {out}: {len(job.get('files', []))} "
+        f"input files, {n_shards or '?'} shards, {len(stages)} stage(s)"
     ]
-    for stage_dir in sorted((out / "_progress").glob("stage-*")):
-        records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(stage_dir.glob("*.json"))]
-        done = sum(1 for r in records if r["done"])
-        docs = sum(r["records_done"] for r in records)
+    for k, names in enumerate(stages):
+        records = [r for r in (_read_json(p) for p in
+                               sorted((out / "_progress" / f"stage-{k}").glob("*.json")))
+                   if isinstance(r, dict)]
+        lines.append(f"  stage {k + 1}/{len(stages)} [{', '.join(names) or 'read'}]:")
+        if k > 0:
+            lines.append(f"    global step {names[0]}: {_global_state(out, k, bool(records))}")
+        if not records:
+            lines.append("    shards: not started")
+            continue
+        done = sum(1 for r in records if r.get("done"))
+        docs = sum(r.get("records_done", 0) for r in records)
         lines.append(
-            f"  {stage_dir.name}: {done} of {n_shards or len(records)} shards done "
+            f"    shards: {done} of {n_shards or len(records)} done "
             f"({len(records) - done} in progress), {docs:,} documents processed"
         )
         for r in records:
-            if not r["done"]:
-                lines.append(f"    in progress: {r.get('shard_id')} ({r['records_done']:,} docs, {r['parts']} parts)")
-    lines.append("  complete" if (out / "_SUCCESS").exists() else "  not complete: rerun the job to finish")
+            if not r.get("done"):
+                lines.append(f"    in progress: {r.get('shard_id')} ({r.get('records_done', 0):,} "
+                             f"docs, {r.get('parts', 0)} parts)")
+    stats = _read_json(out / "stats.json")
+    failed = stats.get("failed_shards", []) if isinstance(stats, dict) else []
+    if failed:
+        lines.append(f"  failed shards in the last run that finished ({len(failed)}, "
+                     "from stats.json):")
+        lines += [f"    {f.get('shard')}: {f.get('error')}" for f in failed]
+    lines.append("  complete" if (out / "_SUCCESS").exists()
+                 else "  not complete: rerun the job to finish")
     return "\n".join(lines)

@@ -516,7 +516,8 @@ def run_job(
     executor = executor or job_executor(job, address)
     stages = split_stages(steps)
     units: list[InputShard] | list[StageShard] = plan_input_shards(files, job.read)
-    atomic_write_json({"shards": [u.shard_id for u in units], "stages": len(stages)},
+    atomic_write_json({"shards": [u.shard_id for u in units], "stages": len(stages),
+                       "stage_steps": [[s.name for s in steps[a:b]] for a, b in stages]},
                       out / "_plan.json")
     failures: list[tuple[str, str]] = []
     all_progress: list[list[dict[str, Any]]] = []
