@@ -13,8 +13,6 @@ import yaml
 
 from pipeline.core.config import JobConfigError, validate_job
 
-REPO = Path(__file__).resolve().parents[3]
-
 
 def _job(shared_data: Path, steps: list) -> dict:
     return {"inputs": [str(shared_data / "webmix" / "webmix-00000.warc.gz")], "output": "o",
@@ -73,7 +71,7 @@ def test_existing_files_pass(shared_data: Path) -> None:
     assert [s.name for s in steps] == ["extract_v1", "langid_v2", "kenlm_v1", "dsir_v1"]
 
 
-def test_pipeline_run_with_missing_model_exits_2_before_ray(shared_data: Path,
+def test_pipeline_run_with_missing_model_exits_2_before_ray(shared_data: Path, repo_root: Path,
                                                             tmp_path: Path) -> None:
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(
@@ -84,7 +82,7 @@ def test_pipeline_run_with_missing_model_exits_2_before_ray(shared_data: Path,
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code, "run", str(job)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env={**os.environ, "PYTHONPATH": str(repo_root)})
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [
         "error: steps[2].kenlm_v1.model: file 'x.arpa' does not exist; train it with "

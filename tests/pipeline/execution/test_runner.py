@@ -19,10 +19,8 @@ import yaml
 
 from pipeline.core.config import JobConfigError, OutputFolderError, validate_job
 from pipeline.core.document import Document
-from pipeline.execution.runner import run_chunk_safely, run_job
 from pipeline.core.step import Filter, Mapper, StepContext, StepStats
-
-REPO = Path(__file__).resolve().parents[3]
+from pipeline.execution.runner import run_chunk_safely, run_job
 
 
 def _jsonl(path: Path, texts: list[str]) -> Path:
@@ -121,8 +119,9 @@ def test_a_document_that_makes_a_step_raise_is_skipped_and_counted() -> None:
 # ---------------------------------------------------------------- end to end
 
 
-def _crawl_job(shared: Path, out: Path, shards: list[str], checkpoint: int = 500) -> dict:
-    job = yaml.safe_load((REPO / "jobs" / "crawl.yaml").read_text())
+def _crawl_job(repo: Path, shared: Path, out: Path, shards: list[str],
+               checkpoint: int = 500) -> dict:
+    job = yaml.safe_load((repo / "jobs" / "crawl.yaml").read_text())
     job["inputs"] = [str(shared / "webmix" / s) for s in shards]
     job["output"] = str(out)
     job["write"]["checkpoint_docs"] = checkpoint
@@ -136,9 +135,10 @@ def _read_output(out: Path) -> list[dict]:
     return rows
 
 
-def test_crawl_job_end_to_end(ray_local, shared_data: Path, tmp_path: Path) -> None:
+def test_crawl_job_end_to_end(ray_local, shared_data: Path, repo_root: Path,
+                              tmp_path: Path) -> None:
     out = tmp_path / "out"
-    stats = run_job(_crawl_job(shared_data, out, ["webmix-00000.warc.gz"]))
+    stats = run_job(_crawl_job(repo_root, shared_data, out, ["webmix-00000.warc.gz"]))
     rows = _read_output(out)
     assert stats["documents_in"] > 500
     assert 0 < stats["documents_out"] == len(rows) < stats["documents_in"]
@@ -161,9 +161,10 @@ def test_crawl_job_end_to_end(ray_local, shared_data: Path, tmp_path: Path) -> N
     assert (out / "_SUCCESS").exists()
 
 
-def test_rerun_of_a_finished_job_changes_nothing(ray_local, shared_data: Path, tmp_path: Path) -> None:
+def test_rerun_of_a_finished_job_changes_nothing(ray_local, shared_data: Path, repo_root: Path,
+                                                 tmp_path: Path) -> None:
     out = tmp_path / "out"
-    job = _crawl_job(shared_data, out, ["webmix-00001.warc.gz"])
+    job = _crawl_job(repo_root, shared_data, out, ["webmix-00001.warc.gz"])
     first = run_job(job)
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "data").glob("*.parquet")}
     second = run_job(job)
@@ -174,13 +175,14 @@ def test_rerun_of_a_finished_job_changes_nothing(ray_local, shared_data: Path, t
         run_job(job)
 
 
-def test_killed_job_resumes_to_the_same_output(shared_data: Path, tmp_path: Path) -> None:
+def test_killed_job_resumes_to_the_same_output(shared_data: Path, repo_root: Path,
+                                               tmp_path: Path) -> None:
     shards = ["webmix-00002.warc.gz", "webmix-00003.warc.gz"]
     ref_out, out = tmp_path / "ref", tmp_path / "killed"
     jobs = {}
     for name, o in (("ref", ref_out), ("killed", out)):
         jobs[name] = tmp_path / f"{name}.yaml"
-        job = _crawl_job(shared_data, o, shards, checkpoint=100)
+        job = _crawl_job(repo_root, shared_data, o, shards, checkpoint=100)
         job["ray"] = {"num_cpus": 2}
         jobs[name].write_text(yaml.safe_dump(job))
     cmd = [sys.executable, "-m", "pipeline.cli", "run"]
