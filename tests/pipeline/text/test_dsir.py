@@ -357,7 +357,6 @@ def test_train_filters_job_trains_all_three(corpus: dict, models: dict, ray_loca
     import yaml
 
     from pipeline.cli import main
-
     from pipeline.core.config import JobConfigError
     from pipeline.jobkinds.train_filters import run_from_file
 

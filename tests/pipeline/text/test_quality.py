@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.document import Document
+from pipeline.core.step import StepContext, StepStats
 from pipeline.text.model_meta import ModelMismatchError, write_meta
 from pipeline.text.normalize import NormalizeOptions
 from pipeline.text.quality import FORMAT_VERSION, KIND, QualityClassifier, fasttext_line
-from pipeline.core.step import StepContext, StepStats
 
 
 def _jsonl_subset(src: Path, dst: Path, n: int, stride: int = 1, field: str = "text") -> None:
