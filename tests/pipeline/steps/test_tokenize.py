@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,21 +24,26 @@ from tokenizer.formats import tokenizer_hash
 from tokenizer.gpt2_files import gpt2_file_paths
 from tokenizer.token_stream import TokenStream
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 EOT = "<|endoftext|>"
 
 
-def real_docs(n: int) -> list[Document]:
-    """`n` held-out Wikipedia articles, plus a German/Chinese/emoji one and an empty one."""
-    docs = []
-    with gzip.open(SHARED / "eval" / "wiki_val.jsonl.gz", "rt", encoding="utf-8") as handle:
-        for i, line in enumerate(handle):
-            if i == n:
-                break
-            docs.append(Document(f"w{i}", json.loads(line)["text"][:4000]))
-    docs.append(Document("multi", "Grüße aus München! 你好，世界 🤗 " + EOT + " after"))
-    docs.append(Document("empty", ""))
-    return docs
+@pytest.fixture(scope="module")
+def real_docs(shared_data: Path) -> Callable[[int], list[Document]]:
+    """``n ->`` `n` held-out Wikipedia articles, plus a German/Chinese/emoji one and an empty one."""
+
+    def make(n: int) -> list[Document]:
+        docs = []
+        path = shared_data / "eval" / "wiki_val.jsonl.gz"
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for i, line in enumerate(handle):
+                if i == n:
+                    break
+                docs.append(Document(f"w{i}", json.loads(line)["text"][:4000]))
+        docs.append(Document("multi", "Grüße aus München! 你好，世界 🤗 " + EOT + " after"))
+        docs.append(Document("empty", ""))
+        return docs
+
+    return make
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +70,8 @@ def make_shards(root: Path, docs: list[Document], per_shard: int) -> list[StageS
     return shards
 
 
-def test_stream_holds_each_document_then_eos(gpt2_dir: Path, tmp_path: Path) -> None:
+def test_stream_holds_each_document_then_eos(gpt2_dir: Path, real_docs: Callable,
+                                             tmp_path: Path) -> None:
     docs = real_docs(30)
     shards = make_shards(tmp_path, docs, per_shard=9)
     workdir = tmp_path / "out" / "_global" / "stage-1"
@@ -92,7 +99,8 @@ def test_stream_holds_each_document_then_eos(gpt2_dir: Path, tmp_path: Path) -> 
         assert ctx.stats.counters["tokens"] == sum(d.metadata["num_tokens"] for d in out)
 
 
-def test_resume_redoes_only_unfinished_parts(gpt2_dir: Path, tmp_path: Path) -> None:
+def test_resume_redoes_only_unfinished_parts(gpt2_dir: Path, real_docs: Callable,
+                                             tmp_path: Path) -> None:
     shards = make_shards(tmp_path, real_docs(20), per_shard=6)
     workdir = tmp_path / "out" / "_global" / "stage-1"
     step = Tokenize(TokenizeOptions(tokenizer=str(gpt2_dir), dtype="uint32"))
@@ -114,7 +122,7 @@ def test_resume_redoes_only_unfinished_parts(gpt2_dir: Path, tmp_path: Path) -> 
         other.prepare(shards, str(workdir), LocalExecutor())
 
 
-def test_a_failed_shard_stops_prepare_and_a_rerun_finishes(gpt2_dir: Path,
+def test_a_failed_shard_stops_prepare_and_a_rerun_finishes(gpt2_dir: Path, real_docs: Callable,
                                                            tmp_path: Path) -> None:
     """Every shard is tokenized; the error names the failed one and its own exception; a
     rerun after the input is back redoes only that part."""
@@ -137,7 +145,7 @@ def test_a_failed_shard_stops_prepare_and_a_rerun_finishes(gpt2_dir: Path,
     assert TokenStream(stream_dir).num_docs == 14
 
 
-def test_bad_options(gpt2_dir: Path, tmp_path: Path) -> None:
+def test_bad_options(gpt2_dir: Path, real_docs: Callable, tmp_path: Path) -> None:
     shards = make_shards(tmp_path, real_docs(2), per_shard=5)
     step = Tokenize(TokenizeOptions(tokenizer=str(gpt2_dir), eos_token="<|eos|>"))
     with pytest.raises(ValueError, match="not a special token"):
@@ -146,7 +154,8 @@ def test_bad_options(gpt2_dir: Path, tmp_path: Path) -> None:
         TokenizeOptions(tokenizer=str(gpt2_dir), dtype="int8")
 
 
-def test_job_on_ray_end_to_end(ray_local, gpt2_dir: Path, tmp_path: Path) -> None:
+def test_job_on_ray_end_to_end(ray_local, gpt2_dir: Path, real_docs: Callable,
+                               tmp_path: Path) -> None:
     docs = real_docs(40)
     inputs = []
     for k in range(2):
