@@ -15,8 +15,6 @@ import pyarrow as pa
 import pytest
 
 from model.data import WindowSampler
-from tokenizer import Tokenizer
-from tokenizer.gpt2_files import gpt2_file_paths
 from tokenizer.token_stream import (
     TokenStream,
     dtype_for_vocab,
@@ -32,6 +30,12 @@ EOT = "<|endoftext|>"
 @pytest.fixture(scope="module")
 def docs_ids(shared_data: Path) -> list[list[int]]:
     """GPT-2 ids of 60 real Wikipedia articles (one list per document, one of them empty)."""
+    # Imported here: this module must collect where only numpy, pyarrow and torch exist.
+    pytest.importorskip("regex")
+    pytest.importorskip("tiktoken")
+    from tokenizer import Tokenizer
+    from tokenizer.gpt2_files import gpt2_file_paths
+
     encoder_json, vocab_bpe = gpt2_file_paths()
     tok = Tokenizer.from_files(encoder_json, vocab_bpe, [EOT])
     out = []
@@ -140,6 +144,7 @@ def test_stream_and_model_data_import_without_pipeline_packages() -> None:
 
 def test_formats_does_not_import_the_encoder() -> None:
     """File formats are plain data; only the encoder builds a Tokenizer (no import cycle)."""
+    pytest.importorskip("regex")
     run = _run_fresh("""
         import sys
         import tokenizer.formats
