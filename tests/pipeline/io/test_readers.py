@@ -8,29 +8,21 @@ import gzip
 import json
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from fixtures_bad_input import write_warc
 from pydantic import ValidationError
 from warcio.archiveiterator import ArchiveIterator as WarcioIterator
 
 from pipeline.core.document import Document
+from pipeline.core.step import StepStats
 from pipeline.io.readers import ReadOptions, detect_format, plan_splits, read_shard
 from pipeline.io.readers.charset import decode_html, meta_charset, normalize_charset
 from pipeline.io.readers.http import dechunk, decode_content, parse_content_type
-from pipeline.core.step import StepStats
-
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-CC = SHARED / "cc"
-WEBMIX = SHARED / "webmix"
-UDHR = SHARED / "langid" / "nltk_data_udhr.zip"
-MOBY = SHARED / "reference" / "moby_dick_chapters_stdlib.jsonl.gz"
-
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not at {SHARED}")
 
 # name -> (response/conversion records or JSONL lines, documents with html_only=False,
 #          documents with html_only=True).
@@ -128,8 +120,8 @@ def test_options_refuse_unknown_keys_and_bad_values() -> None:
         ReadOptions(split_bytes=0)
 
 
-def test_read_shard_refuses_impossible_splits() -> None:
-    path = str(CC / "pywb_iana2014.warc.gz")
+def test_read_shard_refuses_impossible_splits(cc_dir: Path) -> None:
+    path = str(cc_dir / "pywb_iana2014.warc.gz")
     with pytest.raises(ValueError):
         read_shard(path, "warc", 0, 2, ReadOptions(), StepStats())
     with pytest.raises(ValueError):
@@ -141,18 +133,18 @@ def test_read_shard_refuses_impossible_splits() -> None:
 # ------------------------------------------------------------ real archives
 
 
-def test_every_cc_file_is_listed() -> None:
-    assert sorted(os.listdir(CC)) == sorted(CC_COUNTS)
+def test_every_cc_file_is_listed(cc_dir: Path) -> None:
+    assert sorted(os.listdir(cc_dir)) == sorted(CC_COUNTS)
 
 
 @pytest.mark.parametrize("name", sorted(CC_COUNTS))
-def test_cc_file_counts(name: str) -> None:
+def test_cc_file_counts(name: str, cc_dir: Path) -> None:
     records, docs_all, docs_html = CC_COUNTS[name]
-    docs, stats = read(CC / name, html_only=False)
+    docs, stats = read(cc_dir / name, html_only=False)
     assert (stats.docs_in, len(docs)) == (records, docs_all)
     assert stats.docs_out == len(docs) and stats.chars_out == sum(len(d.text) for d in docs)
     assert errors(stats) == {}
-    html_docs, html_stats = read(CC / name)
+    html_docs, html_stats = read(cc_dir / name)
     assert len(html_docs) == docs_html
     skipped = sum(v for k, v in html_stats.counters.items() if k.startswith("skipped:"))
     non_record = sum(
@@ -164,10 +156,10 @@ def test_cc_file_counts(name: str) -> None:
     assert len({d.id for d in docs}) == len(docs)
 
 
-def test_webmix_counts_and_http_status() -> None:
+def test_webmix_counts_and_http_status(webmix_dir: Path) -> None:
     total = 0
     for name, (records, docs_all, docs_html) in WEBMIX_COUNTS.items():
-        docs, stats = read(WEBMIX / name, html_only=False)
+        docs, stats = read(webmix_dir / name, html_only=False)
         assert (stats.docs_in, len(docs)) == (records, docs_all), name
         assert stats.counters["http_status:200"] == records
         html = [d for d in docs if d.media_type == "text/html"]
@@ -175,7 +167,7 @@ def test_webmix_counts_and_http_status() -> None:
         assert {d.media_type for d in docs} == {"text/html", "text/plain"}
         total += stats.docs_in
     assert total == 5612
-    docs, stats = read(WEBMIX / "webmix-00000.warc.gz")
+    docs, stats = read(webmix_dir / "webmix-00000.warc.gz")
     assert len(docs) == 567 and stats.counters["skipped:non_html"] == 134
 
 
@@ -183,9 +175,9 @@ def test_webmix_counts_and_http_status() -> None:
     "name",
     [n for n in sorted(CC_COUNTS) if "warc" in n and "jsonl" not in n] + ["webmix-00003.warc.gz"],
 )
-def test_warc_matches_warcio(name: str) -> None:
+def test_warc_matches_warcio(name: str, webmix_dir: Path, cc_dir: Path) -> None:
     """Ids, URLs and texts agree with warcio, an independent WARC reader."""
-    path = WEBMIX / name if name.startswith("webmix") else CC / name
+    path = webmix_dir / name if name.startswith("webmix") else cc_dir / name
     fmt = detect_format(str(path))
     want = "conversion" if fmt == "wet" else "response"
     expected = []
@@ -218,21 +210,21 @@ def test_warc_matches_warcio(name: str) -> None:
             assert doc.text == decode_html(body, charset)[0]
 
 
-def test_wget_uri_wrapping_is_stripped() -> None:
+def test_wget_uri_wrapping_is_stripped(cc_dir: Path) -> None:
     for name in ("dolma_wget2024_sample-0000.warc.gz", "dolma_wget2024_sample-0001.warc.gz"):
-        raw = gzip.decompress((CC / name).read_bytes())
+        raw = gzip.decompress((cc_dir / name).read_bytes())
         assert b"WARC-Target-URI: <https://" in raw  # the quirk is really there
-        docs, _ = read(CC / name)
+        docs, _ = read(cc_dir / name)
         assert docs and all(d.url and d.url.startswith("https://") for d in docs)
         assert not any("<" in d.url or ">" in d.url for d in docs if d.url)
-    docs, _ = read(CC / "dolma_wget2024_sample-0000.warc.gz")
+    docs, _ = read(cc_dir / "dolma_wget2024_sample-0000.warc.gz")
     assert docs[0].url == "https://www.semanticscholar.org/research/research-team"
     assert docs[0].id == "urn:uuid:283E41D7-F686-4C3E-B7DA-E8D248A100C1"
 
 
-def test_wget_chunked_bodies_are_dechunked() -> None:
-    docs, _ = read(CC / "dolma_wget2024_sample-0001.warc.gz")
-    with open(CC / "dolma_wget2024_sample-0001.warc.gz", "rb") as fh:
+def test_wget_chunked_bodies_are_dechunked(cc_dir: Path) -> None:
+    docs, _ = read(cc_dir / "dolma_wget2024_sample-0001.warc.gz")
+    with open(cc_dir / "dolma_wget2024_sample-0001.warc.gz", "rb") as fh:
         chunked = [
             r.rec_headers.get_header("WARC-Record-ID").strip("<>")
             for r in WarcioIterator(fh)
@@ -244,8 +236,8 @@ def test_wget_chunked_bodies_are_dechunked() -> None:
             assert doc.text.lstrip().lower().startswith("<!doctype html")
 
 
-def test_revisits_are_skipped_and_counted() -> None:
-    docs, stats = read(CC / "pywb_iana2014.warc.gz")
+def test_revisits_are_skipped_and_counted(cc_dir: Path) -> None:
+    docs, stats = read(cc_dir / "pywb_iana2014.warc.gz")
     assert stats.counters["skipped:revisit"] == 123
     assert stats.counters["skipped:request"] == 171
     assert stats.docs_in == 48 and len(docs) == 18
@@ -256,9 +248,9 @@ def test_revisits_are_skipped_and_counted() -> None:
     )
 
 
-def test_whole_file_gzip_stream(tmp_path: Path) -> None:
+def test_whole_file_gzip_stream(tmp_path: Path, cc_dir: Path) -> None:
     """A .warc.gz compressed as one gzip stream (not per record) reads the same."""
-    plain = CC / "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc"
+    plain = cc_dir / "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc"
     path = tmp_path / "one-stream.warc.gz"
     path.write_bytes(gzip.compress(plain.read_bytes()))
     docs, stats = read(path)
@@ -267,28 +259,28 @@ def test_whole_file_gzip_stream(tmp_path: Path) -> None:
     assert len(docs) == 3 and errors(stats) == {}
 
 
-def test_wet_conversion_records() -> None:
-    docs, stats = read(CC / "whirlwind_CC-MAIN-2024-22_whirlwind.warc.wet.gz")
+def test_wet_conversion_records(cc_dir: Path) -> None:
+    docs, stats = read(cc_dir / "whirlwind_CC-MAIN-2024-22_whirlwind.warc.wet.gz")
     assert len(docs) == 1 and stats.counters["skipped:warcinfo"] == 1
     doc = docs[0]
     assert doc.media_type == "text/plain" and doc.url == "https://an.wikipedia.org/wiki/Escopete"
     assert doc.id == "urn:uuid:ba729a40-ff84-4085-8d48-0a5b2ee0c42d"
     assert doc.text.startswith("Escopete - Biquipedia, a enciclopedia libre\nIr al contenido")
     assert len(doc.text.encode("utf-8")) == 4456  # the record's Content-Length
-    docs, _ = read(CC / "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wet")
+    docs, _ = read(cc_dir / "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wet")
     assert [d.url for d in docs][0] == "http://0pointer.de/photos/?gallery=Australia&photo=496"
 
 
-def test_wat_files_hold_no_documents() -> None:
+def test_wat_files_hold_no_documents(cc_dir: Path) -> None:
     for name in CC_COUNTS:
         if ".wat" in name:
-            docs, stats = read(CC / name)
+            docs, stats = read(cc_dir / name)
             assert docs == [] and stats.counters["skipped:metadata"] >= 1 and errors(stats) == {}
 
 
-def test_heritrix_warc_017_and_arc_agree() -> None:
-    warc_docs, _ = read(CC / "aut_heritrix2008_example.warc.gz", html_only=False)
-    arc_docs, arc_stats = read(CC / "aut_heritrix2008_example.arc.gz", html_only=False)
+def test_heritrix_warc_017_and_arc_agree(cc_dir: Path) -> None:
+    warc_docs, _ = read(cc_dir / "aut_heritrix2008_example.warc.gz", html_only=False)
+    arc_docs, arc_stats = read(cc_dir / "aut_heritrix2008_example.arc.gz", html_only=False)
     assert [d.url for d in warc_docs] == [d.url for d in arc_docs]
     assert [d.text for d in warc_docs] == [d.text for d in arc_docs]
     assert [d.media_type for d in warc_docs] == [d.media_type for d in arc_docs]
@@ -299,9 +291,9 @@ def test_heritrix_warc_017_and_arc_agree() -> None:
     assert {d.media_type for d in arc_docs} >= {"text/dns", "text/html", "image/gif"}
 
 
-def test_clueweb09_quirks() -> None:
+def test_clueweb09_quirks(cc_dir: Path) -> None:
     """LF-only HTTP headers, malformed WARC-Date, EUC-JP pages, "gzip" over plain bytes."""
-    docs, stats = read(CC / "resiliparse_clueweb09-quirk.warc.gz")
+    docs, stats = read(cc_dir / "resiliparse_clueweb09-quirk.warc.gz")
     assert len(docs) == 29 and errors(stats) == {}
     assert all(d.media_type == "text/html" for d in docs)
     assert docs[0].text.startswith(
@@ -310,15 +302,15 @@ def test_clueweb09_quirks() -> None:
     assert "HEADPORTER" in docs[0].text and "\ufffd" not in docs[0].text
 
 
-def test_reading_is_deterministic() -> None:
-    path = CC / "aut_heritrix2008_example.warc.gz"
+def test_reading_is_deterministic(cc_dir: Path) -> None:
+    path = cc_dir / "aut_heritrix2008_example.warc.gz"
     first, stats1 = read(path)
     second, stats2 = read(path)
     assert first == second and stats1.to_dict()["counters"] == stats2.to_dict()["counters"]
 
 
-def test_max_doc_bytes_skips_without_reading() -> None:
-    docs, stats = read(CC / "aut_heritrix2008_example.warc.gz", max_doc_bytes=20_000)
+def test_max_doc_bytes_skips_without_reading(cc_dir: Path) -> None:
+    docs, stats = read(cc_dir / "aut_heritrix2008_example.warc.gz", max_doc_bytes=20_000)
     assert len(docs) + stats.counters["skipped:too_large"] == 135
     assert stats.counters["skipped:too_large"] > 0
     assert all(len(d.text) <= 20_000 for d in docs)
@@ -338,18 +330,31 @@ UDHR_CASES = [
 ]
 
 
-def udhr(name: str) -> bytes:
-    with zipfile.ZipFile(UDHR) as archive:
-        return archive.read(f"udhr/{name}")
+@pytest.fixture(scope="module")
+def udhr(shared_data: Path) -> Callable[[str], bytes]:
+    """``name -> bytes`` of one declaration in NLTK's UDHR zip."""
+
+    def read_one(name: str) -> bytes:
+        with zipfile.ZipFile(shared_data / "langid" / "nltk_data_udhr.zip") as archive:
+            return archive.read(f"udhr/{name}")
+
+    return read_one
 
 
-def udhr_reference(name: str, chars: int = 1500) -> str:
-    text = udhr(name).decode("utf-8", "ignore").lstrip("\ufeff").replace("\r\n", "\n")
-    return text[:chars]
+@pytest.fixture(scope="module")
+def udhr_reference(udhr: Callable[[str], bytes]) -> Callable[..., str]:
+    """``(name, chars=1500) -> `` the start of a UTF-8 declaration, as text."""
+
+    def reference(name: str, chars: int = 1500) -> str:
+        text = udhr(name).decode("utf-8", "ignore").lstrip("\ufeff").replace("\r\n", "\n")
+        return text[:chars]
+
+    return reference
 
 
 @pytest.mark.parametrize(("legacy", "utf8", "label"), UDHR_CASES)
-def test_charset_from_each_source(legacy: str, utf8: str, label: str) -> None:
+def test_charset_from_each_source(legacy: str, utf8: str, label: str, udhr: Callable,
+                                  udhr_reference: Callable) -> None:
     raw, ref = udhr(legacy), udhr_reference(utf8)
     assert ref[:200] not in raw.decode("utf-8", "replace")  # really a legacy encoding
     by_header, _ = decode_html(raw, label)
@@ -361,7 +366,8 @@ def test_charset_from_each_source(legacy: str, utf8: str, label: str) -> None:
         assert ref in text.replace("\r\n", "\n"), used
 
 
-def test_charset_in_a_warc(tmp_path: Path) -> None:
+def test_charset_in_a_warc(tmp_path: Path, write_warc: Callable, udhr: Callable,
+                           udhr_reference: Callable) -> None:
     """Legacy payloads in a real WARC container: header, meta, and guessed charsets."""
     cases = [
         (udhr("Russian_Russky-Cyrillic"), "text/html; charset=windows-1251", "Russian_Russky-UTF8"),
@@ -406,10 +412,11 @@ def test_charset_labels_and_never_raising() -> None:
             assert isinstance(text, str) and text
 
 
-def test_http_decoding_helpers() -> None:
+def test_http_decoding_helpers(cc_dir: Path) -> None:
     assert dechunk(b"4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n") == b"Wikipedia"
     assert dechunk(b"<!doctype html><p>") == b"<!doctype html><p>"  # stored de-chunked
-    html = (CC / "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wet").read_bytes()
+    wet = cc_dir / "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc.wet"
+    html = wet.read_bytes()
     assert decode_content(gzip.compress(html), "gzip", 10**7) == (html, "")
     assert decode_content(html, "gzip", 10**7) == (html, "")  # header kept, bytes decoded
     assert decode_content(gzip.compress(html), "gzip", 100) == (None, "too_large")
@@ -422,9 +429,9 @@ def test_http_decoding_helpers() -> None:
 # ------------------------------------------------------------------- JSONL
 
 
-def test_ccnet_jsonl_fields() -> None:
+def test_ccnet_jsonl_fields(cc_dir: Path) -> None:
     """The dolma CCNet files have text/id top level and the URL under metadata.url."""
-    path = CC / "dolma_ccnet_cc_en_head-0091.jsonl"
+    path = cc_dir / "dolma_ccnet_cc_en_head-0091.jsonl"
     first = json.loads(path.read_text().splitlines()[0])
     assert {"text", "id", "metadata"} <= set(first) and "url" not in first
     docs, stats = read(path)
@@ -438,18 +445,21 @@ def test_ccnet_jsonl_fields() -> None:
     assert docs == [] and stats.counters["skipped:no_text_field"] == 10
 
 
-def moby_lines() -> list[bytes]:
-    with gzip.open(MOBY, "rb") as fh:
+@pytest.fixture
+def moby_lines(moby_path: Path) -> list[bytes]:
+    """The lines of Moby Dick's JSONL."""
+    with gzip.open(moby_path, "rb") as fh:
         return fh.read().splitlines(keepends=True)
 
 
-def test_jsonl_compressed_variants_agree(tmp_path: Path) -> None:
-    lines = moby_lines()
+def test_jsonl_compressed_variants_agree(tmp_path: Path, moby_lines: list[bytes],
+                                         moby_path: Path) -> None:
+    lines = moby_lines
     plain = tmp_path / "moby.jsonl"
     plain.write_bytes(b"".join(lines))
     (tmp_path / "moby.jsonl.gz").write_bytes(gzip.compress(plain.read_bytes()))
     (tmp_path / "moby.jsonl.zst").write_bytes(zstandard.compress(plain.read_bytes()))
-    (tmp_path / "moby.json.gz").write_bytes(MOBY.read_bytes())
+    (tmp_path / "moby.json.gz").write_bytes(moby_path.read_bytes())
     reference, _ = read(plain)
     assert len(reference) == len(lines) == 138
     assert reference[0].id == "etymology"
@@ -460,8 +470,8 @@ def test_jsonl_compressed_variants_agree(tmp_path: Path) -> None:
         assert plan_splits(str(tmp_path / name), "jsonl", ReadOptions(split_bytes=1000)) == 1
 
 
-def test_jsonl_splits_read_every_line_once(tmp_path: Path) -> None:
-    lines = moby_lines()
+def test_jsonl_splits_read_every_line_once(tmp_path: Path, moby_lines: list[bytes]) -> None:
+    lines = moby_lines
     path = tmp_path / "moby.jsonl"
     path.write_bytes(b"".join(lines))
     size = path.stat().st_size
@@ -488,8 +498,9 @@ def test_jsonl_split_at_exact_line_start(tmp_path: Path) -> None:
         assert [d.id for d in docs] == [str(split)]
 
 
-def test_jsonl_missing_id_gets_offset_and_bad_lines_are_counted(tmp_path: Path) -> None:
-    lines = moby_lines()[:5]
+def test_jsonl_missing_id_gets_offset_and_bad_lines_are_counted(tmp_path: Path,
+                                                                moby_lines: list[bytes]) -> None:
+    lines = moby_lines[:5]
     objs = [json.loads(line) for line in lines]
     del objs[1]["id"]
     body = [json.dumps(o).encode() + b"\n" for o in objs]
@@ -512,8 +523,8 @@ def test_jsonl_missing_id_gets_offset_and_bad_lines_are_counted(tmp_path: Path) 
 # ----------------------------------------------------------------- Parquet
 
 
-def _moby_parquet(path: Path, rows_per_group: int) -> list[dict[str, str]]:
-    rows = [json.loads(line) for line in moby_lines()]
+def _moby_parquet(path: Path, moby_lines: list[bytes], rows_per_group: int) -> list[dict[str, str]]:
+    rows = [json.loads(line) for line in moby_lines]
     table = pa.table(
         {
             "id": [r["id"] for r in rows],
@@ -525,9 +536,9 @@ def _moby_parquet(path: Path, rows_per_group: int) -> list[dict[str, str]]:
     return rows
 
 
-def test_parquet_splits_cover_each_row_once(tmp_path: Path) -> None:
+def test_parquet_splits_cover_each_row_once(tmp_path: Path, moby_lines: list[bytes]) -> None:
     path = tmp_path / "moby.parquet"
-    rows = _moby_parquet(path, rows_per_group=10)
+    rows = _moby_parquet(path, moby_lines, rows_per_group=10)
     assert pq.ParquetFile(path).metadata.num_row_groups == 14
     whole, stats = read(path, url_field="meta.url")
     assert [d.id for d in whole] == [r["id"] for r in rows] and stats.docs_in == 138
@@ -545,9 +556,9 @@ def test_parquet_splits_cover_each_row_once(tmp_path: Path) -> None:
     assert plan_splits(str(path), "parquet", ReadOptions()) == 1
 
 
-def test_parquet_missing_fields_and_limits(tmp_path: Path) -> None:
+def test_parquet_missing_fields_and_limits(tmp_path: Path, moby_lines: list[bytes]) -> None:
     path = tmp_path / "moby.parquet"
-    rows = _moby_parquet(path, rows_per_group=50)
+    rows = _moby_parquet(path, moby_lines, rows_per_group=50)
     docs, stats = read(path, id_field="nope")
     assert docs[0].id == "moby.parquet:0" and docs[-1].id == f"moby.parquet:{len(rows) - 1}"
     docs, stats = read(path, text_field="raw_content")

@@ -1,4 +1,5 @@
-"""Helpers that build damaged copies of real archives (and small real WARCs) in tmp dirs.
+"""Fixtures of the reader tests: the shared archives they read, and helpers that build
+damaged copies of real archives (and small real WARCs) in tmp dirs.
 
 Nothing here invents content: every helper takes the bytes of a real file from the shared
 data and cuts, flips, pads or re-labels them, or wraps real text into a WARC record.
@@ -11,10 +12,47 @@ import io
 import random
 import re
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
+
+
+@pytest.fixture(scope="session")
+def cc_dir(shared_data: Path) -> Path:
+    """Real Common Crawl, Heritrix, pywb, wget and CCNet samples (``shared/data/cc``)."""
+    return shared_data / "cc"
+
+
+@pytest.fixture(scope="session")
+def webmix_dir(shared_data: Path) -> Path:
+    """The webmix WARC shards."""
+    return shared_data / "webmix"
+
+
+@pytest.fixture(scope="session")
+def moby_path(shared_data: Path) -> Path:
+    """Moby Dick's chapters as gzipped JSONL (138 lines)."""
+    return shared_data / "reference" / "moby_dick_chapters_stdlib.jsonl.gz"
+
+
+@pytest.fixture(scope="session")
+def damage() -> SimpleNamespace:
+    """The helpers below that take archives apart and damage them, as attributes."""
+    return SimpleNamespace(**{f.__name__: f for f in (
+        gzip_members, member_of_record, member_span, flip_bytes, garbage, warc_record_starts,
+        set_content_length, content_length, regzip)})
+
+
+@pytest.fixture(scope="session")
+def write_warc() -> Callable[[Path, list[tuple[str, str | None, bytes]]], list[str]]:
+    """``(path, records) -> record ids``: see :func:`_write_warc`."""
+    return _write_warc
+
+
 
 
 def gzip_members(data: bytes) -> list[tuple[int, bytes]]:
@@ -84,7 +122,7 @@ def regzip(members: list[bytes]) -> bytes:
     return b"".join(gzip.compress(member, mtime=0) for member in members)
 
 
-def write_warc(path: Path, records: list[tuple[str, str | None, bytes]]) -> list[str]:
+def _write_warc(path: Path, records: list[tuple[str, str | None, bytes]]) -> list[str]:
     """Write a per-record gzipped WARC of HTTP responses; return their record ids.
 
     ``records`` holds ``(url, content_type header or None, payload bytes)``.
