@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import tiktoken
-from text_samples import EOT, SAMPLE_NAMES, sample, wiki
 
 from tokenizer import Tokenizer, encoder
 from tokenizer.gpt2_files import gpt2_file_paths, tiktoken_gpt2
+
+EOT = "<|endoftext|>"
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +35,10 @@ def test_gpt2_vocab_loaded(gpt2: Tokenizer) -> None:
     assert gpt2.vocab[50256] == EOT.encode()
 
 
-@pytest.mark.parametrize("name", SAMPLE_NAMES)
 def test_gpt2_equals_tiktoken(
-    gpt2: Tokenizer, reference: tiktoken.Encoding, shared_data: Path, name: str
+    gpt2: Tokenizer, reference: tiktoken.Encoding, sample: Callable, sample_name: str
 ) -> None:
-    text = sample(shared_data, name)
+    text = sample(sample_name)
     ids = gpt2.encode(text)
     assert ids == reference.encode(text, allowed_special="all")
     assert gpt2.decode(ids) == text
@@ -80,21 +81,22 @@ def test_special_text_without_special_tokens(gpt2: Tokenizer) -> None:
 
 @pytest.mark.parametrize("piece_size", [1, 7, 1000])
 def test_encode_iterable_equals_encode(
-    gpt2: Tokenizer, monkeypatch: pytest.MonkeyPatch, shared_data: Path, piece_size: int
+    gpt2: Tokenizer, monkeypatch: pytest.MonkeyPatch, sample: Callable, wiki: Callable,
+    piece_size: int,
 ) -> None:
     monkeypatch.setattr(encoder, "_STREAM_BUFFER", 64)
     names = ["whitespace", "specials", "emoji", "german"]
-    text = "".join(sample(shared_data, name) for name in names)
-    text += wiki(shared_data, 2)[:20000]
+    text = "".join(sample(name) for name in names)
+    text += wiki(2)[:20000]
     pieces = (text[i : i + piece_size] for i in range(0, len(text), piece_size))
     assert list(gpt2.encode_iterable(pieces)) == gpt2.encode(text)
 
 
 def test_encode_iterable_over_file_lines(
-    gpt2: Tokenizer, tmp_path: Path, shared_data: Path
+    gpt2: Tokenizer, tmp_path: Path, sample: Callable, wiki: Callable
 ) -> None:
-    text = wiki(shared_data, 25) + "\n" + sample(shared_data, "code")
-    text += sample(shared_data, "whitespace")
+    text = wiki(25) + "\n" + sample("code")
+    text += sample("whitespace")
     path = tmp_path / "big.txt"
     path.write_text(text, encoding="utf-8")
     with open(path, encoding="utf-8", newline="") as handle:

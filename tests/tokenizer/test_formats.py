@@ -15,36 +15,37 @@ from tokenizer.fast import FastEncoder
 from tokenizer.formats import read_tiktoken_ranks, tokenizer_hash
 from tokenizer.gpt2_files import gpt2_file_paths
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
 
 
-def real_text() -> str:
+def real_text(shared: Path) -> str:
     """Held-out Wikipedia, 84-language Tatoeba sentences, code, emoji and special tokens."""
-    with gzip.open(SHARED / "eval" / "wiki_val.jsonl.gz", "rt", encoding="utf-8") as handle:
+    with gzip.open(shared / "eval" / "wiki_val.jsonl.gz", "rt", encoding="utf-8") as handle:
         wiki = [json.loads(next(handle))["text"] for _ in range(6)]
-    tatoeba = (SHARED / "langid" / "tatoeba_long_cld2.tsv").read_text(encoding="utf-8")
+    tatoeba = (shared / "langid" / "tatoeba_long_cld2.tsv").read_text(encoding="utf-8")
     code = Path(json.__file__).read_text(encoding="utf-8")
     extra = "Emoji 🤗👍🏽 😀 x  \n\n\t  y " + EOT + PAD + "  \r\n 2026-11-25 3.14159 'Ll 'S"
     return EOT.join(wiki) + EOT + tatoeba + code + extra
 
 
 @pytest.fixture(scope="module")
-def text() -> str:
-    return real_text()
+def text(shared_data: Path) -> str:
+    return real_text(shared_data)
 
 
 @pytest.fixture(scope="module", params=["gpt2", "cl100k", "o200k"])
-def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+            shared_data: Path) -> Path:
     """A 1,500-token vocabulary trained on 40 Wikipedia articles + Tatoeba, saved to a dir."""
     docs = []
-    with gzip.open(SHARED / "reference" / "wiki_ref.jsonl.gz", "rt", encoding="utf-8") as handle:
+    path = shared_data / "reference" / "wiki_ref.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
         for _ in range(40):
             docs.append(json.loads(next(handle))["text"])
     base = tmp_path_factory.mktemp(f"tok-{request.param}")
     corpus = base / "corpus.txt"
-    tatoeba = (SHARED / "langid" / "tatoeba_long_cld2.tsv").read_text(encoding="utf-8")
+    tatoeba = (shared_data / "langid" / "tatoeba_long_cld2.tsv").read_text(encoding="utf-8")
     corpus.write_text(EOT.join(docs) + EOT + tatoeba, encoding="utf-8")
     vocab, merges = train_bpe(corpus, 1500, [EOT, PAD], pattern=request.param, workers=1)
     out = base / "tok"

@@ -14,7 +14,6 @@ from tokenizer import train_bpe
 from tokenizer.merges import bpe_merges, native_available
 from tokenizer.pretokenize import count_text
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 EOT = "<|endoftext|>"
 
 # fails without the extension unless REFINERY_ALLOW_PURE_PYTHON=1 (tests/conftest.py)
@@ -22,21 +21,23 @@ needs_native = pytest.mark.native("_bpe")
 
 
 @pytest.fixture(scope="module")
-def real_text() -> str:
+def real_text(shared_data: Path) -> str:
     """About 600 KB of real text: Wikipedia articles, Moby Dick, multilingual sentences."""
     docs = []
-    with gzip.open(SHARED / "reference" / "wiki_ref.jsonl.gz", "rt", encoding="utf-8") as handle:
+    path = shared_data / "reference" / "wiki_ref.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
         for i, line in enumerate(handle):
             if i >= 40:
                 break
             docs.append(json.loads(line)["text"][:8000])
-    path = SHARED / "reference" / "moby_dick_chapters_stdlib.jsonl.gz"
+    path = shared_data / "reference" / "moby_dick_chapters_stdlib.jsonl.gz"
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         for i, line in enumerate(handle):
             if i >= 12:
                 break
             docs.append(json.loads(line)["text"])
-    lines = (SHARED / "langid" / "tatoeba_long_cld2.tsv").read_text(encoding="utf-8").splitlines()
+    tsv = shared_data / "langid" / "tatoeba_long_cld2.tsv"
+    lines = tsv.read_text(encoding="utf-8").splitlines()
     docs.append("\n".join(line.split("\t")[3] for line in lines[1:]))
     return EOT.join(docs)
 

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,6 @@ from tokenizer.token_stream import (
     write_token_stream,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 EOT = "<|endoftext|>"
 
 
@@ -109,15 +109,16 @@ def test_ids_must_fit_dtype(tmp_path: Path) -> None:
 _BLOCKED = ("regex", "tiktoken", "ray", "pydantic", "fasttext", "kenlm", "yaml", "tqdm")
 
 
-def _run_fresh(code: str) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter from the repository root; returns the finished run."""
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+@pytest.fixture
+def run_fresh(repo_root: Path) -> Callable[[str], subprocess.CompletedProcess]:
+    """``code ->`` the finished run of `code` in a fresh interpreter from the repository root."""
+    return lambda code: subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                                       cwd=repo_root, capture_output=True, text=True, timeout=120)
 
 
-def test_stream_and_model_data_import_without_pipeline_packages() -> None:
+def test_stream_and_model_data_import_without_pipeline_packages(run_fresh: Callable) -> None:
     """model/ reads streams on a GPU machine that has only torch, numpy and pyarrow."""
-    run = _run_fresh(f"""
+    run = run_fresh(f"""
         import sys
 
         class Blocker:
@@ -142,10 +143,10 @@ def test_stream_and_model_data_import_without_pipeline_packages() -> None:
     assert run.stdout.strip() == "blocked"
 
 
-def test_formats_does_not_import_the_encoder() -> None:
+def test_formats_does_not_import_the_encoder(run_fresh: Callable) -> None:
     """File formats are plain data; only the encoder builds a Tokenizer (no import cycle)."""
     pytest.importorskip("regex")
-    run = _run_fresh("""
+    run = run_fresh("""
         import sys
         import tokenizer.formats
         print("tokenizer.encoder" in sys.modules)

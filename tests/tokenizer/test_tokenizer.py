@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,30 +16,38 @@ from tokenizer.cli import main as cli_main
 from tokenizer.patterns import NAMED_PATTERNS, resolve_pattern
 from tokenizer.pretokenize import count_pretokens, find_chunks
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 EOT = "<|endoftext|>"
 
 
-def wiki_texts(n: int, start: int = 0) -> list[str]:
-    """The first `n` Wikipedia articles (after `start`) of the shared reference set."""
-    out = []
-    with gzip.open(SHARED / "reference" / "wiki_ref.jsonl.gz", "rt", encoding="utf-8") as handle:
-        for i, line in enumerate(handle):
-            if i >= start + n:
-                break
-            if i >= start:
-                out.append(json.loads(line)["text"])
-    return out
+@pytest.fixture(scope="module")
+def wiki_texts(shared_data: Path) -> Callable[..., list[str]]:
+    """``(n, start=0) ->`` the first `n` Wikipedia articles (after `start`) of the shared
+    reference set."""
 
+    def texts(n: int, start: int = 0) -> list[str]:
+        out = []
+        path = shared_data / "reference" / "wiki_ref.jsonl.gz"
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for i, line in enumerate(handle):
+                if i >= start + n:
+                    break
+                if i >= start:
+                    out.append(json.loads(line)["text"])
+        return out
 
-def tatoeba_texts() -> list[str]:
-    """Long Tatoeba sentences in 84 languages (Latin, CJK, Cyrillic, Arabic, ...)."""
-    lines = (SHARED / "langid" / "tatoeba_long_cld2.tsv").read_text(encoding="utf-8").splitlines()
-    return [line.split("\t")[3] for line in lines[1:]]
+    return texts
 
 
 @pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tatoeba_texts(shared_data: Path) -> Callable[[], list[str]]:
+    """``() ->`` long Tatoeba sentences in 84 languages (Latin, CJK, Cyrillic, Arabic, ...)."""
+    path = shared_data / "langid" / "tatoeba_long_cld2.tsv"
+    return lambda: [ln.split("\t")[3] for ln in path.read_text(encoding="utf-8").splitlines()[1:]]
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory, tatoeba_texts: Callable,
+                wiki_texts: Callable) -> Path:
     """About 35 KB of real text for the slow reference comparisons."""
     docs = [t[:2500] for t in wiki_texts(8)] + tatoeba_texts()[::5]
     path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
@@ -47,7 +56,8 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def small_corpus(tmp_path_factory: pytest.TempPathFactory, tatoeba_texts: Callable,
+                 wiki_texts: Callable) -> Path:
     """About 150 KB of real text: Wikipedia articles and multilingual sentences, EOT-joined."""
     docs = [t[:6000] for t in wiki_texts(20)] + tatoeba_texts()
     path = tmp_path_factory.mktemp("corpus") / "small.txt"
@@ -126,10 +136,11 @@ TRICKY = (
 
 
 @pytest.mark.parametrize("pattern", ["gpt2", "cl100k", "o200k"])
-def test_text_cuts_without_special_tokens(tmp_path: Path, pattern: str) -> None:
+def test_text_cuts_without_special_tokens(tmp_path: Path, pattern: str, shared_data: Path,
+                                          tatoeba_texts: Callable, wiki_texts: Callable) -> None:
     # Raw e-mails (CRLF, tabs, odd whitespace), Wikipedia, many languages, no special token.
     # Cutting at every safe point (letter | space) must count exactly what the whole text does.
-    with gzip.open(SHARED / "noisy" / "spamassassin.jsonl.gz", "rt", encoding="utf-8") as handle:
+    with gzip.open(shared_data / "noisy" / "spamassassin.jsonl.gz", "rt", encoding="utf-8") as handle:
         mails = [json.loads(line)["raw"] for _, line in zip(range(150), handle, strict=False)]
     text = "\n".join([TRICKY, *mails, *(t[:3000] for t in wiki_texts(15)), *tatoeba_texts()[::4]])
     path = tmp_path / "plain.txt"
@@ -154,7 +165,7 @@ def test_custom_regex_without_special_tokens_is_one_chunk(small_corpus: Path) ->
     assert len(find_chunks([small_corpus], [], 5_000, "gpt2")) > 10
 
 
-def test_no_merge_crosses_special_tokens(tmp_path: Path) -> None:
+def test_no_merge_crosses_special_tokens(tmp_path: Path, wiki_texts: Callable) -> None:
     # Every document ends right before the special token and starts right after it: if the
     # text around it were merged with it, pieces like b"!<|" or b"|>The" would appear.
     docs = [t[:2000] + "!" for t in wiki_texts(30)]
@@ -214,7 +225,7 @@ def test_vocab_too_small(small_corpus: Path) -> None:
         train_bpe(small_corpus, 256, [EOT])
 
 
-def test_multiple_input_files(tmp_path: Path) -> None:
+def test_multiple_input_files(tmp_path: Path, wiki_texts: Callable) -> None:
     texts = wiki_texts(6)
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text(EOT.join(texts[:3]), encoding="utf-8")
