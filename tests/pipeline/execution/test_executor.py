@@ -24,7 +24,6 @@ from pipeline.execution.executor import (
     make_executor,
 )
 
-REPO = Path(__file__).resolve().parents[3]
 SCANNED = ("pipeline", "tokenizer", "model")
 EXECUTOR = "pipeline/execution/executor.py"
 
@@ -62,13 +61,13 @@ def test_the_scan_finds_every_form_of_importing_ray() -> None:
     assert _imports_ray(source) == [2, 3, 4, 6, 9, 10]
 
 
-def test_only_the_executor_imports_ray() -> None:
+def test_only_the_executor_imports_ray(repo_root: Path) -> None:
     found = {}
     for top in SCANNED:
-        for path in sorted((REPO / top).rglob("*.py")):
+        for path in sorted((repo_root / top).rglob("*.py")):
             lines = _imports_ray(path.read_text(encoding="utf-8"))
             if lines:
-                found[path.relative_to(REPO).as_posix()] = lines
+                found[path.relative_to(repo_root).as_posix()] = lines
     assert EXECUTOR in found, "the scan no longer sees the executor's own import of ray"
     others = {p: lines for p, lines in found.items() if p != EXECUTOR}
     assert not others, f"only {EXECUTOR} may import ray; also found in (file: lines) {others}"

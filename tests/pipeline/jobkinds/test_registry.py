@@ -13,8 +13,6 @@ from pipeline.cli import main
 from pipeline.core.config import JobConfigError
 from pipeline.jobkinds import DEFAULT_KIND, get_job_kind, job_kinds
 
-REPO = Path(__file__).resolve().parents[3]
-
 
 def test_every_kind_module_names_itself_and_runs() -> None:
     assert job_kinds() == ("ablation", "crawl", "tokenizer", "train", "train_filters")
@@ -42,7 +40,7 @@ def test_pipeline_run_refuses_an_unknown_kind_in_one_line(tmp_path: Path,
                    "ablation, crawl, tokenizer, train, train_filters")
 
 
-def test_finding_a_kind_imports_none_of_its_dependencies() -> None:
+def test_finding_a_kind_imports_none_of_its_dependencies(repo_root: Path) -> None:
     """``job: train`` runs where only torch, numpy and pyarrow are installed: listing the
     kinds and loading the train kind import neither Ray nor pydantic (nor torch, yet)."""
     code = ("import sys, json; from pipeline.jobkinds import get_job_kind, job_kinds; "
@@ -50,7 +48,7 @@ def test_finding_a_kind_imports_none_of_its_dependencies() -> None:
             "print(json.dumps([m for m in ('ray', 'pydantic', 'torch', 'yaml', 'numpy') "
             "if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=REPO)
+                         check=True, cwd=repo_root)
     assert json.loads(out.stdout) == []
 
 
