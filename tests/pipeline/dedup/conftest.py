@@ -1,10 +1,16 @@
-"""Fixtures of the dedup tests: a stage of real text with planted duplicates."""
+"""Fixtures of the dedup tests: real Wikipedia articles, and a stage of real text with
+planted duplicates."""
 
 from __future__ import annotations
 
+import gzip
+import json
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
 import numpy as np
 import pytest
-from wiki_helpers import wiki_ref_articles
 
 from pipeline.core.document import Document
 from pipeline.core.step import StageShard
@@ -22,13 +28,38 @@ def _perturb(text: str, fraction: float, seed: int) -> str:
 
 
 @pytest.fixture(scope="session")
+def wiki_ref_articles(shared_data: Path) -> Callable[..., tuple[str, ...]]:
+    """``(n, min_words=150, max_words=None) ->`` the first ``n`` articles of
+    ``reference/wiki_ref.jsonl.gz`` with ``min_words``..``max_words`` words, in file order."""
+    path = shared_data / "reference" / "wiki_ref.jsonl.gz"
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path}")
+
+    @cache
+    def articles(n: int, min_words: int = 150, max_words: int | None = None) -> tuple[str, ...]:
+        out = []
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                text = json.loads(line)["text"]
+                words = len(text.split())
+                if words >= min_words and (max_words is None or words <= max_words):
+                    out.append(text)
+                if len(out) >= n:
+                    break
+        return tuple(out)
+
+    return articles
+
+
+@pytest.fixture(scope="session")
 def boilerplate_line() -> str:
     """The line the ``corpus`` fixture appends to every third document."""
     return BOILER
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory) -> tuple[list[StageShard], list[list[Document]]]:
+def corpus(tmp_path_factory, wiki_ref_articles: Callable[..., tuple[str, ...]]
+           ) -> tuple[list[StageShard], list[list[Document]]]:
     """Four stage shards of real Wikipedia text with planted duplicates, written as Parquet.
 
     Planted: exact copies (ASCII case and spacing changed) and near copies (1% of words

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
-from wiki_helpers import wiki_ref_articles
 
 from pipeline.dedup import (
     MinHasher,
@@ -25,10 +24,9 @@ from pipeline.dedup import (
 )
 from pipeline.dedup.minhash import bucket_edges
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
-
-def wiki() -> tuple[str, ...]:
+@pytest.fixture(scope="module")
+def wiki(wiki_ref_articles: Callable[..., tuple[str, ...]]) -> tuple[str, ...]:
     """Real Wikipedia articles (the shared reference set): the first 400 of 150+ words."""
     return wiki_ref_articles(400)
 
@@ -67,8 +65,8 @@ def test_shingle_counts_and_short_documents() -> None:
     assert np.array_equal(alone, h[1:4])
 
 
-def test_shingle_hashes_do_not_depend_on_batching() -> None:
-    docs = list(wiki()[:40])
+def test_shingle_hashes_do_not_depend_on_batching(wiki: tuple[str, ...]) -> None:
+    docs = list(wiki[:40])
     sh = ShingleHasher(5)
     h_all, c_all = sh.hashes(docs)
     bounds = np.concatenate([[0], np.cumsum(c_all)])
@@ -78,8 +76,8 @@ def test_shingle_hashes_do_not_depend_on_batching() -> None:
         assert np.array_equal(h_i, h_all[bounds[i] : bounds[i + 1]])
 
 
-def test_distinct_shingles_rarely_collide() -> None:
-    text = "\n".join(wiki()[:200])
+def test_distinct_shingles_rarely_collide(wiki: tuple[str, ...]) -> None:
+    text = "\n".join(wiki[:200])
     h, _ = ShingleHasher(2).hashes([text])
     # reference tokeniser with the documented rule, in plain Python
     seps = r"[^a-z0-9\u0080-\U0010ffff]+|[\u00a0-\u00bf\u2000-\u203f\u3000-\u3002]+"
@@ -94,8 +92,8 @@ def test_distinct_shingles_rarely_collide() -> None:
 # ---------------------------------------------------------------- signatures
 
 
-def test_signatures_equal_the_reference_formula() -> None:
-    docs = list(wiki()[:30])
+def test_signatures_equal_the_reference_formula(wiki: tuple[str, ...]) -> None:
+    docs = list(wiki[:30])
     mh = MinHasher(num_perm=64, ngram=5, chunk=777)  # small chunks: documents span several
     sigs = mh.signatures(docs)
     h, counts = mh.shingler.hashes(docs)
@@ -113,11 +111,11 @@ def test_empty_document_signature_is_the_sentinel() -> None:
     assert not (sigs[1] == 0xFFFFFFFF).all()
 
 
-def test_estimated_jaccard_tracks_true_jaccard() -> None:
+def test_estimated_jaccard_tracks_true_jaccard(wiki: tuple[str, ...]) -> None:
     mh = MinHasher(num_perm=256, ngram=5)
     sh = mh.shingler
     errors = []
-    for k, doc in enumerate(wiki()[:60]):
+    for k, doc in enumerate(wiki[:60]):
         other = perturb(doc, 0.01 + 0.2 * (k % 10) / 10, seed=k)
         sa, sb = sh.shingle_sets([doc, other])
         sig = mh.signatures([doc, other])
@@ -137,11 +135,11 @@ def test_s_curve_values_for_the_defaults() -> None:
     assert s_curve(s_curve_midpoint(20, 6), 20, 6) == pytest.approx(0.5)
 
 
-def test_candidate_rate_matches_the_s_curve() -> None:
+def test_candidate_rate_matches_the_s_curve(wiki: tuple[str, ...]) -> None:
     bands, rows = 8, 4
     predicted, observed = 0.0, 0
     sh = ShingleHasher(5)
-    docs = wiki()[:150]
+    docs = wiki[:150]
     for k, doc in enumerate(docs):
         other = perturb(doc, 0.02 + 0.13 * (k % 7) / 7, seed=1000 + k)
         sa, sb = sh.shingle_sets([doc, other])
@@ -209,9 +207,9 @@ def test_connected_components_match_a_reference_union_find() -> None:
 # ---------------------------------------------------------------- keep mask
 
 
-def test_minhash_keep_mask_keeps_exactly_one_per_cluster() -> None:
+def test_minhash_keep_mask_keeps_exactly_one_per_cluster(wiki: tuple[str, ...]) -> None:
     rng = np.random.default_rng(7)
-    base = list(wiki()[:120])
+    base = list(wiki[:120])
     docs, origin = [], []
     for i, text in enumerate(base):
         docs.append(text)
@@ -230,17 +228,17 @@ def test_minhash_keep_mask_keeps_exactly_one_per_cluster() -> None:
         assert kept == [members.min()], f"cluster {i}: kept {kept} of {members.tolist()}"
 
 
-def test_minhash_clusters_report_cluster_and_size() -> None:
-    a = wiki()[0]
-    docs = [wiki()[1], a, perturb(a, 0.02, 1), wiki()[2], perturb(a, 0.02, 2)]
+def test_minhash_clusters_report_cluster_and_size(wiki: tuple[str, ...]) -> None:
+    a = wiki[0]
+    docs = [wiki[1], a, perturb(a, 0.02, 1), wiki[2], perturb(a, 0.02, 2)]
     keep, cluster, size = minhash_clusters(docs, 120, 20, 5, 0.8)
     assert keep == [True, True, False, True, False]
     assert cluster.tolist() == [0, 1, 1, 3, 1]
     assert size.tolist() == [1, 3, 3, 1, 3]
 
 
-def test_verification_rejects_pairs_below_the_threshold() -> None:
-    a = wiki()[3]
+def test_verification_rejects_pairs_below_the_threshold(wiki: tuple[str, ...]) -> None:
+    a = wiki[3]
     b = perturb(a, 0.12, 5)  # 5-gram Jaccard about 0.35
     sa, sb = ShingleHasher(5).shingle_sets([a, b])
     assert jaccard(sa, sb) < 0.5
@@ -278,8 +276,8 @@ def test_exact_line_dedup_removes_lines_occurring_min_count_times() -> None:
     assert exact_line_dedup(docs, min_count=3) == docs
 
 
-def test_exact_line_dedup_on_real_text_keeps_unique_lines() -> None:
-    docs = list(wiki()[:50])
+def test_exact_line_dedup_on_real_text_keeps_unique_lines(wiki: tuple[str, ...]) -> None:
+    docs = list(wiki[:50])
     boiler = "Retrieved from Wikipedia, the free encyclopedia"
     with_boiler = [d + "\n" + boiler for d in docs]
     assert exact_line_dedup(with_boiler) == exact_line_dedup(docs)

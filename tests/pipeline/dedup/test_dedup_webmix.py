@@ -20,13 +20,12 @@ import pytest
 from pipeline.dedup.minhash import MinHasher
 from pipeline.dedup.text import ShingleHasher, jaccard
 
-EVAL_SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "dedup_webmix_eval.py"
-
 
 @pytest.fixture(scope="module")
-def webmix_eval() -> ModuleType:
+def webmix_eval(repo_root: Path) -> ModuleType:
     """``benchmarks/dedup_webmix_eval.py`` imported from its file."""
-    spec = importlib.util.spec_from_file_location("dedup_webmix_eval", EVAL_SCRIPT)
+    script = repo_root / "benchmarks" / "dedup_webmix_eval.py"
+    spec = importlib.util.spec_from_file_location("dedup_webmix_eval", script)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
