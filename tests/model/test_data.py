@@ -1,24 +1,22 @@
 """Tests for the token-stream reader (tokenizer/token_stream.py), the training windows
 (model/data.py) and the config loader (model/config.py).
 
-The streams are written by :func:`stream_helpers.write_stream`, a minimal writer independent
-of the one in tokenizer/token_stream.py; one test checks the two agree.
+The streams are written by the `write_stream` fixture (tests/model/conftest.py), a minimal
+writer independent of the one in tokenizer/token_stream.py; one test checks the two agree.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from stream_helpers import write_stream
 
 from model.config import ConfigError, load_config_file, loads_yaml, merge_overrides
 from model.data import WindowSampler, eval_windows
 from tokenizer.token_stream import TokenStream, write_manifest, write_token_stream
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _docs(rng: np.random.Generator, n: int, vocab: int = 200) -> list[list[int]]:
@@ -26,7 +24,8 @@ def _docs(rng: np.random.Generator, n: int, vocab: int = 200) -> list[list[int]]
 
 
 @pytest.mark.parametrize("dtype", ["uint16", "uint32"])
-def test_stream_reads_packed_tokens_and_boundaries_across_files(tmp_path, dtype):
+def test_stream_reads_packed_tokens_and_boundaries_across_files(tmp_path, dtype,
+                                                                write_stream: Callable):
     rng = np.random.default_rng(0)
     docs = _docs(rng, 23) + [[]]  # an empty document is just its EOS
     s = TokenStream(write_stream(tmp_path / "s", docs, dtype=dtype, docs_per_file=7,
@@ -47,13 +46,13 @@ def test_stream_reads_packed_tokens_and_boundaries_across_files(tmp_path, dtype)
         s.read(len(flat) - 3, 4)
 
 
-def test_stream_is_memory_mapped_not_copied(tmp_path):
+def test_stream_is_memory_mapped_not_copied(tmp_path, write_stream: Callable):
     s = TokenStream(write_stream(tmp_path / "s", [[1, 2, 3]] * 50))
     seg = s._segments[0]
     assert not seg.flags.owndata  # a view into the mapped Arrow buffer
 
 
-def test_stream_rejects_bad_manifest(tmp_path):
+def test_stream_rejects_bad_manifest(tmp_path, write_stream: Callable):
     p = write_stream(tmp_path / "s", [[1, 2]])
     m = json.loads((p / "manifest.json").read_text())
     m["files"][0]["num_tokens"] = 99
@@ -66,7 +65,7 @@ def test_stream_rejects_bad_manifest(tmp_path):
         TokenStream(p)
 
 
-def test_sampler_windows_are_shifted_deterministic_and_resumable(tmp_path):
+def test_sampler_windows_are_shifted_deterministic_and_resumable(tmp_path, write_stream: Callable):
     rng = np.random.default_rng(1)
     s = TokenStream(write_stream(tmp_path / "s", _docs(rng, 60), docs_per_file=20))
     a = WindowSampler(s, seq_len=16, seed=7, with_doc_ids=True)
@@ -86,7 +85,7 @@ def test_sampler_windows_are_shifted_deterministic_and_resumable(tmp_path):
         assert 0 <= st <= s.num_tokens - 17
 
 
-def test_eval_windows_are_disjoint(tmp_path):
+def test_eval_windows_are_disjoint(tmp_path, write_stream: Callable):
     s = TokenStream(write_stream(tmp_path / "s", [[5] * 99]))  # 100 tokens
     st = eval_windows(s, 10, 50)
     assert st.tolist() == [0, 10, 20, 30, 40, 50, 60, 70, 80]  # the last needs token 90..100
@@ -95,9 +94,9 @@ def test_eval_windows_are_disjoint(tmp_path):
 # ---- config loader ---------------------------------------------------------------------------
 
 
-def test_yaml_subset_matches_pyyaml_on_job_file():
+def test_yaml_subset_matches_pyyaml_on_job_file(repo_root: Path):
     yaml = pytest.importorskip("yaml")
-    path = ROOT / "jobs" / "train.yaml"
+    path = repo_root / "jobs" / "train.yaml"
     assert load_config_file(path) == yaml.safe_load(path.read_text())
 
 
@@ -149,7 +148,7 @@ def test_merge_overrides_dotted_and_nested():
     assert base["train"]["max_steps"] == 5
 
 
-def test_model_package_imports_only_torch_numpy_pyarrow_and_stdlib():
+def test_model_package_imports_only_torch_numpy_pyarrow_and_stdlib(repo_root: Path):
     """The GPU machine has torch, numpy and pyarrow only (no PyYAML, no matplotlib).
 
     The one module outside model/ it may use is tokenizer.token_stream (numpy and pyarrow
@@ -160,7 +159,7 @@ def test_model_package_imports_only_torch_numpy_pyarrow_and_stdlib():
 
     allowed_packages = {"torch", "numpy", "pyarrow", "model", "__future__"}
     allowed_modules = {"tokenizer.token_stream"}
-    for path in sorted((ROOT / "model").glob("*.py")):
+    for path in sorted((repo_root / "model").glob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):

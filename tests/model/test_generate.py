@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 import torch
-from model_helpers import seed_and_one_thread, tiny  # noqa: F401 - autouse fixture
 
 from model import Transformer
 from model.generate import filter_logits, generate, generate_text, load_checkpoint
 from model.model import KVCache
+
+# a seeded, one-thread torch for every test here (tests/model/conftest.py)
+pytestmark = pytest.mark.usefixtures("seed_and_one_thread")
 
 CACHE_CONFIGS = [
     {},
@@ -30,7 +33,7 @@ CACHE_CONFIGS = [
 
 
 @pytest.mark.parametrize("kw", CACHE_CONFIGS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "default")
-def test_cached_generation_equals_uncached(kw):
+def test_cached_generation_equals_uncached(kw, tiny: Callable):
     model = Transformer(tiny(**kw)).eval()
     prompts = [[5, 17, 3, 88, 1, 40, 2], [9, 9, 9, 9, 9, 9, 9]]
     greedy = dict(max_new_tokens=20, temperature=0)
@@ -50,7 +53,7 @@ def test_cached_generation_equals_uncached(kw):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-4, atol=1e-4)
 
 
-def test_cache_holds_only_the_key_value_heads():
+def test_cache_holds_only_the_key_value_heads(tiny: Callable):
     cfg = tiny(n_heads=4, n_kv_heads=1)
     cache = KVCache(cfg, batch_size=3, max_len=10)
     assert cache.k[0].shape == (3, 1, 10, cfg.head_dim) and len(cache.v) == cfg.n_layers
@@ -63,14 +66,14 @@ def test_cache_holds_only_the_key_value_heads():
         model(torch.randint(0, 97, (3, 5)), cache=cache)
 
 
-def test_batched_prompts_of_different_lengths_match_one_at_a_time():
+def test_batched_prompts_of_different_lengths_match_one_at_a_time(tiny: Callable):
     model = Transformer(tiny()).eval()
     prompts = [[1, 2, 3], [4, 5, 6, 7, 8], [9], [10, 11, 12]]
     batched = generate(model, prompts, max_new_tokens=6, temperature=0)
     assert batched == [generate(model, [p], max_new_tokens=6, temperature=0)[0] for p in prompts]
 
 
-def test_sampling_is_seeded_and_top_k_one_is_greedy():
+def test_sampling_is_seeded_and_top_k_one_is_greedy(tiny: Callable):
     model = Transformer(tiny()).eval()
     prompts = [[3, 1, 4, 1, 5]]
     a = generate(model, prompts, max_new_tokens=15, temperature=1.5, seed=7)
@@ -93,7 +96,7 @@ def test_filter_logits_top_k_and_nucleus():
     assert keep(filter_logits(logits[:, [3, 2, 1, 0]], top_p=0.6)) == [False, False, True, True]
 
 
-def test_eos_stops_a_continuation():
+def test_eos_stops_a_continuation(tiny: Callable):
     model = Transformer(tiny()).eval()
     prompt = [[2, 7, 1]]
     free = generate(model, prompt, max_new_tokens=10, temperature=0)[0]
@@ -110,7 +113,7 @@ class _ByteCodec:
         return bytes(ids).decode("utf-8", errors="replace")
 
 
-def _fake_run(tmp_path, tokenizer_dir: str | None):
+def _fake_run(tmp_path, tokenizer_dir: str | None, tiny: Callable):
     """A train run's out_dir as model.train lays it out: config.json and a checkpoint."""
     from model.train import Checkpointer
 
@@ -124,8 +127,8 @@ def _fake_run(tmp_path, tokenizer_dir: str | None):
     return run, model.eval()
 
 
-def test_load_checkpoint_and_generate_text(tmp_path):
-    run, model = _fake_run(tmp_path, None)
+def test_load_checkpoint_and_generate_text(tmp_path, tiny: Callable):
+    run, model = _fake_run(tmp_path, None, tiny)
     loaded = load_checkpoint(run)
     for path in (run, run / "checkpoints", run / "checkpoints" / "step_00000003"):
         torch.testing.assert_close(load_checkpoint(path).state_dict(), loaded.state_dict())
@@ -135,7 +138,7 @@ def test_load_checkpoint_and_generate_text(tmp_path):
     assert texts == [_ByteCodec().decode(t) for t in ids]
 
 
-def test_pipeline_sample_command(tmp_path, capsys):
+def test_pipeline_sample_command(tmp_path, capsys, tiny: Callable):
     for dependency in ("pydantic", "yaml", "regex"):  # the pipeline CLI's, not model/'s
         pytest.importorskip(dependency)
     from pipeline.cli import main
@@ -145,7 +148,7 @@ def test_pipeline_sample_command(tmp_path, capsys):
     tok = Tokenizer({i: bytes([i]) for i in range(256)}, [],
                     ["<|endoftext|>"])
     tok.save(tok_dir)
-    run, model = _fake_run(tmp_path, str(tok_dir))
+    run, model = _fake_run(tmp_path, str(tok_dir), tiny)
     args = ["sample", str(run), "--prompt", "hi there", "--max-new-tokens", "6",
             "--temperature", "0"]
     assert main(args) == 0
@@ -156,7 +159,7 @@ def test_pipeline_sample_command(tmp_path, capsys):
     assert main(args + ["--tokenizer", str(tok_dir), "--temperature", "1", "--seed", "2",
                         "--top-k", "5", "--top-p", "0.9"]) == 0
     assert capsys.readouterr().out.startswith("hi there")
-    run2, _ = _fake_run(tmp_path / "b", None)
+    run2, _ = _fake_run(tmp_path / "b", None, tiny)
     assert main(["sample", str(run2), "--prompt", "x"]) == 2  # no tokenizer known
     assert "pass --tokenizer" in capsys.readouterr().err
     assert main(["sample", str(tmp_path / "nothing"), "--prompt", "x"]) == 2
@@ -168,7 +171,7 @@ def test_pipeline_sample_command(tmp_path, capsys):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("kw", CACHE_CONFIGS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "default")
-def test_gpu_cached_generation_equals_uncached(kw, monkeypatch):
+def test_gpu_cached_generation_equals_uncached(kw, monkeypatch, tiny: Callable):
     """On CUDA kernels (float32, TF32 off): the cache gives the uncached tokens, and in bf16
     the cached logits stay close to the full pass."""
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # undone after

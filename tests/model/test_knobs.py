@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import seed_and_one_thread, tiny  # noqa: F401 - autouse fixture
 
 from model import ModelConfig, Transformer
 from model.model import alibi_slopes, deepnorm_constants, sinusoidal_table
+
+# a seeded, one-thread torch for every test here (tests/model/conftest.py)
+pytestmark = pytest.mark.usefixtures("seed_and_one_thread")
 
 KNOBS = [
     {"norm_placement": "post"}, {"norm_placement": "sandwich"}, {"norm_placement": "deepnorm"},
@@ -22,7 +25,7 @@ KNOBS = [
 
 
 @pytest.mark.parametrize("kw", KNOBS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
-def test_tiny_model_with_knob_trains(kw):
+def test_tiny_model_with_knob_trains(kw, tiny: Callable):
     model = Transformer(tiny(**kw))
     idx = torch.randint(0, 97, (4, 17))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -48,7 +51,7 @@ def _capture_sdpa(monkeypatch) -> list[dict]:
     return calls
 
 
-def test_default_path_is_fused_causal_attention(monkeypatch):
+def test_default_path_is_fused_causal_attention(monkeypatch, tiny: Callable):
     calls = _capture_sdpa(monkeypatch)
     Transformer(tiny())(torch.randint(0, 97, (2, 8)))
     assert len(calls) == 2 and all(c.get("is_causal") and "attn_mask" not in c for c in calls)
@@ -60,7 +63,7 @@ def test_default_path_is_fused_causal_attention(monkeypatch):
 # ---- normalisation ----------------------------------------------------------------------------
 
 
-def test_deepnorm_constants_residual_scale_and_init():
+def test_deepnorm_constants_residual_scale_and_init(tiny: Callable):
     for n in (1, 6, 24):  # DeepNet table 1, decoder-only: alpha = (2N)^(1/4), beta = (8N)^(-1/4)
         alpha, beta = deepnorm_constants(n)
         assert alpha == pytest.approx((2 * n) ** 0.25) and beta == pytest.approx((8 * n) ** -0.25)
@@ -84,7 +87,7 @@ def test_deepnorm_constants_residual_scale_and_init():
     assert isinstance(model.norm, torch.nn.Identity)
 
 
-def test_post_and_sandwich_blocks_follow_their_formulas():
+def test_post_and_sandwich_blocks_follow_their_formulas(tiny: Callable):
     x = torch.randn(2, 5, 32)
     for placement in ("post", "sandwich"):
         model = Transformer(tiny(norm_placement=placement))
@@ -104,7 +107,7 @@ def test_post_and_sandwich_blocks_follow_their_formulas():
             torch.testing.assert_close(b(x, cos, sin)[0], want)
 
 
-def test_layernorm_centres_and_rmsnorm_does_not():
+def test_layernorm_centres_and_rmsnorm_does_not(tiny: Callable):
     ln = Transformer(tiny(norm_type="layernorm")).norm
     rms = Transformer(tiny()).norm
     x = torch.randn(3, 32) + 5.0
@@ -116,7 +119,7 @@ def test_layernorm_centres_and_rmsnorm_does_not():
 # ---- position encodings -----------------------------------------------------------------------
 
 
-def test_alibi_slopes_and_scores_follow_the_formula():
+def test_alibi_slopes_and_scores_follow_the_formula(tiny: Callable):
     torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -i for i in range(1, 9)]))
     # 6 heads: the 4-head slopes, then every other slope of 8 heads (2^-0.5, 2^-1.5).
     want6 = [2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8, 2.0 ** -1, 2.0 ** -3]
@@ -143,7 +146,7 @@ def _last_logits(model: Transformer, idx: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("pos", ["none", "learned", "sinusoidal", "rope", "alibi"])
-def test_position_encoding_breaks_order_invariance_except_nope(pos):
+def test_position_encoding_breaks_order_invariance_except_nope(pos, tiny: Callable):
     """One layer: without positions the last token's output ignores the order of the past."""
     model = Transformer(tiny(pos_encoding=pos, n_layers=1, init_std=0.3)).eval()
     idx = torch.randint(0, 97, (2, 10))
@@ -155,7 +158,7 @@ def test_position_encoding_breaks_order_invariance_except_nope(pos):
     assert same == (pos == "none")
 
 
-def test_sinusoidal_table_and_learned_embedding_are_added():
+def test_sinusoidal_table_and_learned_embedding_are_added(tiny: Callable):
     t = sinusoidal_table(16, 8)
     assert t[3, 2].item() == pytest.approx(math.sin(3 / 10000 ** (2 / 8)), abs=1e-6)
     assert t[3, 3].item() == pytest.approx(math.cos(3 / 10000 ** (2 / 8)), abs=1e-6)
@@ -169,7 +172,7 @@ def test_sinusoidal_table_and_learned_embedding_are_added():
 # ---- sliding window ---------------------------------------------------------------------------
 
 
-def test_sliding_window_ignores_tokens_outside_the_window():
+def test_sliding_window_ignores_tokens_outside_the_window(tiny: Callable):
     W, T = 4, 12
     model = Transformer(tiny(n_layers=1, sliding_window=W)).eval()
     idx = torch.randint(0, 97, (2, T))
@@ -185,7 +188,7 @@ def test_sliding_window_ignores_tokens_outside_the_window():
     assert not torch.allclose(_last_logits(full, outside), _last_logits(full, idx))
 
 
-def test_sliding_window_only_on_chosen_layers():
+def test_sliding_window_only_on_chosen_layers(tiny: Callable):
     cfg = tiny(n_layers=3, sliding_window=8, sliding_window_layers=[0, 2])
     assert [cfg.window_of(i) for i in range(3)] == [8, None, 8]
     model = Transformer(cfg)
@@ -197,7 +200,7 @@ def test_sliding_window_only_on_chosen_layers():
         tiny(sliding_window=4, sliding_window_layers=[5])
 
 
-def test_sliding_window_and_alibi_combine_with_document_masking():
+def test_sliding_window_and_alibi_combine_with_document_masking(tiny: Callable):
     model = Transformer(tiny(sliding_window=3, pos_encoding="alibi")).eval()
     doc_ids = torch.tensor([[0] * 5 + [1] * 7])
     idx = torch.randint(0, 97, (1, 12))
@@ -211,7 +214,7 @@ def test_sliding_window_and_alibi_combine_with_document_masking():
 # ---- stability --------------------------------------------------------------------------------
 
 
-def test_output_z_loss_is_added_and_shrinks_the_log_normaliser():
+def test_output_z_loss_is_added_and_shrinks_the_log_normaliser(tiny: Callable):
     cfg = tiny(output_z_loss_coef=0.1)
     model = Transformer(cfg)
     idx = torch.randint(0, 97, (2, 9))
@@ -238,7 +241,7 @@ def test_output_z_loss_is_added_and_shrinks_the_log_normaliser():
     assert final_lse(1.0) < 0.5 * final_lse(0.0)
 
 
-def test_soft_caps_bound_logits_and_scores():
+def test_soft_caps_bound_logits_and_scores(tiny: Callable):
     model = Transformer(tiny(final_logit_softcap=2.0)).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(100)
@@ -268,7 +271,7 @@ def test_soft_caps_bound_logits_and_scores():
     assert not torch.allclose(got, outs[None], atol=1e-3)
 
 
-def test_knob_validation():
+def test_knob_validation(tiny: Callable):
     for bad in ({"norm_placement": "middle"}, {"pos_encoding": "xpos"}, {"norm_type": "batch"},
                 {"attn_logit_softcap": 0.0}, {"sliding_window": 0},
                 {"pos_encoding": "sinusoidal", "d_model": 33, "n_heads": 3}):

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import seed_and_one_thread, tiny  # noqa: F401 - autouse fixture
 
 from model import ModelConfig, Transformer
 from model.model import MoE, apply_rope, rope_tables
+
+# a seeded, one-thread torch for every test here (tests/model/conftest.py)
+pytestmark = pytest.mark.usefixtures("seed_and_one_thread")
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -24,7 +27,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 @pytest.mark.parametrize("kw", [{}, {"n_experts": 4, "experts_per_token": 2, "qk_norm": True},
                                 {"n_kv_heads": 1, "tie_embeddings": False}])
-def test_changing_future_tokens_leaves_past_logits_unchanged(kw):
+def test_changing_future_tokens_leaves_past_logits_unchanged(kw, tiny: Callable):
     model = Transformer(tiny(**kw)).eval()
     idx = torch.randint(0, 97, (3, 24))
     t = 10
@@ -70,7 +73,7 @@ def _explicit_attention(attn, x: torch.Tensor, theta: float, doc_ids=None) -> to
 
 
 @pytest.mark.parametrize("n_kv_heads", [4, 2, 1])
-def test_attention_matches_explicit_multi_head_attention(n_kv_heads):
+def test_attention_matches_explicit_multi_head_attention(n_kv_heads, tiny: Callable):
     cfg = tiny(n_kv_heads=n_kv_heads)
     model = Transformer(cfg)
     attn = model.layers[0].attn
@@ -82,7 +85,7 @@ def test_attention_matches_explicit_multi_head_attention(n_kv_heads):
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_gqa_equals_mha_with_repeated_kv_heads():
+def test_gqa_equals_mha_with_repeated_kv_heads(tiny: Callable):
     """A GQA layer is an MHA layer whose k/v projections repeat each kv head H/KV times."""
     gqa_cfg, mha_cfg = tiny(n_kv_heads=2), tiny(n_kv_heads=4)
     gqa = Transformer(gqa_cfg).layers[0].attn
@@ -119,7 +122,7 @@ def test_rope_matches_complex_rotation_and_scores_depend_only_on_relative_positi
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
-def test_document_mask_flex_dense_and_separate_documents_agree():
+def test_document_mask_flex_dense_and_separate_documents_agree(tiny: Callable):
     cfg = tiny(n_layers=2)
     model = Transformer(cfg).eval()
     T = 24
@@ -137,7 +140,7 @@ def test_document_mask_flex_dense_and_separate_documents_agree():
             torch.testing.assert_close(dense[0, lo:hi], alone, rtol=1e-4, atol=1e-4)
 
 
-def test_explicit_attention_with_document_mask_matches_layer():
+def test_explicit_attention_with_document_mask_matches_layer(tiny: Callable):
     cfg = tiny(n_kv_heads=2)
     model = Transformer(cfg)
     attn = model.layers[1].attn
@@ -170,7 +173,7 @@ def _naive_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("k,balance,norm", [(2, "aux", True), (1, "aux", False),
                                             (3, "bias", True)])
-def test_moe_equals_naive_per_token_weighted_sum(k, balance, norm):
+def test_moe_equals_naive_per_token_weighted_sum(k, balance, norm, tiny: Callable):
     cfg = tiny(n_experts=6, experts_per_token=k, router_balance=balance, norm_topk_prob=norm,
                moe_d_ff=24)
     moe = MoE(cfg)
@@ -186,7 +189,7 @@ def test_moe_equals_naive_per_token_weighted_sum(k, balance, norm):
     torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_moe_grouped_mm_path_matches_per_expert_loop_in_bf16():
+def test_moe_grouped_mm_path_matches_per_expert_loop_in_bf16(tiny: Callable):
     if not hasattr(torch, "_grouped_mm"):
         pytest.skip("torch._grouped_mm not available")
     cfg = tiny(n_experts=8, experts_per_token=2, moe_d_ff=32)
@@ -234,7 +237,7 @@ def test_balancing_losses_match_hand_computation():
     assert float(r.aux_loss) == pytest.approx(1.0, rel=1e-6)
 
 
-def test_aux_free_bias_steers_routing_and_updates_toward_balance():
+def test_aux_free_bias_steers_routing_and_updates_toward_balance(tiny: Callable):
     cfg = tiny(n_experts=4, experts_per_token=1, router_balance="bias", bias_update_rate=0.5)
     moe = MoE(cfg)
     x = torch.randn(32, cfg.d_model)
@@ -251,7 +254,7 @@ def test_aux_free_bias_steers_routing_and_updates_toward_balance():
     assert aux.expert_bias.abs().sum() == 0
 
 
-def test_model_reports_expert_load_and_adds_losses():
+def test_model_reports_expert_load_and_adds_losses(tiny: Callable):
     cfg = tiny(n_experts=4, experts_per_token=2, moe_every=2, n_layers=4)
     model = Transformer(cfg)
     assert [b.is_moe for b in model.layers] == [False, True, False, True]
@@ -271,7 +274,7 @@ def test_model_reports_expert_load_and_adds_losses():
 # ---- accounting and training sanity ---------------------------------------------------------
 
 
-def test_param_count_and_flops_formula():
+def test_param_count_and_flops_formula(tiny: Callable):
     cfg = tiny(n_experts=4, experts_per_token=2, moe_d_ff=16, tie_embeddings=True)
     m = Transformer(cfg)
     d, V, L, H, D, KV = 32, 97, 2, 4, 8, 2
@@ -288,7 +291,7 @@ def test_param_count_and_flops_formula():
     assert untied.num_params() - untied.num_params(embedding=False) == V * d
 
 
-def test_tiny_model_overfits_one_batch():
+def test_tiny_model_overfits_one_batch(tiny: Callable):
     model = Transformer(tiny(n_experts=4, experts_per_token=2))
     idx = torch.randint(0, 97, (4, 33))
     x, y = idx[:, :-1], idx[:, 1:]

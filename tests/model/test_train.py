@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from stream_helpers import tiny_config
 
 from model.train import (
     TrainConfig,
@@ -21,8 +21,6 @@ from model.train import (
     run_from_file,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -32,7 +30,7 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def test_train_end_to_end_writes_metrics_plot_and_checkpoint(tmp_path):
+def test_train_end_to_end_writes_metrics_plot_and_checkpoint(tmp_path, tiny_config: Callable):
     cfg = tiny_config(tmp_path, max_steps=30, eval_every=15, lr=1e-2)
     s = run(cfg)
     assert s["status"] == "completed" and s["steps"] == 30
@@ -52,7 +50,8 @@ def test_train_end_to_end_writes_metrics_plot_and_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("variant", ["dense", "moe_bias_docmask"])
-def test_resume_reproduces_uninterrupted_loss_curve_exactly(tmp_path, variant):
+def test_resume_reproduces_uninterrupted_loss_curve_exactly(tmp_path, variant,
+                                                            tiny_config: Callable):
     extra_model, extra_data = {}, {}
     if variant != "dense":
         extra_model = {"n_experts": 4, "experts_per_token": 2, "router_balance": "bias",
@@ -82,7 +81,7 @@ def test_resume_reproduces_uninterrupted_loss_curve_exactly(tmp_path, variant):
     assert train_log(second) == train_log(ref)
 
 
-def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
+def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, tiny_config: Callable):
     cfg = tiny_config(tmp_path, max_steps=2, eval_every=100)
     run(cfg)
     # Poison the weights in the latest checkpoint, then continue training from it.
@@ -124,8 +123,8 @@ def test_weight_decay_only_on_matrices():
     assert n == m.num_params()
 
 
-def test_job_file_and_cli(tmp_path, capsys):
-    cfg = load_config(ROOT / "jobs" / "train.yaml")
+def test_job_file_and_cli(tmp_path, capsys, tiny_config: Callable, repo_root: Path):
+    cfg = load_config(repo_root / "jobs" / "train.yaml")
     assert cfg["job"] == "train" and cfg["data"]["train"] == "out/tokens/webmix"
     assert isinstance(cfg["train"]["lr"], float)
     TrainConfig(**cfg["train"])  # every key in the job file is a real option
@@ -150,7 +149,8 @@ def test_job_file_and_cli(tmp_path, capsys):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_gpu_compiled_bf16_moe_with_flex_document_masking_trains_and_resumes(tmp_path):
+def test_gpu_compiled_bf16_moe_with_flex_document_masking_trains_and_resumes(tmp_path,
+                                                                             tiny_config: Callable):
     """CUDA path end to end: torch.compile, bf16 autocast, fused AdamW, FlexAttention document
     masking, grouped-GEMM experts, checkpoint and resume."""
     cfg = tiny_config(tmp_path, device="cuda", compile=True, max_steps=12, eval_every=6,

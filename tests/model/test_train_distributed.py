@@ -7,14 +7,12 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from stream_helpers import tiny_config
 
 from model.train import run
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -23,15 +21,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(cfg: dict, path: Path) -> subprocess.CompletedProcess:
+def _torchrun(cfg: dict, path: Path, repo_root: Path) -> subprocess.CompletedProcess:
     path.write_text(json.dumps(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo_root)}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", "-m", "model.train", str(path)]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True, timeout=240)
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
@@ -40,7 +38,9 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_world_size_two_matches_single_process_with_accumulation(tmp_path, mode):
+def test_world_size_two_matches_single_process_with_accumulation(tmp_path, mode,
+                                                                 tiny_config: Callable,
+                                                                 repo_root: Path):
     # Two ranks x batch 2 x accum 1 sees the same windows per step as one process with
     # batch 2 x accum 2 (the sampler draws the global batch; ranks take slices).
     single = tiny_config(tmp_path / "single", batch_size=2, grad_accum=2, max_steps=4,
@@ -50,11 +50,11 @@ def test_world_size_two_matches_single_process_with_accumulation(tmp_path, mode)
                            eval_every=4, parallel=mode)
     if mode == "fsdp":  # also: interrupt after step 2 and resume from the sharded model
         dist_cfg["train"]["halt_at_step"] = 2
-        proc = _torchrun(dist_cfg, tmp_path / "dist.json")
+        proc = _torchrun(dist_cfg, tmp_path / "dist.json", repo_root)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert '"status": "halted"' in proc.stdout
         dist_cfg["train"]["halt_at_step"] = None
-    proc = _torchrun(dist_cfg, tmp_path / "dist.json")
+    proc = _torchrun(dist_cfg, tmp_path / "dist.json", repo_root)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     if mode == "fsdp":
         assert "resumed from" in proc.stdout
