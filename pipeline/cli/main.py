@@ -181,7 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     # need them.
     light = bool(argv[:2] == ["ablate", "train"] or argv[:1] == ["sample"])
     args = build_parser(with_training_commands=not light).parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        # The executor has already cancelled its running tasks; finished parts are kept.
+        print("interrupted: finished work is kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
