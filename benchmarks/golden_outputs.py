@@ -63,12 +63,14 @@ paths under the output folder differed, so no data field needs normalising.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -313,8 +315,13 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def diff_manifests(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Return one line per entry that differs between manifests ``a`` and ``b``."""
+def diff_manifests(a: dict[str, Any], b: dict[str, Any],
+                   allow_added: Sequence[str] = ()) -> list[str]:
+    """Return one line per entry that differs between manifests ``a`` and ``b``.
+
+    A stats field absent from ``a`` whose dotted name matches a glob in ``allow_added``
+    (a counter a later version adds on purpose) is not a difference.
+    """
     lines = []
     for section in ("files", "stats"):
         sa, sb = a.get(section, {}), b.get(section, {})
@@ -331,6 +338,8 @@ def diff_manifests(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
                 fa, fb = _flat(sa[key]), _flat(sb[key])
                 for field in sorted(set(fa) | set(fb)):
                     va, vb = fa.get(field, "<absent>"), fb.get(field, "<absent>")
+                    if field not in fa and any(fnmatch.fnmatchcase(field, g) for g in allow_added):
+                        continue
                     if va != vb:
                         lines.append(f"stats: differs: {key}: {field}: {va!r} != {vb!r}")
     return lines
@@ -363,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     cmp = sub.add_parser("compare", help="compare two manifests; exit 1 if they differ")
     cmp.add_argument("a")
     cmp.add_argument("b")
+    cmp.add_argument("--allow-added", action="append", default=[], metavar="GLOB",
+                     help="stats fields new in B that are not differences, e.g. "
+                          "'read.counters.decode:*' (repeatable)")
     args = parser.parse_args(argv)
 
     if args.cmd == "run":
@@ -386,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: {len(manifest['files'])} files, {len(manifest['stats'])} stats")
         return 0
     a, b = _load(args.a), _load(args.b)
-    lines = diff_manifests(a, b)
+    lines = diff_manifests(a, b, args.allow_added)
     if lines:
         print("\n".join(lines))
         print(f"{len(lines)} difference(s) between {args.a} (A) and {args.b} (B)")
