@@ -3,7 +3,9 @@
 Reads the packed Arrow token stream (:mod:`model.data`), trains :class:`model.model.Transformer`
 with bf16 autocast, ``torch.compile``, fused AdamW (weight decay on matrices only), warmup plus
 cosine or WSD learning-rate schedule, gradient clipping and accumulation; evaluates every
-``eval_every`` steps on each validation stream; writes checkpoints that resume exactly,
+``eval_every`` steps on a fixed seeded subset of each validation stream's windows and on
+every window of it at the last step (per-document losses saved as ``eval/<name>.npy``);
+training windows come in seeded epochs (``data.sampler``); writes checkpoints that resume exactly,
 metrics as JSONL and an SVG loss plot; prints tokens/s and MFU while it trains. Multi-GPU via
 ``torchrun`` (DDP or FSDP2, see :mod:`model.parallel`). A NaN or inf loss (or gradient norm)
 stops the run: the optimizer step is skipped, the last good state is checkpointed and
@@ -13,7 +15,8 @@ Config (YAML subset or JSON; see ``jobs/train.yaml``)::
 
     job: train
     model: {preset: 125m, vocab_size: auto, ...ModelConfig fields}
-    data: {train: DIR, eval: {name: DIR, ...}, seq_len: 1024, doc_masking: false}
+    data: {train: DIR, eval: {name: DIR, ...}, seq_len: 1024, doc_masking: false,
+           sampler: epochs}
     train: {...TrainConfig fields}
 
 Paths are relative to the working directory.
@@ -39,7 +42,7 @@ from torch import nn
 
 from model import parallel
 from model.config import load_config_file, merge_overrides, parse_scalar
-from model.data import WindowSampler, eval_windows, read_windows
+from model.data import EvalPlan, eval_plan, eval_subset, make_sampler, read_windows
 from model.model import PRESETS, ModelConfig, Transformer
 from tokenizer.token_stream import TokenStream
 
@@ -54,6 +57,9 @@ class DataConfig:
     eval: dict[str, str] = field(default_factory=dict)
     seq_len: int = 1024
     doc_masking: bool = False
+    # epochs: seeded shuffles of non-overlapping windows, a new order each epoch;
+    # random_windows: uniform window starts drawn with replacement (the earlier sampler)
+    sampler: str = "epochs"
     tokenizer: str = ""  # tokenizer directory; recorded in config.json for `pipeline sample`
 
 
@@ -83,7 +89,13 @@ class TrainConfig:
     compile: Any = "auto"  # true | false | auto (on for CUDA)
     parallel: str = "ddp"  # ddp | fsdp | none (only used under torchrun)
     eval_every: int = 200
+    # Intermediate evaluations score a fixed subset of each eval stream's windows, drawn
+    # by eval_seed: eval_windows of them (default eval_batches * batch_size). The last step
+    # scores every window (eval_full_final) and saves per-document losses.
     eval_batches: int = 10
+    eval_windows: int | None = None
+    eval_seed: int = 0
+    eval_full_final: bool = True
     log_every: int = 10
     ckpt_every: int = 500
     keep_checkpoints: int = 2
@@ -293,6 +305,63 @@ def write_loss_plot(metrics_path: Path, out_path: Path) -> None:
     out_path.write_text("\n".join(out) + "\n")
 
 
+@torch.no_grad()
+def score_windows(fwd: Any, stream: TokenStream, plan: EvalPlan, idx: np.ndarray,
+                  batch_size: int, device: torch.device, *, rank: int = 0, world: int = 1,
+                  autocast: Any = contextlib.nullcontext, document_mask: Any = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Summed token NLL of the windows ``idx`` of ``plan``: per window and per document.
+
+    Rank r scores windows ``idx[r::world]`` in batches of ``batch_size`` (padded with
+    zero-weight windows so that every rank runs the same number of forward passes, as FSDP
+    needs); the sums are then added over ranks. ``fwd(x, attn_mask=...)`` must return
+    logits. ``document_mask`` (doc ids tensor -> attention mask) turns on document masking.
+    Returns float64 arrays ``[len(idx)]`` and ``[plan.num_docs]``; each window's NLL does
+    not depend on batch size or world size (rows of a batch are independent).
+    """
+    seq_len = plan.seq_len
+    per_rank = -(-len(idx) // world)
+    n_batches = -(-per_rank // batch_size)
+    win = torch.zeros(len(idx), dtype=torch.float64, device=device)
+    doc = torch.zeros(plan.num_docs, dtype=torch.float64, device=device)
+    slots = np.arange(rank, len(idx), world)  # positions in idx this rank scores
+    for b in range(n_batches):
+        mine = slots[b * batch_size:(b + 1) * batch_size]
+        real = len(mine)
+        sel = np.concatenate([idx[mine], np.full(batch_size - real, idx[0], dtype=np.int64)])
+        w = read_windows(stream, plan.starts[sel], seq_len, with_doc_ids=document_mask is not None)
+        x, y = _to_device(w.inputs, device), _to_device(w.targets, device)
+        mask = document_mask(_to_device(w.doc_ids, device)) if document_mask is not None else None
+        with autocast():
+            logits = fwd(x, attn_mask=mask)
+        nll = nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                          y.reshape(-1), reduction="none").view(batch_size, -1)
+        weight = plan.weights(sel)
+        weight[real:] = 0.0
+        nll = nll.double() * torch.from_numpy(weight).to(device)
+        if real:
+            win.index_add_(0, torch.from_numpy(mine).to(device), nll[:real].sum(dim=1))
+        doc.index_add_(0, torch.from_numpy(plan.target_docs(sel).reshape(-1)).to(device),
+                       nll.reshape(-1))
+    if world > 1:
+        parallel.all_reduce_sum(win)
+        parallel.all_reduce_sum(doc)
+    return win.cpu().numpy(), doc.cpu().numpy()
+
+
+def init_digest(model: nn.Module) -> str:
+    """A hash of a model's parameters and buffers (names, shapes, values): equal for two
+    runs exactly when they start from the same weights."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
@@ -356,21 +425,24 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
     # ---- data -------------------------------------------------------------------------------
     train_stream = TokenStream(data_cfg.train)
     seq_len = data_cfg.seq_len
-    sampler = WindowSampler(train_stream, seq_len, tcfg.seed, with_doc_ids=data_cfg.doc_masking)
+    sampler = make_sampler(data_cfg.sampler, train_stream, seq_len, tcfg.seed,
+                           with_doc_ids=data_cfg.doc_masking)
     B, accum, world = tcfg.batch_size, tcfg.grad_accum, info.world_size
     global_batch = B * accum * world
-    eval_sets: dict[str, tuple[TokenStream, np.ndarray]] = {}
+    # Every run with the same eval streams scores the same subset (eval_seed), whatever its
+    # batch size or world size; the last step scores every window.
+    n_subset = tcfg.eval_windows if tcfg.eval_windows is not None else tcfg.eval_batches * B
+    eval_sets: dict[str, tuple[TokenStream, EvalPlan, np.ndarray]] = {}
     for name, path in data_cfg.eval.items():
         s = TokenStream(path)
-        starts = eval_windows(s, seq_len, tcfg.eval_batches * B * world)
-        starts = starts[: len(starts) // (B * world) * (B * world)]  # same batches on each rank
-        if len(starts) == 0:
-            raise ValueError(f"eval stream {path} is shorter than {B * world} windows")
-        eval_sets[name] = (s, starts)
+        plan = eval_plan(s, seq_len)
+        eval_sets[name] = (s, plan, eval_subset(plan, n_subset, tcfg.eval_seed))
 
     # ---- model ------------------------------------------------------------------------------
     mcfg = build_model_config(config.get("model", {}), seq_len, train_stream)
-    model = Transformer(mcfg).to(device)
+    model = Transformer(mcfg)
+    digest = init_digest(model)  # same seed and model config -> same digest (paired arms)
+    model = model.to(device)
     use_bf16 = tcfg.dtype == "bf16"
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 \
         else contextlib.nullcontext
@@ -419,21 +491,31 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
         mask = model.document_mask(_to_device(w.doc_ids, device)) if docs else None
         return x, y, mask
 
-    def evaluate() -> dict[str, float]:
+    eval_docs: dict[str, str] = {}
+    final_full: dict[str, float] = {}
+
+    def evaluate(full: bool) -> dict[str, float]:
+        """Mean loss on each stream's subset; with ``full`` also score every window, keep
+        the whole-stream loss in ``final_full`` and save per-document sums."""
         wrapped.eval()
         results = {}
-        with torch.no_grad():
-            for name, (stream, starts) in eval_sets.items():
-                mine = starts.reshape(-1, world, B)[:, info.rank]  # [n_batches, B]
-                tot = torch.zeros(2, device=device, dtype=torch.float64)
-                for sl in mine:
-                    x, y, mask = batch_for(sl, stream, data_cfg.doc_masking)
-                    with autocast():
-                        out = fwd(x, y, attn_mask=mask)
-                    tot[0] += out.ce_loss.double() * y.numel()
-                    tot[1] += y.numel()
-                parallel.all_reduce_sum(tot)
-                results[name] = float(tot[0] / tot[1])
+        for name, (stream, plan, subset) in eval_sets.items():
+            idx = np.arange(len(plan), dtype=np.int64) if full else subset
+            win, doc = score_windows(fwd, stream, plan, idx, B, device, rank=info.rank,
+                                     world=world, autocast=autocast,
+                                     document_mask=model.document_mask
+                                     if data_cfg.doc_masking else None)
+            counts = plan.window_tokens()
+            pos = subset if full else np.arange(len(subset))
+            results[name] = float(win[pos].sum() / counts[subset].sum())
+            if full:
+                tokens = plan.doc_tokens()
+                final_full[name] = float(doc.sum() / tokens.sum())
+                path = out_dir / "eval" / f"{name}.npy"
+                if info.is_main:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    np.save(path, np.stack([doc, tokens.astype(np.float64)], axis=1))
+                eval_docs[name] = str(path)
         wrapped.train()
         return results
 
@@ -506,12 +588,16 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
             t_log, tokens_since_log = time.perf_counter(), 0
 
         if eval_sets and (step % tcfg.eval_every == 0 or step == tcfg.max_steps):
-            last_eval = evaluate()
+            full = step == tcfg.max_steps and tcfg.eval_full_final
+            last_eval = evaluate(full)
             eval_history[step] = last_eval
-            metrics.write({"kind": "eval", "step": step,
-                           **{f"eval/{k}": v for k, v in last_eval.items()}})
-            log(f"step {step} eval | " + " | ".join(f"{k} {v:.4f}" for k, v in last_eval.items()),
-                flush=True)
+            rec = {"kind": "eval", "step": step, **{f"eval/{k}": v for k, v in last_eval.items()}}
+            if full:
+                rec.update({f"eval_full/{k}": v for k, v in final_full.items()})
+            metrics.write(rec)
+            log(f"step {step} eval | " + " | ".join(f"{k} {v:.4f}" for k, v in last_eval.items())
+                + ("" if not full else " | whole sets: " + " | ".join(
+                    f"{k} {v:.4f}" for k, v in final_full.items())), flush=True)
             t_log = time.perf_counter()  # keep eval time out of tokens/s
 
         halt = tcfg.halt_at_step is not None and step >= tcfg.halt_at_step
@@ -529,7 +615,16 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
         "status": status,
         "steps": step,
         "final_train_loss": train_losses.get(step),
-        "final_eval": last_eval,
+        # whole eval sets at the last step when scored there, else the last subset values
+        "final_eval": final_full or last_eval,
+        "final_eval_subset": last_eval,
+        "eval_docs": eval_docs,
+        "eval_subset_windows": {k: int(len(v[2])) for k, v in eval_sets.items()},
+        "init_digest": digest,
+        "sampler": {"kind": sampler.kind, "seed": tcfg.seed,
+                    "windows_drawn": sampler.windows_drawn,
+                    "epochs": getattr(sampler, "epochs", sampler.windows_drawn * seq_len
+                                      / max(1, train_stream.num_tokens))},
         "train_losses": train_losses,
         "eval_losses": eval_history,
         "tokens_per_s": tok_s,

@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 
 from model.config import ConfigError, load_config_file, loads_yaml, merge_overrides
-from model.data import WindowSampler, eval_windows
+from model.data import (
+    EpochSampler,
+    WindowSampler,
+    eval_plan,
+    eval_subset,
+    eval_windows,
+    make_sampler,
+)
 from tokenizer.token_stream import TokenStream, write_manifest, write_token_stream
 
 
@@ -89,6 +96,78 @@ def test_eval_windows_are_disjoint(tmp_path, write_stream: Callable):
     s = TokenStream(write_stream(tmp_path / "s", [[5] * 99]))  # 100 tokens
     st = eval_windows(s, 10, 50)
     assert st.tolist() == [0, 10, 20, 30, 40, 50, 60, 70, 80]  # the last needs token 90..100
+
+
+@pytest.mark.parametrize("repeats", [0.4, 1.0, 2.5, 3.4])
+def test_epoch_sampler_sees_every_window_floor_or_ceil_of_the_repeat_factor(
+        tmp_path, write_stream: Callable, repeats: float):
+    rng = np.random.default_rng(3)
+    s = TokenStream(write_stream(tmp_path / "s", _docs(rng, 120)))
+    seq = 8
+    sampler = EpochSampler(s, seq, seed=5)
+    n = sampler.num_windows
+    assert n == (s.num_tokens - 1) // seq
+    drawn = round(repeats * n)
+    starts = np.concatenate([sampler.draw_starts(k) for k in [7] * (drawn // 7) + [drawn % 7]])
+    assert np.all(starts % seq == 0) and starts.max() + seq + 1 <= s.num_tokens
+    seen = np.bincount(starts // seq, minlength=n)
+    assert set(seen.tolist()) <= {int(np.floor(repeats)), int(np.ceil(repeats))}
+    assert seen.sum() == drawn and sampler.epochs == pytest.approx(drawn / n)
+    # every token before the last partial window is a target floor(r) or ceil(r) times
+    token_seen = np.repeat(seen, seq)
+    assert set(token_seen.tolist()) <= {int(np.floor(repeats)), int(np.ceil(repeats))}
+    # a new order each epoch, and a different one for another seed
+    one = EpochSampler(s, seq, seed=5).draw_starts(2 * n)
+    assert sorted(one[:n].tolist()) == sorted(one[n:].tolist())
+    assert not np.array_equal(one[:n], one[n:])
+    assert not np.array_equal(EpochSampler(s, seq, seed=6).draw_starts(n), one[:n])
+
+
+def test_epoch_sampler_resumes_exactly_across_an_epoch_boundary(tmp_path,
+                                                                write_stream: Callable):
+    rng = np.random.default_rng(4)
+    s = TokenStream(write_stream(tmp_path / "s", _docs(rng, 50), docs_per_file=20))
+    a = EpochSampler(s, 16, seed=11, with_doc_ids=True)
+    n = a.num_windows
+    a.draw_starts(n - 3)  # the next batch crosses into epoch 1
+    state = json.loads(json.dumps(a.state_dict()))
+    nxt = a.sample(10)
+    b = EpochSampler(s, 16, seed=0, with_doc_ids=True)
+    b.load_state_dict(state)
+    again = b.sample(10)
+    np.testing.assert_array_equal(again.inputs, nxt.inputs)
+    np.testing.assert_array_equal(again.doc_ids, nxt.doc_ids)
+    np.testing.assert_array_equal(b.draw_starts(2 * n), a.draw_starts(2 * n))
+    with pytest.raises(ValueError, match="random_windows"):
+        b.load_state_dict(WindowSampler(s, 16, seed=1).state_dict())
+    with pytest.raises(ValueError, match="seq_len 16"):
+        EpochSampler(s, 8, seed=1).load_state_dict(state)
+    assert isinstance(make_sampler("random_windows", s, 16, 1), WindowSampler)
+    with pytest.raises(ValueError, match="data.sampler"):
+        make_sampler("shuffled", s, 16, 1)
+
+
+def test_eval_plan_scores_every_target_once_and_subset_is_fixed(tmp_path,
+                                                               write_stream: Callable):
+    rng = np.random.default_rng(5)
+    docs = _docs(rng, 30)
+    s = TokenStream(write_stream(tmp_path / "s", docs))
+    plan = eval_plan(s, 16)
+    covered = np.zeros(s.num_tokens, dtype=int)
+    w = plan.weights(np.arange(len(plan)))
+    for i, start in enumerate(plan.starts):
+        covered[start + 1:start + 17] += w[i].astype(int)
+    assert covered[0] == 0 and np.all(covered[1:] == 1)
+    assert plan.window_tokens().sum() == s.num_tokens - 1 == plan.doc_tokens().sum()
+    lengths = [len(d) + 1 for d in docs]
+    assert plan.doc_tokens().tolist() == [lengths[0] - 1] + lengths[1:]
+    docs_of = plan.target_docs(np.arange(len(plan)))
+    assert np.bincount(docs_of[w.astype(bool)], minlength=len(docs)).tolist() == \
+        plan.doc_tokens().tolist()
+    sub = eval_subset(plan, 5, seed=0)
+    assert len(sub) == 5 and np.array_equal(sub, eval_subset(plan, 5, seed=0))
+    assert len(set(sub.tolist())) == 5 and np.all(np.diff(sub) > 0)
+    assert np.array_equal(eval_subset(plan, 10**6), np.arange(len(plan)))
 
 
 # ---- config loader ---------------------------------------------------------------------------

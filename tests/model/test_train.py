@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,3 +167,38 @@ def test_gpu_compiled_bf16_moe_with_flex_document_masking_trains_and_resumes(tmp
     cfg["train"]["halt_at_step"] = None
     second = run(cfg)
     assert second["status"] == "completed" and sorted(second["train_losses"]) == [9, 10, 11, 12]
+
+
+def test_whole_eval_per_document_losses_do_not_depend_on_batch_or_world(tmp_path,
+                                                                       tiny_config: Callable):
+    """One tiny model scores its eval stream with batch 2 and batch 5, and as two 'ranks'
+    of a world of 2 whose sums are added: the same per-document losses."""
+    from model.data import eval_plan
+    from model.model import Transformer
+    from model.train import build_model_config, score_windows
+    from tokenizer.token_stream import TokenStream
+
+    cfg = tiny_config(tmp_path)
+    stream = TokenStream(cfg["data"]["eval"]["val"])
+    torch.manual_seed(0)
+    model = Transformer(build_model_config(cfg["model"], 32, stream)).eval()
+    plan = eval_plan(stream, 32)
+    idx = np.arange(len(plan))
+    cpu = torch.device("cpu")
+    win2, doc2 = score_windows(model, stream, plan, idx, 2, cpu)
+    win5, doc5 = score_windows(model, stream, plan, idx, 5, cpu)
+    parts = [score_windows(model, stream, plan, idx, 3, cpu, rank=r, world=2) for r in (0, 1)]
+    np.testing.assert_array_equal(doc5, doc2)
+    np.testing.assert_allclose(parts[0][1] + parts[1][1], doc2, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(parts[0][0] + parts[1][0], win2, rtol=1e-6, atol=0)
+    assert doc2.shape == (stream.num_docs,) and np.all(doc2 > 0)
+    # the whole-stream mean is the model's own cross-entropy over every target token
+    with torch.no_grad():
+        ids = torch.from_numpy(stream.read(0, stream.num_tokens))
+        ref = [torch.nn.functional.cross_entropy(model(ids[None, s:s + 32]).float()[0],
+                                                 ids[s + 1:s + 33], reduction="none")
+               for s in plan.starts.tolist()]
+    total = sum(float((r.double() * torch.from_numpy(plan.weights(np.array([i]))[0])).sum())
+                for i, r in enumerate(ref))
+    assert doc2.sum() == pytest.approx(total, rel=1e-9)
+    assert plan.doc_tokens().sum() == stream.num_tokens - 1
