@@ -45,6 +45,7 @@ RECIPES: dict[str, tuple[str, Callable[[Get], dict[str, Any]]]] = {
     "c4_v1": ("text", lambda get: {}),
     "pii_v1": ("text", lambda get: {}),
     "whitespace_v1": ("text", lambda get: {}),
+    "control_shuffle_words_v1": ("text", lambda get: {"fraction": 0.5}),
     "kenlm_v1": ("text", lambda get: {
         "model": str(get("shared_data") / "models" / "lmplz_reference" / "order5.binary"),
         "require_meta": False,
