@@ -50,6 +50,39 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    """Write ``report.html`` for an existing job output folder; exit 2 when it holds none."""
+    from pipeline.execution.inspect import JobOutputError
+    from pipeline.execution.report_html import write_html_report
+
+    try:
+        path = write_html_report(args.outdir, seed=args.seed)
+    except JobOutputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} (open it in a browser: file://{path.resolve()})")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    """Print removed, changed and kept samples of a job output folder."""
+    from pipeline.execution.inspect import JobOutputError, collect, render_text
+
+    try:
+        ins = collect(args.outdir, k=args.n, seed=args.seed, step=args.step, reason=args.reason)
+    except JobOutputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.step and args.step not in {s["name"] for s in ins.steps}:
+        print(f"error: the job has no step {args.step!r}; its steps: "
+              + ", ".join(s["name"] for s in ins.steps), file=sys.stderr)
+        return 2
+    if args.step:
+        ins.steps = [s for s in ins.steps if s["name"] == args.step]
+    print(render_text(ins, n=args.n))
+    return 0
+
+
 def _cmd_ablate_prepare(args: argparse.Namespace) -> int:
     from pipeline.core.config import JobConfigError, load_job_dict
     from pipeline.jobkinds.ablation import run_ablation
@@ -135,6 +168,17 @@ def build_parser(with_training_commands: bool = True) -> argparse.ArgumentParser
     status = sub.add_parser("status", help="show what a job's output folder has done")
     status.add_argument("outdir")
     status.set_defaults(func=_cmd_status)
+    inspect = sub.add_parser("inspect", help="write report.html for a job's output folder")
+    inspect.add_argument("outdir")
+    inspect.add_argument("--seed", type=int, default=0, help="seed of the document samples")
+    inspect.set_defaults(func=_cmd_inspect)
+    show = sub.add_parser("show", help="print sampled removed and kept documents of a job")
+    show.add_argument("outdir")
+    show.add_argument("--step", help="only this step (e.g. gopher_quality_v1)")
+    show.add_argument("--reason", help="only this removal reason (e.g. gopher_short_doc)")
+    show.add_argument("-n", type=int, default=3, help="documents per reason (default 3)")
+    show.add_argument("--seed", type=int, default=0, help="seed of the document samples")
+    show.set_defaults(func=_cmd_show)
 
     ablate = sub.add_parser("ablate", help="data ablations in two halves (CPU, then GPU)")
     ablate_sub = ablate.add_subparsers(dest="ablate_command", required=True)

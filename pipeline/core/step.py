@@ -8,7 +8,16 @@ columns it adds (so every output shard has the same schema).
 Filters implement one method, :meth:`Filter.reject_reason`, returning ``None`` to keep a
 document or a short reason string to drop it; the base class counts reasons and hands
 dropped documents to the removed-documents sink. A filter with its own counters adds to
-them with :meth:`Filter.count` from inside ``reject_reason``.
+them with :meth:`Filter.count` from inside ``reject_reason``. A rule that measured a value
+returns a :class:`Rejection` (a reason string that also carries the value, the threshold and
+the comparison that failed); the base class stores it in the removed document's metadata
+under :data:`REJECTION_KEY`, so a report shows "alphabetic words 0.62 < 0.80" without
+measuring again. Kept documents never carry that key.
+
+Steps that rewrite documents (dropping lines, masking spans) record what they changed for
+a few documents per shard, chosen by a hash of the id (:meth:`StepContext.wants_sample`),
+with :meth:`StepContext.record_sample`; the runner writes those records beside the removed
+documents (``samples/``) for the job report, and the kept documents' output is unchanged.
 
 Steps that hold loaded state (a model, a child process) name those attributes in
 ``transient_attrs``: pickling resets them to ``None`` and ``setup`` rebuilds them in the
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import glob
 import os
+import zlib
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -91,20 +101,93 @@ class StepStats:
 
 RemovedSink = Callable[[Document, str, str], None]
 
+#: metadata key of a removed document holding its :class:`Rejection` as a dict
+REJECTION_KEY = "_rejection"
+
+
+class Rejection(str):
+    """A drop reason that also says what the rule measured: ``value op threshold`` held.
+
+    It is the reason string itself (``Rejection("gopher_below_alpha_threshold", ...) ==
+    "gopher_below_alpha_threshold"``), so code comparing reasons is unchanged. ``measure``
+    names the quantity for people (``"alphabetic words"``); ``metric`` is the metadata key
+    the value is stored under when it is a score the step writes (``"language_score"``);
+    ``op`` is the comparison that made the rule fail (``"<"``, ``">"``, ``"not in"``).
+    """
+
+    value: Any
+    threshold: Any
+    op: str
+    measure: str
+    metric: str | None
+
+    def __new__(cls, reason: str, value: Any = None, threshold: Any = None, op: str = "",
+                measure: str = "", metric: str | None = None) -> Rejection:
+        self = super().__new__(cls, reason)
+        self.value, self.threshold, self.op = value, threshold, op
+        self.measure, self.metric = measure, metric
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Rejection, (str(self), self.value, self.threshold, self.op, self.measure,
+                            self.metric))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready record stored under :data:`REJECTION_KEY` (no None fields)."""
+        d = {"value": self.value, "threshold": self.threshold, "op": self.op,
+             "measure": self.measure, "metric": self.metric}
+        return {k: v for k, v in d.items() if v not in (None, "")}
+
+
+#: a document is sampled when the low 32 bits of the CRC of its id fall under this share
+SAMPLE_RATE = 1 / 4
+#: at most this many samples per step and shard (the report needs a handful per step)
+MAX_SAMPLES_PER_SHARD = 8
+
+
+def sample_hash(doc_id: str, seed: int = 0) -> int:
+    """Return a deterministic 32-bit hash of ``doc_id`` (and ``seed``) for sampling."""
+    return zlib.crc32(doc_id.encode("utf-8", "surrogatepass"), seed & 0xFFFFFFFF)
+
 
 @dataclass
 class StepContext:
-    """What a running step may use: its stats and the sink for removed documents."""
+    """What a running step may use: its stats, the sink for removed documents and the list
+    its change samples go to (``samples``: ``(doc, step, record)``, or None: not recorded)."""
 
     stats: StepStats
     removed: RemovedSink | None = None
     shard_id: str = ""
+    samples: list[tuple[Document, str, dict[str, Any]]] | None = None
+    _sampled: Counter = field(default_factory=Counter)
 
     def drop(self, doc: Document, step_name: str, reason: str) -> None:
-        """Count a removed document under ``reason`` and pass it to the removed sink."""
-        self.stats.dropped[reason] += 1
+        """Count a removed document under ``reason`` and pass it to the removed sink.
+
+        The sink gets ``reason`` as given: a :class:`Rejection` reaches the removed-documents
+        writer, which stores its record under :data:`REJECTION_KEY` in the document's
+        ``metadata_json``; the count is under the plain reason string.
+        """
+        self.stats.dropped[str(reason)] += 1
         if self.removed is not None:
             self.removed(doc, step_name, reason)
+
+    def wants_sample(self, doc: Document, step_name: str) -> bool:
+        """True when ``doc`` is one whose changes by ``step_name`` should be recorded.
+
+        The choice is by a hash of the id (:data:`SAMPLE_RATE`, the same in every run) and
+        at most :data:`MAX_SAMPLES_PER_SHARD` per step in this shard; never when samples
+        are not collected. Ask only for documents the step did change.
+        """
+        return (self.samples is not None
+                and self._sampled[step_name] < MAX_SAMPLES_PER_SHARD
+                and sample_hash(doc.id) < SAMPLE_RATE * 2**32)
+
+    def record_sample(self, doc: Document, step_name: str, record: dict[str, Any]) -> None:
+        """Keep ``record`` (what ``step_name`` changed in ``doc``, JSON-ready) for the report."""
+        if self.samples is not None:
+            self._sampled[step_name] += 1
+            self.samples.append((doc, step_name, record))
 
 
 class StepCheckError(ValueError):
@@ -226,6 +309,7 @@ class Filter(Step):
     def reject_reason(self, doc: Document) -> str | None:
         """Return ``None`` to keep ``doc``, or a short reason (``"too_few_words"``) to drop it.
 
+        The reason may be a :class:`Rejection` carrying the measured value and threshold.
         May add this step's scores to ``doc.metadata`` either way, and count outcomes
         with :meth:`count`.
         """
@@ -237,6 +321,16 @@ class Filter(Step):
         """
         if self._ctx is not None:
             self._ctx.stats.counters[key] += n
+
+    def wants_sample(self, doc: Document) -> bool:
+        """True when this step's changes to ``doc`` should be recorded (see
+        :meth:`StepContext.wants_sample`); False outside :meth:`run`."""
+        return self._ctx is not None and self._ctx.wants_sample(doc, self.name)
+
+    def record_sample(self, doc: Document, record: dict[str, Any]) -> None:
+        """Record what this step changed in ``doc`` (:meth:`StepContext.record_sample`)."""
+        if self._ctx is not None:
+            self._ctx.record_sample(doc, self.name, record)
 
     def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
         """Yield the documents :meth:`reject_reason` keeps; count and sink the rest."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ def write_report(
     failures: list[tuple[str, str]],
     wall_seconds: float,
 ) -> dict[str, Any]:
-    """Write stats.json, summary.md and stats.png under ``out``; return the stats dict."""
+    """Write stats.json, summary.md, stats.png and report.html under ``out``; return the stats."""
     read, per_step = aggregate(steps, stages, all_progress)
     languages: Counter = Counter()
     for s in per_step:
@@ -65,7 +66,21 @@ def write_report(
     atomic_write_json(stats, out / "stats.json")
     (out / "summary.md").write_text(render_summary(stats), encoding="utf-8")
     plot_funnel(stats, out / "stats.png")
+    write_page(out)
     return stats
+
+
+def write_page(out: Path) -> None:
+    """Write ``report.html`` (:mod:`pipeline.execution.report_html`); a failure is logged
+    with how to retry, and does not fail the job whose output is already written."""
+    from pipeline.execution.report_html import write_html_report
+
+    try:
+        write_html_report(out)
+    except Exception as e:  # noqa: BLE001 - the job's data is complete; the page is a view
+        logging.getLogger("pipeline.execution.report").error(
+            "could not write %s (%s: %s); write it later with `pipeline inspect %s`",
+            out / "report.html", type(e).__name__, e, out)
 
 
 def render_summary(stats: dict[str, Any]) -> str:

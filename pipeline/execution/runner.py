@@ -8,7 +8,8 @@ Layout of an output folder::
     _global/stage-K/              the global step's own resumable work
     data/SHARD-PART.parquet       the output documents
     removed/SHARD-PART.parquet    removed documents with step and reason (keep_removed)
-    stats.json, summary.md, stats.png, _SUCCESS
+    samples/stage-K/SHARD-PART.parquet  what rewriting steps changed in a few documents
+    stats.json, summary.md, stats.png, report.html, _SUCCESS
 
 A shard task reads its input in chunks of ``checkpoint_docs`` documents; each chunk's
 output part is written atomically, then the progress file is replaced atomically. A
@@ -53,6 +54,7 @@ from pipeline.core.step import (
     UndeclaredMetadataError,
 )
 from pipeline.execution.executor import Executor, make_executor
+from pipeline.execution.inspect import SAMPLES_DIR, write_samples_parquet
 from pipeline.io.atomic import atomic_write_json, remove_stale_temps, temp_path
 from pipeline.io.readers import ReadOptions, detect_format, plan_splits, read_shard
 from pipeline.io.writer import write_documents_parquet, write_removed_parquet
@@ -216,26 +218,32 @@ def run_chunk_safely(
     pristine = [_copy_doc(d) for d in chunk]
     saved = [ctx.stats.to_dict() for ctx in ctxs]
     n_removed = len(removed)
+    n_samples = [len(ctx.samples) if ctx.samples is not None else 0 for ctx in ctxs]
     try:
         return run_chain(chunk, steps, ctxs)
     except UndeclaredMetadataError:
         raise  # a step's declaration is wrong for every document: fail the shard, lose nothing
     except Exception as first_error:  # noqa: BLE001 - any step bug must not kill the shard
         log.warning("a step raised on a chunk (%r); retrying one document at a time", first_error)
-    for ctx, snapshot in zip(ctxs, saved, strict=True):
+    for ctx, snapshot, n in zip(ctxs, saved, n_samples, strict=True):
         ctx.stats = StepStats.from_dict(snapshot)
+        if ctx.samples is not None:
+            del ctx.samples[n:]
     del removed[n_removed:]
     survivors: list[Document] = []
     for doc in pristine:
         snapshots = [ctx.stats.to_dict() for ctx in ctxs]
         mark = len(removed)
+        sample_marks = [len(ctx.samples) if ctx.samples is not None else 0 for ctx in ctxs]
         try:
             survivors.extend(run_chain([doc], steps, ctxs))
         except UndeclaredMetadataError:
             raise
         except Exception as e:  # noqa: BLE001
-            for ctx, snapshot in zip(ctxs, snapshots, strict=True):
+            for ctx, snapshot, n in zip(ctxs, snapshots, sample_marks, strict=True):
                 ctx.stats = StepStats.from_dict(snapshot)
+                if ctx.samples is not None:
+                    del ctx.samples[n:]
             del removed[mark:]
             failing = getattr(e, "refinery_step_index", 0)
             for ctx in ctxs[:failing]:
@@ -295,9 +303,10 @@ def process_unit(
 
     removed: list[tuple[Document, str, str]] = []
     sink = (lambda d, s, r: removed.append((d, s, r))) if job.write.keep_removed else None
+    samples: list[tuple[Document, str, dict[str, Any]]] = []  # change samples for the report
     ctxs = [
         StepContext(StepStats.from_dict(progress["steps"][i]) if progress["steps"] else StepStats(),
-                    sink, shard_id)
+                    sink, shard_id, samples)
         for i in range(len(steps))
     ]
     read_stats = StepStats.from_dict(progress["read"]) if progress["read"] else StepStats()
@@ -340,6 +349,9 @@ def process_unit(
             write_removed_parquet(removed, out / "removed" / f"stage-{stage}" / name,
                                   compression or "none")
             removed.clear()
+        if samples:
+            write_samples_parquet(samples, out / SAMPLES_DIR / f"stage-{stage}" / name)
+            samples.clear()
         progress["records_done"] += len(chunk)
         progress["parts"] += 1
         read_stats.merge(_delta(scratch.to_dict(), base_read))

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.document import Document
-from pipeline.core.step import UndeclaredMetadataError
+from pipeline.core.step import REJECTION_KEY, Rejection, UndeclaredMetadataError
 from pipeline.io.atomic import atomic_path
 
 BASE_FIELDS: dict[str, pa.DataType] = {
@@ -79,14 +79,21 @@ def write_documents_parquet(
 def write_removed_parquet(
     removed: list[tuple[Document, str, str]], path: str | os.PathLike, compression: str = "zstd"
 ) -> int:
-    """Write removed documents with the step and reason that removed each; return rows."""
+    """Write removed documents with the step and reason that removed each; return rows.
+
+    A reason that is a :class:`~pipeline.core.step.Rejection` adds its measured value and
+    threshold to the document's ``metadata_json`` under ``_rejection``.
+    """
     cols: dict[str, list] = {name: [] for name in REMOVED_FIELDS}
     for doc, step, reason in removed:
         for name in BASE_FIELDS:
             cols[name].append(getattr(doc, name))
         cols["removed_by"].append(step)
-        cols["reason"].append(reason)
-        cols["metadata_json"].append(json.dumps(doc.metadata, default=str, sort_keys=True))
+        cols["reason"].append(str(reason))
+        meta = doc.metadata
+        if isinstance(reason, Rejection):  # what the rule measured, for the job report
+            meta = {**meta, REJECTION_KEY: reason.to_dict()}
+        cols["metadata_json"].append(json.dumps(meta, default=str, sort_keys=True))
     schema = pa.schema([pa.field(n, t) for n, t in REMOVED_FIELDS.items()])
     atomic_write_table(pa.table(cols, schema=schema), path, compression)
     return len(removed)

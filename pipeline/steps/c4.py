@@ -44,6 +44,21 @@ class C4Filter(Filter):
                 removed += n
         self.count("c4_lines_removed", removed)
         if result.text != doc.text:
+            if self.wants_sample(doc):
+                self.record_sample(doc, line_trace(self.rules, doc.text))
             doc.text = result.text
             self.count("c4_docs_changed")
         return None
+
+
+#: lines and characters per line a change sample keeps (the report shows the beginning)
+SAMPLE_LINES, SAMPLE_LINE_CHARS = 80, 400
+
+
+def line_trace(rules: C4Rules, text: str) -> dict:
+    """Return a change sample of ``text``: ``{"lines": [[line, rule or None], ...]}`` with
+    the rule that removed each line (the first :data:`SAMPLE_LINES`, each cut short)."""
+    trace: list[tuple[str, str | None]] = []
+    rules.apply(text, trace)
+    return {"lines": [[line[:SAMPLE_LINE_CHARS], rule] for line, rule in trace[:SAMPLE_LINES]],
+            "lines_total": len(trace)}

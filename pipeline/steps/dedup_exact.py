@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from pipeline.core.document import Document
-from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions
+from pipeline.core.step import GlobalStep, Rejection, StageShard, StepContext, StepOptions
 
 if TYPE_CHECKING:
     from pipeline.execution.executor import Executor
@@ -56,7 +56,11 @@ class ExactDedup(GlobalStep):
         if self._decisions is None:
             raise RuntimeError(f"{self.name}: load() must be called before run()")
         for doc in docs:
-            if self._decisions.get(doc.id) is None:
+            keeper = self._decisions.get(doc.id)
+            if keeper is None:
                 yield doc
             else:
-                ctx.drop(doc, self.name, "exact_duplicate")
+                # the kept copy as "shard index:position" in the stage's order
+                ctx.drop(doc, self.name, Rejection(
+                    "exact_duplicate", f"{keeper >> 32}:{keeper & 0xFFFFFFFF}", None,
+                    "copy of", "normalised text identical to the kept document"))

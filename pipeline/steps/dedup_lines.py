@@ -17,10 +17,14 @@ import pyarrow as pa
 from pydantic import Field
 
 from pipeline.core.document import Document
-from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions
+from pipeline.core.step import GlobalStep, Rejection, StageShard, StepContext, StepOptions
 
 if TYPE_CHECKING:
     from pipeline.execution.executor import Executor
+
+
+#: lines and characters per line a change sample keeps (the report shows the beginning)
+SAMPLE_LINES, SAMPLE_LINE_CHARS = 80, 400
 
 
 class LineDedupOptions(StepOptions):
@@ -64,7 +68,7 @@ class LineDedup(GlobalStep):
 
     def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
         """Yield documents without their frequent lines, unless too little text is left."""
-        from pipeline.dedup.lines import remove_lines
+        from pipeline.dedup.lines import line_hashes, remove_lines
 
         if self._frequent is None:
             raise RuntimeError(f"{self.name}: load() must be called before run()")
@@ -75,8 +79,19 @@ class LineDedup(GlobalStep):
             doc.metadata["dedup_lines_chars_removed"] = result.chars_removed
             ctx.stats.counters["lines_removed"] += result.lines_removed
             if result.lines_removed:
+                if ctx.wants_sample(doc, self.name):
+                    lines = doc.text.split("\n")[:SAMPLE_LINES]
+                    flags = line_hashes("\n".join(lines))
+                    ctx.record_sample(doc, self.name, {"lines": [
+                        [line[:SAMPLE_LINE_CHARS], "frequent" if h in self._frequent else None]
+                        for line, h in zip(lines, flags, strict=True) if line.strip()]})
                 doc.text = result.text
-            if len(doc.text.strip()) < o.min_chars or len(doc.text.split()) < o.min_words:
-                ctx.drop(doc, self.name, "too_short_after_line_dedup")
+            chars, words = len(doc.text.strip()), len(doc.text.split())
+            if chars < o.min_chars:
+                ctx.drop(doc, self.name, Rejection("too_short_after_line_dedup", chars,
+                                                   o.min_chars, "<", "characters left"))
+            elif words < o.min_words:
+                ctx.drop(doc, self.name, Rejection("too_short_after_line_dedup", words,
+                                                   o.min_words, "<", "words left"))
             else:
                 yield doc

@@ -22,7 +22,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from pipeline.core.document import Document
-from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions
+from pipeline.core.step import GlobalStep, Rejection, StageShard, StepContext, StepOptions
 
 if TYPE_CHECKING:
     from pipeline.dedup.phases.minhash import MinHashConfig
@@ -118,4 +118,7 @@ class MinHashDedup(GlobalStep):
                     ctx.stats.counters["clusters"] += 1
                 yield doc
             else:
-                ctx.drop(doc, self.name, "near_duplicate")
+                ctx.drop(doc, self.name, Rejection(
+                    "near_duplicate", size, self.options.threshold, "of",
+                    f"cluster of near-duplicates (Jaccard >= {self.options.threshold})",
+                    "minhash_cluster_size"))

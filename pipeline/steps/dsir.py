@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 from pipeline.core.document import Document
 from pipeline.core.step import (
     GlobalStep,
+    Rejection,
     StageShard,
     StepContext,
     StepOptions,
@@ -213,4 +214,9 @@ class DSIRSelect(GlobalStep):
             if selected:
                 yield doc
             else:
-                ctx.drop(doc, self.name, "not_resampled")
+                from pipeline.text.selection import doc_key
+
+                key = self._decisions.values[doc_key(doc)][1]
+                ctx.drop(doc, self.name, Rejection(
+                    "not_resampled", None if math.isnan(key) else round(key, 4),
+                    self._decisions.threshold, "<", "log weight + Gumbel noise"))

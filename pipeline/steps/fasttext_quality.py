@@ -3,7 +3,9 @@
 ``fasttext_quality_v1`` scores each document with :class:`pipeline.text.quality.QualityClassifier`
 (``quality_score`` = P(hq)) and keeps it when the score is ``>= threshold``; with
 ``threshold: null`` it keeps everything and only annotates, so an ablation can re-threshold
-the written scores without scoring again. ``fasttext_quality_top_v1``
+the written scores without scoring again. With ``selection: sample`` a document is kept with
+probability ``sigmoid((quality_score - threshold) / temperature)`` instead (seeded by its id,
+:mod:`pipeline.text.sampling`) and ``keep_probability`` is written. ``fasttext_quality_top_v1``
 (:mod:`pipeline.steps.fasttext_quality_top`) keeps the job-wide top fraction by that score.
 """
 
@@ -15,13 +17,14 @@ import pyarrow as pa
 from pydantic import Field
 
 from pipeline.core.document import Document
-from pipeline.core.step import Filter, StepOptions, require_file, require_sidecar
+from pipeline.core.step import Filter, Rejection, StepOptions, require_file, require_sidecar
 from pipeline.text.normalize import NormalizeOptions
+from pipeline.text.sampling import SamplingOptions, sample, sampling_fields
 
 METADATA = {"quality_score": pa.float64(), "quality_label": pa.string()}
 
 
-class FastTextQualityOptions(StepOptions):
+class FastTextQualityOptions(SamplingOptions):
     """Options of ``fasttext_quality_v1``."""
 
     model: str = Field(description="fastText model written by `pipeline classifier train`")
@@ -91,6 +94,11 @@ class FastTextQuality(_Scoring, Filter):
     Options = FastTextQualityOptions
     metadata_fields: ClassVar[dict[str, pa.DataType]] = METADATA
 
+    def __init__(self, options: StepOptions | None = None) -> None:
+        super().__init__(options)
+        if fields := sampling_fields(self.options):
+            self.metadata_fields = {**METADATA, **fields}  # type: ignore[misc]
+
     def reject_reason(self, doc: Document) -> str | None:
         """Return ``None`` to keep ``doc``, ``"low_quality"`` or ``"no_text"`` to drop it."""
         p = self.score_doc(doc)
@@ -98,5 +106,11 @@ class FastTextQuality(_Scoring, Filter):
             return None
         if p is None:
             return None if self.options.keep_unscored else "no_text"
-        return None if p >= self.options.threshold else "low_quality"
+        if self.options.selection == "sample":
+            keep = sample(self.options, doc, p, self.options.threshold, higher_is_better=True)
+            return None if keep else "low_quality_sampled_out"
+        if p >= self.options.threshold:
+            return None
+        return Rejection("low_quality", round(p, 4), self.options.threshold, "<",
+                         f"P({self.options.label})", "quality_score")
 

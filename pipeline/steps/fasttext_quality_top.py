@@ -18,7 +18,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from pipeline.core.document import Document
-from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions
+from pipeline.core.step import GlobalStep, Rejection, StageShard, StepContext, StepOptions
 from pipeline.steps.fasttext_quality import (
     METADATA,
     FastTextQuality,
@@ -120,4 +120,6 @@ class FastTextQualityTop(GlobalStep):
             if selected:
                 yield doc
             else:
-                ctx.drop(doc, self.name, "below_top_fraction")
+                ctx.drop(doc, self.name, Rejection(
+                    "below_top_fraction", value, self._decisions.threshold, "<",
+                    f"P({self.options.label}) against the job-wide cut", "quality_score"))

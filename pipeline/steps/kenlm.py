@@ -7,7 +7,9 @@ scored with ``<s>``/``</s>``, ``10 ** (-sum log10 p / tokens)``, see
 ``language``, ``middle`` below ``percentile_tail``, else ``tail``; ``all`` when there is
 no cutoff table, no such language or no text. A document is kept when its perplexity is
 ``<= max_perplexity`` (if set) and its bucket is in ``keep_buckets`` (if set); with both
-unset the step only annotates.
+unset the step only annotates. With ``selection: sample`` the ``max_perplexity`` test keeps a
+document with probability ``sigmoid((max_perplexity - perplexity) / temperature)`` instead
+(seeded by its id, :mod:`pipeline.text.sampling`) and writes ``keep_probability``.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from pipeline.core.document import Document
-from pipeline.core.step import Filter, StepOptions, require_file, require_sidecar
+from pipeline.core.step import Filter, Rejection, StepOptions, require_file, require_sidecar
 from pipeline.text.normalize import NormalizeOptions
+from pipeline.text.sampling import SamplingOptions, sample, sampling_fields
 
 BUCKETS = ("head", "middle", "tail", "all")
 
 
-class KenLMOptions(StepOptions):
-    """Options of ``kenlm_v1``."""
+class KenLMOptions(SamplingOptions):
+    """Options of ``kenlm_v1`` (``temperature`` is in perplexity units)."""
+
+    threshold_option: ClassVar[str] = "max_perplexity"
 
     model: str = Field(description="ARPA or KenLM binary written by `pipeline lm train`")
     max_perplexity: float | None = Field(None, gt=0, description="keep perplexity <= this")
@@ -90,6 +95,8 @@ class KenLMPerplexity(Filter):
 
     def __init__(self, options: StepOptions | None = None) -> None:
         super().__init__(options)
+        if fields := sampling_fields(self.options):
+            self.metadata_fields = {**type(self).metadata_fields, **fields}  # type: ignore[misc]
         self._lm: Any = None
         self._cutoffs: dict[str, tuple[float, float]] = {}
 
@@ -119,10 +126,14 @@ class KenLMPerplexity(Filter):
         """Return the document's perplexity (``None`` without tokens) and its bucket."""
         self.setup()
         pp = self._lm.perplexity(doc.text)
+        return pp, bucket_of(pp, self._cutoffs_of(doc))
+
+    def _cutoffs_of(self, doc: Document) -> tuple[float, float] | None:
+        """Return the (head, tail) cutoffs for ``doc``'s language, if the table has them."""
         lang = self.options.language
         if self.options.language_field:
             lang = str(doc.metadata.get(self.options.language_field) or lang)
-        return pp, bucket_of(pp, self._cutoffs.get(lang))
+        return self._cutoffs.get(lang)
 
     def reject_reason(self, doc: Document) -> str | None:
         """Annotate ``doc``; return ``None`` to keep it or why it is dropped."""
@@ -133,8 +144,29 @@ class KenLMPerplexity(Filter):
         if o.max_perplexity is not None:
             if pp is None:
                 return "no_text"
-            if pp > o.max_perplexity:
-                return "perplexity_too_high"
+            if o.selection == "sample":
+                # on the written (rounded) value, so the metadata alone gives keep_probability
+                written = doc.metadata["perplexity"]
+                if not sample(o, doc, written, o.max_perplexity, higher_is_better=False):
+                    return "perplexity_sampled_out"
+            elif pp > o.max_perplexity:
+                return Rejection("perplexity_too_high", round(pp, 2), o.max_perplexity, ">",
+                                 "perplexity", "perplexity")
         if o.keep_buckets is not None and bucket not in o.keep_buckets:
-            return f"bucket_{bucket}"
+            return _bucket_rejection(pp, bucket, self._cutoffs_of(doc))
         return None
+
+
+def _bucket_rejection(pp: float | None, bucket: str, cutoffs: tuple[float, float] | None) -> str:
+    """Return ``bucket_<bucket>`` with the perplexity and the cutoff that placed it there."""
+    reason = f"bucket_{bucket}"
+    if pp is None or cutoffs is None:
+        return reason
+    head, tail = cutoffs
+    value = round(pp, 2)
+    measure = f"perplexity ({bucket})"
+    if bucket == "head":
+        return Rejection(reason, value, head, "<", measure, "perplexity")
+    if bucket == "tail":
+        return Rejection(reason, value, tail, ">=", measure, "perplexity")
+    return Rejection(reason, value, [head, tail], "in", measure, "perplexity")

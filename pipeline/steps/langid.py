@@ -8,7 +8,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from pipeline.core.document import Document
-from pipeline.core.step import Filter, StepCheckError, StepOptions, require_file
+from pipeline.core.step import Filter, Rejection, StepCheckError, StepOptions, require_file
 from pipeline.text.langid import blank_symbols
 
 if TYPE_CHECKING:
@@ -88,7 +88,9 @@ class LangId(Filter):
         doc.metadata["language_score"] = score
         self.count(f"lang:{code}")
         if score < self.options.threshold:
-            return "low_language_score"
+            return Rejection("low_language_score", round(score, 4), self.options.threshold, "<",
+                             f"language score ({code})", "language_score")
         if self._keep and code not in self._keep:
-            return f"language:{code}"
+            return Rejection(f"language:{code}", code, sorted(self._keep), "not in", "language",
+                             "language")
         return None

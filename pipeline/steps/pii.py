@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 import pyarrow as pa
@@ -9,7 +10,20 @@ from pydantic import Field
 
 from pipeline.core.document import Document
 from pipeline.core.step import Mapper, StepContext, StepOptions
-from pipeline.text.pii import mask_pii
+from pipeline.text.pii import EMAIL_PLACEHOLDER, IP_PLACEHOLDER, PHONE_PLACEHOLDER, mask_pii
+
+_KINDS = {EMAIL_PLACEHOLDER: "email", PHONE_PLACEHOLDER: "phone", IP_PLACEHOLDER: "ip"}
+_PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in _KINDS))
+#: characters of the masked text a change sample keeps (the report shows the beginning)
+SAMPLE_CHARS = 4000
+
+
+def masked_spans(text: str) -> dict:
+    """Return a change sample of masked ``text``: its beginning and the placeholders in it,
+    ``{"text": ..., "spans": [[start, end, kind], ...]}`` (the masked values are not kept)."""
+    head = text[:SAMPLE_CHARS]
+    return {"text": head, "spans": [[m.start(), m.end(), _KINDS[m.group(0)]]
+                                    for m in _PLACEHOLDER_RE.finditer(head)]}
 
 
 class PIIOptions(StepOptions):
@@ -41,6 +55,8 @@ class PIIMasker(Mapper):
         doc.metadata["pii_phone_count"] = n_phone
         doc.metadata["pii_ip_count"] = n_ip
         if n_email or n_phone or n_ip:
+            if ctx.wants_sample(doc, self.name):
+                ctx.record_sample(doc, self.name, masked_spans(doc.text))
             ctx.stats.counters["pii_docs_masked"] += 1
             ctx.stats.counters["pii_emails"] += n_email
             ctx.stats.counters["pii_phone_numbers"] += n_phone

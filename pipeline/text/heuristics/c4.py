@@ -34,7 +34,7 @@ from functools import cache
 
 from pydantic import Field
 
-from pipeline.core.step import StepOptions
+from pipeline.core.step import Rejection, StepOptions
 
 CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
 END_MARKS: tuple[str, ...] = (".", "!", "?", '"', "'", "”", "’")
@@ -95,11 +95,13 @@ class C4Rules:
     def __init__(self, options: C4Options | None = None) -> None:
         self.options = options if options is not None else C4Options()
 
-    def apply(self, text: str) -> C4Result:
+    def apply(self, text: str, trace: list[tuple[str, str | None]] | None = None) -> C4Result:
         """Return the cleaned text, or ``None`` and a reason when the document is dropped.
 
-        Reasons: ``c4_lorem_ipsum``, ``c4_curly_bracket``, ``c4_too_few_sentences``, and
-        ``c4_empty`` (no line kept while ``min_num_sentences`` is off).
+        Reasons: ``c4_lorem_ipsum``, ``c4_curly_bracket``, ``c4_too_few_sentences`` (a
+        :class:`~pipeline.core.step.Rejection` with the sentence count), and ``c4_empty``
+        (no line kept while ``min_num_sentences`` is off). When ``trace`` is a list, each
+        non-blank input line is appended to it with the rule that removed it (``None``: kept).
         """
         o = self.options
         max_word = o.max_word_length
@@ -113,6 +115,8 @@ class C4Rules:
             if max_word is not None and len(line) > max_word:
                 if max(map(len, line.split())) > max_word:
                     counts["too_long_word"] += 1
+                    if trace is not None:
+                        trace.append((line, "too_long_word"))
                     continue
             if o.remove_citations and "[" in line:
                 line = CITATION_RE.sub("", line).rstrip()
@@ -120,33 +124,47 @@ class C4Rules:
                 not line.endswith(END_MARKS) or line.endswith("...")
             ):
                 counts["no_terminal_punct"] += 1
+                if trace is not None:
+                    trace.append((line, "no_terminal_punct"))
                 continue
             if min_words and len(line.split(None, min_words)) < min_words:
                 counts["too_few_words"] += 1
+                if trace is not None:
+                    trace.append((line, "too_few_words"))
                 continue
             lower = line.lower()
             if o.filter_lorem_ipsum and "lorem ipsum" in lower:
-                return C4Result(None, "c4_lorem_ipsum", counts)
+                return C4Result(None, Rejection("c4_lorem_ipsum", line[:200], "lorem ipsum",
+                                                "contains", "line"), counts)
             if o.filter_javascript and "javascript" in lower:
                 counts["javascript"] += 1
+                if trace is not None:
+                    trace.append((line, "javascript"))
                 continue
             if o.filter_curly_bracket and "{" in line:
-                return C4Result(None, "c4_curly_bracket", counts)
+                return C4Result(None, Rejection("c4_curly_bracket", line[:200], "{", "contains",
+                                                "line"), counts)
             if (
                 o.filter_policy
                 and ("cookie" in lower or "policy" in lower or "terms of use" in lower)
                 and any(p in lower for p in POLICY_SUBSTRINGS)
             ):
                 counts["policy"] += 1
+                if trace is not None:
+                    trace.append((line, "policy"))
                 continue
             kept.append(line)
+            if trace is not None:
+                trace.append((line, None))
         counts["kept"] = len(kept)
         if (
             o.min_num_sentences
             and len(kept) < o.min_num_sentences  # each kept line holds at least one sentence
-            and count_sentences(kept) < o.min_num_sentences
         ):
-            return C4Result(None, "c4_too_few_sentences", counts)
+            sentences = count_sentences(kept)
+            if sentences < o.min_num_sentences:
+                return C4Result(None, Rejection("c4_too_few_sentences", sentences,
+                                                o.min_num_sentences, "<", "sentences"), counts)
         if not kept:
             return C4Result(None, "c4_empty", counts)
         return C4Result("\n".join(kept), None, counts)

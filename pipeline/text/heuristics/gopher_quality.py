@@ -33,7 +33,7 @@ from functools import cache
 
 from pydantic import Field
 
-from pipeline.core.step import StepOptions
+from pipeline.core.step import Rejection, StepOptions
 
 #: The eight English stop words of the paper.
 STOP_WORDS: tuple[str, ...] = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -81,8 +81,11 @@ class GopherQuality:
         self.options = options if options is not None else GopherQualityOptions()
         self._stop_re = _stop_word_re(tuple(w.lower() for w in self.options.stop_words))
 
-    def reject_reason(self, text: str) -> str | None:
+    def reject_reason(self, text: str) -> Rejection | None:
         """Return ``None`` when ``text`` passes every rule, else the first failing rule's reason.
+
+        The reason is a :class:`~pipeline.core.step.Rejection` carrying the measured value
+        and the threshold it failed (``alphabetic words 0.62 < 0.8``).
 
         Reasons, in the order checked: ``gopher_short_doc``, ``gopher_long_doc``,
         ``gopher_below_avg_word_len``, ``gopher_above_avg_word_len``,
@@ -94,39 +97,47 @@ class GopherQuality:
         words = _WORD_RE.findall(text)
         n_words = len(words)
         if n_words == 0 or (o.min_words is not None and n_words < o.min_words):
-            return "gopher_short_doc"
+            return Rejection("gopher_short_doc", n_words, o.min_words, "<", "words")
         if o.max_words is not None and n_words > o.max_words:
-            return "gopher_long_doc"
+            return Rejection("gopher_long_doc", n_words, o.max_words, ">", "words")
 
         mean_len = sum(map(len, words)) / n_words
         if o.min_avg_word_length is not None and mean_len < o.min_avg_word_length:
-            return "gopher_below_avg_word_len"
+            return Rejection("gopher_below_avg_word_len", round(mean_len, 3),
+                             o.min_avg_word_length, "<", "mean word length")
         if o.max_avg_word_length is not None and mean_len > o.max_avg_word_length:
-            return "gopher_above_avg_word_len"
+            return Rejection("gopher_above_avg_word_len", round(mean_len, 3),
+                             o.max_avg_word_length, ">", "mean word length")
 
         if o.max_symbol_word_ratio is not None:
-            if text.count("#") / n_words > o.max_symbol_word_ratio:
-                return "gopher_too_many_hashes"
-            if (text.count("...") + text.count("…")) / n_words > o.max_symbol_word_ratio:
-                return "gopher_too_many_ellipsis"
+            ratio = text.count("#") / n_words
+            if ratio > o.max_symbol_word_ratio:
+                return Rejection("gopher_too_many_hashes", round(ratio, 4),
+                                 o.max_symbol_word_ratio, ">", "'#' per word")
+            ratio = (text.count("...") + text.count("…")) / n_words
+            if ratio > o.max_symbol_word_ratio:
+                return Rejection("gopher_too_many_ellipsis", round(ratio, 4),
+                                 o.max_symbol_word_ratio, ">", "ellipses per word")
 
         if o.max_bullet_lines_ratio is not None or o.max_ellipsis_lines_ratio is not None:
             n_lines = len(_NONBLANK_LINE_RE.findall(text))
-            if (
-                o.max_bullet_lines_ratio is not None
-                and len(_BULLET_LINE_RE.findall(text)) / n_lines > o.max_bullet_lines_ratio
-            ):
-                return "gopher_too_many_bullets"
-            if (
-                o.max_ellipsis_lines_ratio is not None
-                and len(_ELLIPSIS_LINE_RE.findall(text)) / n_lines > o.max_ellipsis_lines_ratio
-            ):
-                return "gopher_too_many_end_ellipsis"
+            if o.max_bullet_lines_ratio is not None:
+                ratio = len(_BULLET_LINE_RE.findall(text)) / n_lines
+                if ratio > o.max_bullet_lines_ratio:
+                    return Rejection("gopher_too_many_bullets", round(ratio, 4),
+                                     o.max_bullet_lines_ratio, ">", "bullet lines")
+            if o.max_ellipsis_lines_ratio is not None:
+                ratio = len(_ELLIPSIS_LINE_RE.findall(text)) / n_lines
+                if ratio > o.max_ellipsis_lines_ratio:
+                    return Rejection("gopher_too_many_end_ellipsis", round(ratio, 4),
+                                     o.max_ellipsis_lines_ratio, ">", "lines ending in an ellipsis")
 
         if o.min_alpha_words_ratio is not None:
             n_tokens = len(text.split())
-            if len(_ALPHA_TOKEN_RE.findall(text)) / n_tokens < o.min_alpha_words_ratio:
-                return "gopher_below_alpha_threshold"
+            ratio = len(_ALPHA_TOKEN_RE.findall(text)) / n_tokens
+            if ratio < o.min_alpha_words_ratio:
+                return Rejection("gopher_below_alpha_threshold", round(ratio, 4),
+                                 o.min_alpha_words_ratio, "<", "alphabetic words")
 
         if o.min_stop_words:
             found = 0
@@ -135,7 +146,8 @@ class GopherQuality:
                 if found >= o.min_stop_words:
                     break
             else:
-                return "gopher_too_few_stop_words"
+                return Rejection("gopher_too_few_stop_words", found, o.min_stop_words, "<",
+                                 "stop words")
         return None
 
 

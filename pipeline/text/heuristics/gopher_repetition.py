@@ -44,7 +44,7 @@ from operator import ne, sub
 
 from pydantic import Field, field_validator
 
-from pipeline.core.step import StepOptions
+from pipeline.core.step import Rejection, StepOptions
 
 _PARAGRAPH_SPLIT_RE = re.compile(r"\n\s*\n")
 
@@ -186,8 +186,11 @@ class GopherRepetition:
             min((t for _, t in self._dup[i + 1 :]), default=1.0) for i in range(len(self._dup))
         ]
 
-    def reject_reason(self, text: str) -> str | None:
+    def reject_reason(self, text: str) -> Rejection | None:
         """Return ``None`` when ``text`` passes, else the first failing rule's reason.
+
+        The reason is a :class:`~pipeline.core.step.Rejection` carrying the measured
+        fraction and the threshold it exceeded.
 
         Reasons: ``gopher_dup_para_frac``, ``gopher_dup_para_char_frac``,
         ``gopher_dup_line_frac``, ``gopher_dup_line_char_frac``, ``gopher_top_{n}_gram``,
@@ -203,18 +206,22 @@ class GopherRepetition:
             if paragraphs:
                 dups, dup_chars = duplicate_stats(paragraphs)
                 if o.dup_para_frac is not None and dups / len(paragraphs) > o.dup_para_frac:
-                    return "gopher_dup_para_frac"
+                    return Rejection("gopher_dup_para_frac", round(dups / len(paragraphs), 4),
+                                     o.dup_para_frac, ">", "duplicate paragraphs")
                 if o.dup_para_char_frac is not None and dup_chars / n_chars > o.dup_para_char_frac:
-                    return "gopher_dup_para_char_frac"
+                    return Rejection("gopher_dup_para_char_frac", round(dup_chars / n_chars, 4),
+                                     o.dup_para_char_frac, ">", "characters in duplicate paragraphs")
 
         if o.dup_line_frac is not None or o.dup_line_char_frac is not None:
             lines = list(filter(None, map(str.strip, text.split("\n"))))
             if lines:
                 dups, dup_chars = duplicate_stats(lines)
                 if o.dup_line_frac is not None and dups / len(lines) > o.dup_line_frac:
-                    return "gopher_dup_line_frac"
+                    return Rejection("gopher_dup_line_frac", round(dups / len(lines), 4),
+                                     o.dup_line_frac, ">", "duplicate lines")
                 if o.dup_line_char_frac is not None and dup_chars / n_chars > o.dup_line_char_frac:
-                    return "gopher_dup_line_char_frac"
+                    return Rejection("gopher_dup_line_char_frac", round(dup_chars / n_chars, 4),
+                                     o.dup_line_char_frac, ">", "characters in duplicate lines")
 
         if not self._top and not self._dup:
             return None
@@ -236,13 +243,16 @@ class GopherRepetition:
                 if top_count * longest / word_chars <= max_frac:
                     continue
             start, top_count = Counter(index.first(n)).most_common(1)[0]
-            if top_count * index.chars(start, n) / word_chars > max_frac:
-                return f"gopher_top_{n}_gram"
+            frac = top_count * index.chars(start, n) / word_chars
+            if frac > max_frac:
+                return Rejection(f"gopher_top_{n}_gram", round(frac, 4), max_frac, ">",
+                                 f"characters in the top {n}-gram")
 
         for i, (n, max_frac) in enumerate(self._dup):
             frac = duplicate_n_gram_chars(index, n) / word_chars
             if frac > max_frac:
-                return f"gopher_dup_{n}_gram"
+                return Rejection(f"gopher_dup_{n}_gram", round(frac, 4), max_frac, ">",
+                                 f"characters in duplicate {n}-grams")
             if frac <= self._dup_rest_min[i]:
                 break  # larger n cover no more words, and their thresholds are not lower
         return None
