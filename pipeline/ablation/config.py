@@ -72,6 +72,13 @@ class AblationConfig(StepOptions):
     tokenizer: TokenizerSpec
     budget_tokens: int = Field(gt=0, description="training tokens per arm and seed")
     repeat_data: bool = Field(False, description="allow arms smaller than the budget")
+    design: Literal["budget", "equal_selection"] = Field(
+        "budget", description="budget: filters keep what their options say; equal_selection: "
+        "every model-based filter (kenlm_v1, fasttext_quality_v1, dsir_v1) keeps "
+        "selection_fraction of its input, so arms differ in which documents, not how many")
+    selection_fraction: float = Field(0.5, gt=0.0, le=1.0,
+                                      description="share each model-based filter keeps "
+                                      "under design: equal_selection")
     eval: dict[str, str | EvalSpec] = Field(
         min_length=1,
         description="name -> JSONL/Parquet file (tokenized as is), or 'heldout_web' for the "

@@ -38,6 +38,48 @@ def _step_name(entry: Any) -> str:
     return entry if isinstance(entry, str) else next(iter(entry))
 
 
+#: model-based filters -> (score metadata key, lower is better); equal selection replaces
+#: each one's own cut with select_top_v1 on its score
+SCORED_FILTERS = {"kenlm_v1": ("perplexity", True), "fasttext_quality_v1": ("quality_score", False)}
+#: filters whose own options already take a fraction of their input
+FRACTION_FILTERS = {"dsir_v1", "fasttext_quality_top_v1"}
+REPEAT_WARN = 4.0  # Muennighoff et al. 2023: beyond ~4 epochs repeated tokens lose value
+
+
+def equal_selection_steps(steps: list[Any], fraction: float) -> list[Any]:
+    """``steps`` with every model-based filter keeping ``fraction`` of its input.
+
+    ``kenlm_v1`` and ``fasttext_quality_v1`` only annotate (no bucket, perplexity or
+    threshold cut) and are followed by ``select_top_v1`` on their score; ``dsir_v1`` and
+    ``fasttext_quality_top_v1`` get ``fraction`` (``num_documents`` removed).
+    """
+    out: list[Any] = []
+    for entry in steps:
+        name = _step_name(entry)
+        opts = {} if isinstance(entry, str) else dict(entry[name] or {})
+        if name in SCORED_FILTERS:
+            for key in ("keep_buckets", "max_perplexity"):
+                opts.pop(key, None)
+            if name == "fasttext_quality_v1":
+                opts["threshold"] = None
+            field, lowest = SCORED_FILTERS[name]
+            out += [{name: opts},
+                    {"select_top_v1": {"field": field, "fraction": fraction, "lowest": lowest}}]
+        elif name in FRACTION_FILTERS:
+            opts.pop("num_documents", None)
+            out.append({name: {**opts, "fraction": fraction}})
+        else:
+            out.append(entry)
+    return out
+
+
+def design_arms(cfg: AblationConfig) -> dict[str, list[Any]]:
+    """Each arm's steps as the design runs them (rewritten under ``equal_selection``)."""
+    if cfg.design == "equal_selection":
+        return {a: equal_selection_steps(s, cfg.selection_fraction) for a, s in cfg.arms.items()}
+    return dict(cfg.arms)
+
+
 def _run(job: dict[str, Any], executor: Executor) -> dict[str, Any]:
     from pipeline.execution.runner import run_job
 
@@ -76,7 +118,7 @@ def run_arm_steps(
     out = Path(cfg.output)
     nodes: dict[str, tuple[Path, dict[str, Any]]] = {}
     arms: dict[str, dict[str, Any]] = {}
-    for arm, steps in cfg.arms.items():
+    for arm, steps in design_arms(cfg).items():
         inputs = files
         for k in range(len(steps)):
             key = json.dumps(steps[: k + 1], sort_keys=True)
@@ -260,7 +302,11 @@ def _prepare(cfg: AblationConfig, executor: Executor) -> Path:
         write_selection(prepared, arm, [pool.add(d) for d in docs])
         info["tokens_in_stream"] = int(sum(len(d) for d in docs))
         info["documents_in_stream"] = len(docs)
+        # what training sees: distinct tokens, repeat factor, share of them trained on
+        info["distinct_tokens"] = info["tokens_in_stream"]
         info["repeats"] = cfg.budget_tokens / info["tokens_in_stream"]
+        info["fraction_trained"] = min(1.0, info["repeats"])
+        info["control"] = any(_step_name(s).startswith("control_") for s in info["steps"])
         del info["files"]
     pool_manifest = pool.write(prepared, like)
     shutil.rmtree(prepared / "streams", ignore_errors=True)  # the layout before the pool
@@ -278,8 +324,18 @@ def _prepare(cfg: AblationConfig, executor: Executor) -> Path:
         evals[name] = {"source": source if source != "heldout_web" else heldout, "steps": extra,
                        "tokens": manifest["total_tokens"], "documents": manifest["total_docs"]}
 
+    warnings = [f"arm {a!r} repeats its {i['distinct_tokens']:,} distinct tokens "
+                f"{i['repeats']:.1f} times at budget_tokens {cfg.budget_tokens:,}; beyond "
+                f"{REPEAT_WARN:g} repeats extra epochs are worth much less than new data "
+                "(Muennighoff et al. 2023): lower budget_tokens, loosen the arm, or use "
+                "design: equal_selection" for a, i in arms.items() if i["repeats"] > REPEAT_WARN]
+    for w in warnings:
+        print(f"warning: {w}", flush=True)
     plan = {
         "name": cfg.name,
+        "design": cfg.design,
+        "selection_fraction": cfg.selection_fraction if cfg.design == "equal_selection" else None,
+        "warnings": warnings,
         "arms": arms,
         "arm_order": list(cfg.arms),  # JSON files here sort their keys
         "eval": evals,

@@ -1,5 +1,8 @@
-"""The ablation report: per-arm mean and spread over seeds, effects against the seed noise,
-and a plot of validation loss against training tokens (SVG, no plotting library needed)."""
+"""The ablation report: per-arm mean and spread over seeds, each arm's repetition, paired
+effects with seed and evaluation-document noise separated, multiplicity and power
+(:mod:`pipeline.ablation.stats`), the planted control's verdict, and a plot of validation
+loss against training tokens (SVG, no plotting library needed). numpy and the standard
+library only."""
 
 from __future__ import annotations
 
@@ -7,6 +10,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from pipeline.ablation.stats import BOOTSTRAP_SAMPLES, holm, paired_effect
+
+ALPHA = 0.05
+POWER = 0.8
+REPEAT_WARN = 4.0  # Muennighoff et al. 2023: up to ~4 epochs repeated data is almost as good
 COLORS = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb", "#000000"]
 
 
@@ -28,25 +38,62 @@ def parent_arm(arm: str, arms: dict[str, Any]) -> str | None:
     return best
 
 
-def summarize(record: dict[str, Any]) -> dict[str, Any]:
-    """Return per-arm statistics and per-arm effects against the parent arm and ``raw``.
+def is_control(info: dict[str, Any]) -> bool:
+    """Whether an arm is a planted control: one of its steps is a ``control_*`` step."""
+    return any(_step_name(st).startswith("control_") for st in info["steps"])
 
-    An effect is ``mean(arm) - mean(reference)`` with standard error
-    ``sqrt(s_a^2/n_a + s_r^2/n_r)``; it *exceeds the seed noise* when its size is more than
-    twice that standard error (about a 95% interval) and both arms have 2+ seeds.
+
+def _step_name(entry: Any) -> str:
+    return entry if isinstance(entry, str) else next(iter(entry))
+
+
+def repetition(info: dict[str, Any], budget: int) -> dict[str, float]:
+    """An arm's distinct tokens (the documents it trains from), its repeat factor at
+    ``budget`` tokens and the fraction of its distinct tokens that training reaches."""
+    distinct = int(info.get("tokens_in_stream") or info["tokens_kept"])
+    r = budget / distinct
+    return {"distinct_tokens": distinct, "repeats": r, "fraction_trained": min(1.0, r)}
+
+
+def _load_docs(out: Path | None, run: dict[str, Any], name: str) -> np.ndarray | None:
+    rel = (run.get("eval_docs") or {}).get(name)
+    if out is None or not rel or not (out / rel).is_file():
+        return None
+    return np.load(out / rel)
+
+
+def summarize(record: dict[str, Any], out: Path | None = None,
+              alpha: float = ALPHA, power: float = POWER) -> dict[str, Any]:
+    """Per-arm statistics, paired effects against the parent arm and ``raw``, their noise,
+    multiplicity and power, the planted controls' verdicts and the pairing check.
+
+    Runs pair by seed. Per-document losses (``eval_docs`` of each run, relative to ``out``)
+    add the bootstrap over documents; without them only seed noise is measured. An effect
+    is *significant* when its Holm-adjusted p-value (over every comparison here) is below
+    ``alpha``; see :mod:`pipeline.ablation.stats` for the formulas.
     """
     arms = {a: record["arms"][a] for a in record.get("arm_order", record["arms"])}
     evals = list(record["eval"])
+    budget = int(record["budget_tokens"])
+    runs = {(r["arm"], r["seed"]): r for r in record["runs"] if r.get("final_eval")}
     finals: dict[str, dict[str, list[float]]] = {a: {e: [] for e in evals} for a in arms}
-    for run in record["runs"]:
-        if run.get("final_eval"):
-            for e in evals:
-                finals[run["arm"]][e].append(run["final_eval"][e])
+    for (arm, _), run in sorted(runs.items(), key=lambda kv: kv[0][1]):
+        for e in evals:
+            if e in run["final_eval"]:
+                finals[arm][e].append(run["final_eval"][e])
     stats = {
         a: {e: dict(zip(("mean", "std"), _mean_std(v), strict=True)) | {"n": len(v)}
             for e, v in finals[a].items() if v}
         for a in arms
     }
+    # pairing: the same seed must give the same initial weights in every arm
+    digests: dict[int, set[str]] = {}
+    for (_, seed), run in runs.items():
+        if run.get("init_digest"):
+            digests.setdefault(seed, set()).add(run["init_digest"])
+    pairing = {"checked": bool(digests),
+               "unpaired_seeds": sorted(s for s, d in digests.items() if len(d) > 1)}
+
     baseline = "raw" if "raw" in arms else next(iter(arms))
     effects = []
     for arm in arms:
@@ -56,27 +103,77 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
             if ref is None or ref == arm:
                 continue
             for e in evals:
-                a, r = stats[arm].get(e), stats[ref].get(e)
-                if not a or not r:
+                seeds = sorted(s for (a, s) in runs if a == arm and (ref, s) in runs
+                               and e in runs[(arm, s)]["final_eval"]
+                               and e in runs[(ref, s)]["final_eval"])
+                if not seeds:
                     continue
-                diff = a["mean"] - r["mean"]
-                se = (math.sqrt(a["std"] ** 2 / a["n"] + r["std"] ** 2 / r["n"])
-                      if a["std"] is not None and r["std"] is not None else None)
+                diffs = [runs[(arm, s)]["final_eval"][e] - runs[(ref, s)]["final_eval"][e]
+                         for s in seeds]
+                docs_a = [_load_docs(out, runs[(arm, s)], e) for s in seeds]
+                docs_r = [_load_docs(out, runs[(ref, s)], e) for s in seeds]
+                delta = tokens = None
+                if all(d is not None for d in docs_a + docs_r):
+                    tokens = docs_a[0][:, 1]
+                    if all(np.array_equal(d[:, 1], tokens) for d in docs_a + docs_r):
+                        delta = np.mean([a[:, 0] - r[:, 0] for a, r in
+                                         zip(docs_a, docs_r, strict=True)], axis=0)
+                    else:
+                        tokens = None
+                st = paired_effect(diffs, delta, tokens, alpha, power)
                 effects.append({"arm": arm, "against": ref, "kind": ref_kind, "eval": e,
-                                "diff": diff, "se": se,
-                                "exceeds_noise": bool(se is not None and abs(diff) > 2 * se)})
-    return {"stats": stats, "effects": effects, "baseline": baseline, "evals": evals}
+                                "diff": st["effect"], "control": is_control(arms[arm])
+                                and ref_kind == "parent", **st})
+    adjusted = holm([ef["p"] for ef in effects])
+    for ef, p_adj in zip(effects, adjusted, strict=True):
+        ef["p_holm"] = p_adj
+        ef["significant"] = bool(not math.isnan(p_adj) and p_adj < alpha)
+        ef["exceeds_noise"] = ef["significant"]
+    controls = []
+    for ef in effects:
+        if ef["control"]:
+            lo = ef["ci"][0] if ef["ci"] else None
+            controls.append({"arm": ef["arm"], "against": ef["against"], "eval": ef["eval"],
+                             "effect": ef["diff"], "ci": ef["ci"],
+                             "detected": bool(lo is not None and lo > 0 and ef["significant"])})
+    reps = {a: repetition(info, budget) for a, info in arms.items()}
+    warnings = [f"arm {a!r} repeats its data {r['repeats']:.1f} times (more than "
+                f"{REPEAT_WARN:g}: beyond that, repeated tokens are worth much less than new "
+                "ones, Muennighoff et al. 2023)" for a, r in reps.items()
+                if r["repeats"] > REPEAT_WARN]
+    if pairing["unpaired_seeds"]:
+        warnings.append("seeds " + ", ".join(map(str, pairing["unpaired_seeds"]))
+                        + " start from different weights in different arms: not paired")
+    return {"stats": stats, "effects": effects, "baseline": baseline, "evals": evals,
+            "comparisons": len([e for e in effects if not math.isnan(e["p"])]),
+            "alpha": alpha, "power": power, "controls": controls, "repetition": reps,
+            "pairing": pairing, "warnings": warnings}
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "n/a" if not ci else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
+
+
+def _num(x: float | None, fmt: str = ".4f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
 def render_markdown(record: dict[str, Any], summary: dict[str, Any]) -> str:
-    """The report as Markdown: table of final validation loss, effects, and the plot."""
+    """The report as Markdown: arms, repetition, effects with their noise and power, the
+    planted control's verdict, the plot and the samples."""
     evals, stats = summary["evals"], summary["stats"]
     arms = {a: record["arms"][a] for a in record.get("arm_order", record["arms"])}
+    ev_info = record.get("eval", {})
     lines = [f"# Ablation `{record['name']}`", "",
-             f"Every arm trained on {record['budget_tokens']:,} tokens per seed; final "
-             "validation loss (mean ± standard deviation over seeds, n seeds).", "",
-             "| arm | docs kept | tokens kept | " + " | ".join(evals) + " |",
-             "|---|---:|---:|" + "---:|" * len(evals)]
+             f"Every arm trained on {record['budget_tokens']:,} tokens per seed, in epochs over "
+             "its documents; final loss on the **whole** of each eval stream (mean ± standard "
+             "deviation over seeds, n seeds).", ""]
+    if any(ev_info.get(e, {}).get("documents") for e in evals):
+        lines += ["Eval streams: " + "; ".join(
+            f"`{e}` {ev_info[e]['documents']:,} documents, {ev_info[e]['tokens']:,} tokens"
+            for e in evals if ev_info.get(e, {}).get("documents")) + ".", ""]
+    lines += ["| arm | docs kept | tokens kept | distinct tokens | repeats | fraction trained | "
+              + " | ".join(evals) + " |", "|---|---:|---:|---:|---:|---:|" + "---:|" * len(evals)]
     for arm, info in arms.items():
         cells = []
         for e in evals:
@@ -87,21 +184,69 @@ def render_markdown(record: dict[str, Any], summary: dict[str, Any]) -> str:
                 cells.append(f"{s['mean']:.4f} (n=1)")
             else:
                 cells.append(f"{s['mean']:.4f} ± {s['std']:.4f} (n={s['n']})")
-        lines.append(f"| {arm} | {info['documents_kept']:,} | {info['tokens_kept']:,} | "
+        r = summary["repetition"][arm]
+        name = f"{arm} (control)" if is_control(info) else arm
+        lines.append(f"| {name} | {info['documents_kept']:,} | {info['tokens_kept']:,} | "
+                     f"{r['distinct_tokens']:,} | {r['repeats']:.2f} | {r['fraction_trained']:.2f} | "
                      + " | ".join(cells) + " |")
+    if summary["warnings"]:
+        lines += [""] + [f"**Warning:** {w}." for w in summary["warnings"]]
+    pairing = summary["pairing"]
+    if pairing["checked"] and not pairing["unpaired_seeds"]:
+        lines += ["", "Pairing checked: every seed starts from the same weights in every arm "
+                  "(same initial-weight digest) and uses the same data-order rule."]
+    m = summary["comparisons"]
     lines += ["", "## Effects", "",
-              "Difference in final loss (negative = better) with its standard error; "
-              "**bold** where it exceeds twice the standard error of the seed noise.", "",
-              "| arm | against | eval | difference | std. error |", "|---|---|---|---:|---:|"]
+              "Effect = paired difference of final loss, arm minus reference (negative = better), "
+              "mean over seeds. **Seed CI**: 95% t-interval over the seeds' paired differences "
+              "(seed noise). **Doc CI**: 95% percentile interval of a bootstrap over eval "
+              f"documents ({BOOTSTRAP_SAMPLES} resamples; evaluation-sample noise). **CI**: both "
+              "combined (se = sqrt(se_seed² + se_doc²), Welch-Satterthwaite df). "
+              f"**p (Holm)**: two-sided, Holm-corrected over all {m} comparisons of this table. "
+              f"**MDE**: smallest effect this design detects with {summary['power']:.0%} power at "
+              f"alpha {summary['alpha']} (uncorrected), (t(1-α/2, df) + t(power, df)) × se. "
+              "**Bold**: significant after the correction.", "",
+              "| arm | against | eval | effect | seed CI | doc CI | CI | p (Holm) | MDE |",
+              "|---|---|---|---:|---|---|---|---:|---:|"]
     for ef in summary["effects"]:
         diff = f"{ef['diff']:+.4f}"
-        if ef["exceeds_noise"]:
+        if ef["significant"]:
             diff = f"**{diff}**"
-        se = f"{ef['se']:.4f}" if ef["se"] is not None else "n/a (1 seed)"
-        lines.append(f"| {ef['arm']} | {ef['against']} ({ef['kind']}) | {ef['eval']} | {diff} | {se} |")
+        seed_ci = _ci(ef.get("seed_ci")) if ef["n_seeds"] >= 2 else "n/a (1 seed)"
+        lines.append(f"| {ef['arm']} | {ef['against']} ({ef['kind']}) | {ef['eval']} | {diff} | "
+                     f"{seed_ci} | {_ci(ef.get('doc_ci'))} | {_ci(ef['ci'])} | "
+                     f"{_num(ef['p_holm'], '.3g')} | {_num(ef['mde'])} |")
+    if summary["controls"]:
+        lines += ["", "## Planted control", ""]
+        for c in summary["controls"]:
+            verdict = ("**detected**: worse than its parent beyond its interval"
+                       if c["detected"] else "**not detected**: the design cannot see this "
+                       "planted harm, so it cannot be trusted with effects of this size")
+            lines.append(f"- `{c['arm']}` vs `{c['against']}` on {c['eval']}: "
+                         f"{c['effect']:+.4f}, CI {_ci(c['ci'])}: {verdict}.")
+    noise = _noise_lines(summary)
+    if noise:
+        lines += ["", "## Noise", ""] + noise
     lines += ["", "![validation loss against tokens](ablation.svg)", ""]
     lines += render_samples(record, arms)
     return "\n".join(lines)
+
+
+def _noise_lines(summary: dict[str, Any]) -> list[str]:
+    """Median seed and document standard errors per eval stream."""
+    lines = []
+    for e in summary["evals"]:
+        efs = [ef for ef in summary["effects"] if ef["eval"] == e]
+        ss = [ef["se_seed"] for ef in efs if ef.get("se_seed") is not None]
+        sd = [ef["se_doc"] for ef in efs if ef.get("se_doc") is not None]
+        mdes = [ef["mde"] for ef in efs if ef.get("mde") is not None]
+        if not efs:
+            continue
+        lines.append(f"- `{e}`: median standard error from seeds "
+                     f"{_num(float(np.median(ss)) if ss else None)}, from eval documents "
+                     f"{_num(float(np.median(sd)) if sd else None)}; MDE "
+                     f"{_num(min(mdes) if mdes else None)}-{_num(max(mdes) if mdes else None)}.")
+    return lines
 
 
 def render_samples(record: dict[str, Any], arms: dict[str, Any]) -> list[str]:
@@ -180,7 +325,58 @@ def render_svg(record: dict[str, Any], evals: list[str]) -> str:
 
 def write_report(record: dict[str, Any], out: Path) -> dict[str, Any]:
     """Write ``report.md`` and ``ablation.svg`` into ``out``; return the summary."""
-    summary = summarize(record)
+    summary = summarize(record, out)
     (out / "report.md").write_text(render_markdown(record, summary), encoding="utf-8")
     (out / "ablation.svg").write_text(render_svg(record, summary["evals"]), encoding="utf-8")
     return summary
+
+
+def render_plan(record: dict[str, Any], out: Path, effect: float, alpha: float = ALPHA,
+                power: float = POWER) -> str:
+    """How many seeds and eval documents an ablation needs to detect ``effect`` (in nats),
+    from a finished pilot run in ``out`` (its ``ablation.json`` ``record``), as Markdown.
+
+    Per eval stream it pools the pilot's comparisons: ``sigma_seed^2`` = mean of the per-seed
+    paired-difference variances, ``sigma_doc^2`` = mean of ``se_doc^2 * D``. Model: seed
+    variance does not change with the eval set; document variance falls as 1/D.
+    """
+    from pipeline.ablation.stats import design_table
+
+    summary = summarize(record, out, alpha, power)
+    lines = [f"# Design for an effect of {effect:g} nats (pilot `{record['name']}`, "
+             f"{record['budget_tokens']:,} training tokens per run)", "",
+             f"Power {power:.0%}, two-sided alpha {alpha} per comparison (the pilot made "
+             f"{summary['comparisons']} comparisons; with a Holm correction over as many, the "
+             "first needs alpha / m: read the table at a smaller effect or add seeds).", "",
+             "Model: MDE = (t(1-α/2, df) + t(power, df)) × sqrt(σ_seed²/n + σ_doc²/D), "
+             "σ_seed² the variance of one seed's paired difference (assumed independent of the "
+             "eval set), σ_doc²/D the document-sampling variance (D eval documents), df by "
+             "Welch-Satterthwaite.", ""]
+    for e in summary["evals"]:
+        efs = [ef for ef in summary["effects"] if ef["eval"] == e]
+        s2 = [ef["sd_seed"] ** 2 for ef in efs if ef.get("sd_seed") is not None]
+        d2 = [ef["se_doc"] ** 2 * ef["n_docs"] for ef in efs if ef.get("se_doc") is not None]
+        docs = next((ef["n_docs"] for ef in efs if ef.get("n_docs")), None)
+        if not s2 or not d2 or not docs:
+            lines += [f"## `{e}`", "", "The pilot needs 2+ seeds and per-document losses "
+                      "(runs of this version) to estimate both variances.", ""]
+            continue
+        sig_s2, sig_d2 = float(np.mean(s2)), float(np.mean(d2))
+        tok = record.get("eval", {}).get(e, {}).get("tokens")
+        per_doc = tok / docs if tok else None
+        lines += [f"## `{e}`", "",
+                  f"Pilot: σ_seed = {math.sqrt(sig_s2):.4f} (from {len(s2)} comparisons), "
+                  f"σ_doc/√D = {math.sqrt(sig_d2 / docs):.4f} with D = {docs:,} documents.", "",
+                  "| seeds | MDE with this eval set | eval documents needed | eval tokens needed |",
+                  "|---:|---:|---:|---:|"]
+        for row in design_table(sig_s2, sig_d2, docs, effect, alpha, power):
+            need = row["docs_needed"]
+            lines.append(f"| {row['seeds']} | {row['mde']:.4f} | "
+                         + (f"{need:,}" if need else "unreachable: add seeds") + " | "
+                         + (f"{int(need * per_doc):,}" if need and per_doc else "-") + " |")
+        lines.append("")
+    lines += ["What this cannot tell: how the effect itself, or the seed variance, changes "
+              "with training tokens or model size (a pilot at one budget measures neither); "
+              "run the design at the budget you will report, and check the ranking at a larger "
+              "proxy (`benchmarks/ablation_gpu_run.py`)."]
+    return "\n".join(lines)

@@ -23,7 +23,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "warmup_frac": 0.05,
     "schedule": "cosine",
     "evals": 8,
-    "eval_batches": 16,
+    "eval_windows": 512,
     "compile": "auto",
 }
 
@@ -34,8 +34,13 @@ def _write_json(obj: Any, path: Path) -> None:
 
 def run_config(plan: dict[str, Any], prepared: Path, out: Path, arm: str, seed: int,
                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Return the ``model.train`` config of one (arm, seed) run at the plan's token budget."""
+    """Return the ``model.train`` config of one (arm, seed) run at the plan's token budget.
+
+    Every arm's run with the same seed starts from the same weights (the model config does
+    not depend on the arm) and draws its windows by the same rule (seeded epochs), so runs
+    pair by seed across arms."""
     t = {**TRAIN_DEFAULTS, **plan.get("train", {}), **(overrides or {})}
+    sampler = t.pop("sampler", "epochs")
     tokens_per_step = t["seq_len"] * t["batch_size"] * t["grad_accum"]
     max_steps = max(1, math.ceil(plan["budget_tokens"] / tokens_per_step))
     eval_every = max(1, max_steps // max(1, t["evals"]))
@@ -57,6 +62,7 @@ def run_config(plan: dict[str, Any], prepared: Path, out: Path, arm: str, seed: 
             "train": str(out / "streams" / arm),
             "eval": {name: str(prepared / "eval" / name) for name in plan["eval"]},
             "seq_len": t["seq_len"],
+            "sampler": sampler,
             "tokenizer": str(prepared / "tokenizer"),
         },
         "train": train,
@@ -110,6 +116,12 @@ def train_one(plan: dict[str, Any], prepared: Path, out: Path, arm: str, seed: i
             for name in plan["eval"]
         },
         "final_eval": summary["final_eval"],
+        "final_eval_subset": summary.get("final_eval_subset", {}),
+        # per-document summed NLL and tokens of the whole eval streams, relative to `out`
+        "eval_docs": {name: os.path.relpath(path, out)
+                      for name, path in summary.get("eval_docs", {}).items()},
+        "init_digest": summary.get("init_digest"),
+        "sampler": summary.get("sampler"),
         "tokens_per_s": summary["tokens_per_s"],
     }
     if plan.get("samples", {}).get("prompts"):
@@ -119,13 +131,19 @@ def train_one(plan: dict[str, Any], prepared: Path, out: Path, arm: str, seed: i
 
 
 def train_all(prepared: str | os.PathLike, out: str | os.PathLike | None = None,
-              overrides: dict[str, Any] | None = None, parallel: int = 1) -> dict[str, Any]:
+              overrides: dict[str, Any] | None = None, parallel: int = 1,
+              arms: list[str] | None = None, seeds: list[int] | None = None,
+              budget_tokens: int | None = None,
+              model: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train every arm and seed in ``prepared``; write ``ablation.json`` and the report.
 
     ``out`` defaults to the prepared folder's parent. ``overrides`` change training
     options (e.g. ``{"batch_size": 32}``) for every run. ``parallel`` > 1 trains that many
     runs at once in separate processes: a small model leaves one GPU mostly idle between
-    kernel launches, and concurrent runs fill those gaps. Returns the ablation record.
+    kernel launches, and concurrent runs fill those gaps. ``arms``, ``seeds``,
+    ``budget_tokens`` and ``model`` (keys replacing the plan's model section) run a
+    variant of the plan, e.g. a larger proxy model on some arms; use a separate ``out``
+    for each variant. Returns the ablation record.
     """
     from pipeline.ablation.report import write_report
 
@@ -137,11 +155,28 @@ def train_all(prepared: str | os.PathLike, out: str | os.PathLike | None = None,
                 "of this version; run `pipeline ablate prepare JOB.yaml` and carry its "
                 "`prepared` folder")
     plan = json.loads((prepared / "plan.json").read_text(encoding="utf-8"))
+    unknown = [a for a in arms or [] if a not in plan["arms"]]
+    if unknown:
+        raise ValueError(f"arms {unknown} are not in {prepared / 'plan.json'} "
+                         f"({', '.join(plan['arm_order'])})")
+    if arms is not None:
+        plan["arm_order"] = [a for a in plan["arm_order"] if a in arms]
+        plan["arms"] = {a: plan["arms"][a] for a in plan["arm_order"]}
+    if seeds is not None:
+        plan["seeds"] = list(seeds)
+    if budget_tokens is not None:
+        plan["budget_tokens"] = int(budget_tokens)
+    if model is not None:
+        plan["model"] = dict(model)
     out = Path(out) if out is not None else prepared.parent
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / "ablation.json"
     record = (json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists()
               else {"name": plan["name"], "budget_tokens": plan["budget_tokens"], "runs": []})
+    if record["budget_tokens"] != plan["budget_tokens"]:
+        raise ValueError(f"{record_path} holds runs at {record['budget_tokens']:,} tokens, not "
+                         f"{plan['budget_tokens']:,}; use another output folder")
+    record["model"] = plan["model"]
     record["arms"], record["arm_order"], record["eval"] = plan["arms"], plan["arm_order"], plan["eval"]
     done = {(r["arm"], r["seed"]) for r in record["runs"]}
     # Seeds outside arms: a run stopped early still has every arm for the first seeds.

@@ -110,6 +110,20 @@ def _cmd_ablate_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablate_plan(args: argparse.Namespace) -> int:
+    """Print the seeds and eval documents a design needs, from a finished pilot ablation."""
+    from pipeline.ablation.report import render_plan
+
+    record_path = Path(args.pilot) / "ablation.json"
+    if not record_path.is_file():
+        print(f"error: {record_path} does not exist; give the output folder of a finished "
+              "`pipeline ablate train` (2+ seeds)", file=sys.stderr)
+        return 2
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    print(render_plan(record, Path(args.pilot), args.effect))
+    return 0
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     """Print the continuation of each ``--prompt`` by a trained checkpoint."""
     import torch
@@ -195,6 +209,11 @@ def build_parser(with_training_commands: bool = True) -> argparse.ArgumentParser
     train.add_argument("--parallel", type=int, default=1, metavar="N",
                        help="train N runs at once (separate processes sharing the GPU)")
     train.set_defaults(func=_cmd_ablate_train)
+    plan = ablate_sub.add_parser("plan", help="seeds and eval documents needed, from a pilot")
+    plan.add_argument("pilot", help="output folder of a finished pilot (holds ablation.json)")
+    plan.add_argument("--effect", type=float, required=True,
+                      help="effect to detect, in nats of validation loss (e.g. 0.02)")
+    plan.set_defaults(func=_cmd_ablate_plan)
 
     sample = sub.add_parser("sample", help="continue a prompt with a trained checkpoint")
     sample.add_argument("checkpoint", help="train run out_dir, its checkpoints/ or a state.pt")
@@ -223,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # The GPU machine lacks the filters' dependencies; `ablate train` and `sample` must not
     # need them.
-    light = bool(argv[:2] == ["ablate", "train"] or argv[:1] == ["sample"])
+    light = bool(argv[:2] in (["ablate", "train"], ["ablate", "plan"]) or argv[:1] == ["sample"])
     args = build_parser(with_training_commands=not light).parse_args(argv)
     try:
         return args.func(args)

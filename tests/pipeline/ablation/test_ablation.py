@@ -35,7 +35,7 @@ def _job(shared: Path, out: Path, budget: int) -> dict:
         "seeds": [1],
         "model": {"preset": "tiny"},
         "train": {"seq_len": 64, "batch_size": 8, "compile": False, "evals": 3,
-                  "eval_batches": 2, "dtype": "fp32"},
+                  "eval_windows": 16, "dtype": "fp32"},
         "ray": {"num_cpus": 2},
     }
 
@@ -67,6 +67,11 @@ def test_two_arm_ablation_end_to_end(ray_local, shared_data: Path, tmp_path: Pat
     assert raw["tokens_kept"] > lid["tokens_kept"] >= 40_000
     for arm in plan["arms"].values():
         assert 40_000 <= arm["tokens_in_stream"] < 40_000 + 20_000
+        assert arm["distinct_tokens"] == arm["tokens_in_stream"]
+        assert arm["repeats"] == pytest.approx(40_000 / arm["distinct_tokens"])
+        assert arm["fraction_trained"] == pytest.approx(min(1.0, arm["repeats"]))
+        assert arm["control"] is False
+    assert plan["design"] == "budget" and plan["warnings"] == []
     # each document once in the pool; the arms' selections index it
     pool = plan["pool"]
     assert pool["tokens"] < raw["tokens_in_stream"] + lid["tokens_in_stream"]
@@ -78,9 +83,19 @@ def test_two_arm_ablation_end_to_end(ray_local, shared_data: Path, tmp_path: Pat
     assert set(plan["eval"]) == {"wiki_val", "web", "wiki_ws"} and plan["eval"]["web"]["tokens"] > 1000
     # the same articles, fewer tokens once table padding is collapsed
     assert plan["eval"]["wiki_ws"]["tokens"] < plan["eval"]["wiki_val"]["tokens"]
-    # the shared first step ran once: one node per distinct prefix
+    # the shared first step ran once: one node per distinct prefix; every arm ends with
+    # decontaminate_v1 against the eval streams' text (wiki_val once, the held-out web text)
     nodes = sorted(p.name.split("-", 1)[1] for p in (out / "nodes").iterdir())
-    assert nodes == ["extract_v1", "gopher_quality_v1", "langid_v1"]
+    assert nodes == ["decontaminate_v1", "decontaminate_v1", "extract_v1", "gopher_quality_v1",
+                     "langid_v1"]
+    evals = plan["decontamination"]["evals"]
+    assert len(evals) == 2 and evals[0].endswith("wiki_val.jsonl.gz")
+    assert "eval_text" in evals[1] and evals[1].endswith(".parquet")
+    for arm in (raw, lid):
+        loss = arm["decontamination"]
+        assert arm["steps"][-1] == {"decontaminate_v1": plan["decontamination"]}
+        assert loss["documents_in"] - loss["documents_removed"] == arm["documents_kept"]
+        assert sum(loss["by_eval_file"].values()) == loss["documents_removed"]
     # chained jobs keep earlier steps' metadata (language from langid_v1 after gopher)
     gopher_out = next((out / "nodes").glob("*-gopher_quality_v1")) / "data"
     table = pq.read_table(sorted(gopher_out.glob("*.parquet"))[0])
@@ -92,6 +107,12 @@ def test_two_arm_ablation_end_to_end(ray_local, shared_data: Path, tmp_path: Pat
     assert sorted((r["arm"], r["seed"]) for r in record["runs"]) == [("lid+gopher", 1), ("raw", 1)]
     for run in record["runs"]:
         assert run["status"] == "completed"
+        assert run["sampler"]["kind"] == "epochs" and run["sampler"]["epochs"] > 0.6
+        for name, info in plan["eval"].items():  # the whole stream, document by document
+            docs = np.load(out / run["eval_docs"][name])
+            assert docs.shape == (info["documents"], 2)
+            assert docs[:, 1].sum() == info["tokens"] - 1
+            assert docs[:, 0].sum() / docs[:, 1].sum() == pytest.approx(run["final_eval"][name])
         assert run["tokens_trained"] >= 40_000
         assert set(run["final_eval"]) == {"wiki_val", "web", "wiki_ws"}
         curve = run["eval_curve"]["wiki_val"]
@@ -101,6 +122,13 @@ def test_two_arm_ablation_end_to_end(ray_local, shared_data: Path, tmp_path: Pat
     report = (out / "report.md").read_text()
     assert "## Samples" in report and "- **lid+gopher**: The history of the city" in report
     assert "| raw |" in report and "| lid+gopher |" in report and "n/a (1 seed)" in report
+    # same seed, same initial weights in both arms: the runs pair
+    assert len({r["init_digest"] for r in record["runs"]}) == 1
+    assert "Pairing checked" in report and "Holm-corrected over all 3 comparisons" in report
+    s = summarize(record, out)
+    for ef in s["effects"]:  # one seed: only the document bootstrap measures noise
+        assert ef["n_seeds"] == 1 and ef["se_doc"] > 0 and ef["mde"] > 0
+        assert ef["doc_ci"][0] < ef["diff"] < ef["doc_ci"][1]
     assert "<polyline" in (out / "ablation.svg").read_text()
     # a rerun finds every (arm, seed) done and trains nothing
     assert train_all(prepared)["runs"] == record["runs"]
@@ -120,27 +148,66 @@ def test_train_refuses_a_folder_that_is_not_prepared(tmp_path: Path) -> None:
         train_all(tmp_path)
 
 
-def test_effects_against_parent_and_noise() -> None:
-    arms = {"raw": {"steps": ["a"], "documents_kept": 1, "tokens_kept": 1},
-            "f": {"steps": ["a", "b"], "documents_kept": 1, "tokens_kept": 1},
-            "g": {"steps": ["a", "b", "c"], "documents_kept": 1, "tokens_kept": 1}}
+def test_paired_effects_against_parent_with_holm_and_control() -> None:
+    arms = {"raw": {"steps": ["a"], "documents_kept": 1, "tokens_kept": 100},
+            "f": {"steps": ["a", "b"], "documents_kept": 1, "tokens_kept": 100},
+            "g": {"steps": ["a", "b", "c"], "documents_kept": 1, "tokens_kept": 10},
+            "ctl": {"steps": ["a", {"control_shuffle_words_v1": {}}], "documents_kept": 1,
+                    "tokens_kept": 100}}
     assert parent_arm("g", arms) == "f" and parent_arm("f", arms) == "raw"
-    assert parent_arm("raw", arms) is None
+    assert parent_arm("raw", arms) is None and parent_arm("ctl", arms) == "raw"
 
     def runs(arm: str, losses: list[float]) -> list[dict]:
-        return [{"arm": arm, "seed": i, "final_eval": {"v": x}, "eval_curve": {"v": []}}
-                for i, x in enumerate(losses)]
+        return [{"arm": arm, "seed": i, "final_eval": {"v": x}, "eval_curve": {"v": []},
+                 "init_digest": f"w{i}"} for i, x in enumerate(losses)]
 
-    record = {"arms": arms, "eval": {"v": {}},
-              "runs": runs("raw", [3.0, 3.1, 2.9]) + runs("f", [2.5, 2.6, 2.4])
-              + runs("g", [2.45, 2.65, 2.5])}
+    record = {"arms": arms, "eval": {"v": {}}, "budget_tokens": 50,
+              "runs": runs("raw", [3.0, 3.1, 2.9]) + runs("f", [2.5, 2.62, 2.41])
+              + runs("g", [2.45, 2.65, 2.5]) + runs("ctl", [3.3, 3.42, 3.18])}
     s = summarize(record)
     assert s["stats"]["raw"]["v"]["mean"] == pytest.approx(3.0)
     assert s["stats"]["raw"]["v"]["std"] == pytest.approx(0.1)
     by = {(e["arm"], e["against"]): e for e in s["effects"]}
-    # f vs raw: diff -0.5, se sqrt(0.01/3 + 0.01/3) = 0.0816 -> exceeds 2 se
-    assert by[("f", "raw")]["diff"] == pytest.approx(-0.5)
-    assert by[("f", "raw")]["se"] == pytest.approx((0.02 / 3) ** 0.5)
-    assert by[("f", "raw")]["exceeds_noise"]
-    # g vs its parent f: diff +0.0333 is inside the noise
-    assert by[("g", "f")]["kind"] == "parent" and not by[("g", "f")]["exceeds_noise"]
+    # paired over seeds: f - raw = -0.50, -0.48, -0.49 -> mean -0.49, sd 0.01 (unpaired, the
+    # arms' own sds of 0.1 would hide nothing here but would give a 10x wider interval)
+    f = by[("f", "raw")]
+    assert f["diff"] == pytest.approx(-0.49)
+    assert f["se_seed"] == pytest.approx(0.01 / 3 ** 0.5, rel=1e-6)
+    assert f["seed_ci"][0] == pytest.approx(f["diff"] - 4.302653 * f["se_seed"], rel=1e-5)
+    assert f["significant"] and f["p_holm"] >= f["p"]
+    # g vs its parent f: +0.0233 inside the noise
+    assert by[("g", "f")]["kind"] == "parent" and not by[("g", "f")]["significant"]
+    assert s["comparisons"] == 4  # f-raw, g-f, g-raw, ctl-raw
+    assert s["controls"] == [{"arm": "ctl", "against": "raw", "eval": "v",
+                              "effect": pytest.approx(0.3), "ci": by[("ctl", "raw")]["ci"],
+                              "detected": True}]
+    assert s["repetition"]["g"]["repeats"] == 5.0 and "'g' repeats" in s["warnings"][0]
+    assert s["pairing"] == {"checked": True, "unpaired_seeds": []}
+
+
+def test_ablate_plan_from_a_pilot(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`pipeline ablate plan` on a pilot with 3 seeds and per-document losses."""
+    from pipeline.cli.main import main
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(100, 2000, 200).astype(float)
+    arms = {"raw": {"steps": ["a"], "documents_kept": 1, "tokens_kept": 10**6},
+            "f": {"steps": ["a", "b"], "documents_kept": 1, "tokens_kept": 10**6}}
+    runs = []
+    for arm, shift in [("raw", 0.0), ("f", -0.03)]:
+        for seed in (1, 2, 3):
+            nll = (4.0 + shift + 0.02 * rng.standard_normal()
+                   + 0.3 * rng.standard_normal(200)) * tokens
+            rel = f"runs/{arm}-seed{seed}/eval/v.npy"
+            (tmp_path / rel).parent.mkdir(parents=True)
+            np.save(tmp_path / rel, np.stack([nll, tokens], axis=1))
+            runs.append({"arm": arm, "seed": seed, "final_eval": {"v": nll.sum() / tokens.sum()},
+                         "eval_curve": {"v": []}, "eval_docs": {"v": rel}})
+    record = {"name": "pilot", "arms": arms, "eval": {"v": {"tokens": int(tokens.sum()),
+                                                         "documents": 200}},
+              "budget_tokens": 10**6, "runs": runs}
+    (tmp_path / "ablation.json").write_text(json.dumps(record))
+    assert main(["ablate", "plan", str(tmp_path), "--effect", "0.02"]) == 0
+    text = capsys.readouterr().out
+    assert "σ_seed" in text and "| 32 |" in text and "What this cannot tell" in text
+    assert main(["ablate", "plan", str(tmp_path / "nope"), "--effect", "0.02"]) == 2
