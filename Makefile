@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean browser
 
 # setup.py builds the optional native BPE merge loop and encoder (tokenizer/_bpe.c, _encode.c).
 $(STAMP): pyproject.toml setup.py tokenizer/_bpe.c tokenizer/_encode.c
@@ -19,7 +19,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/pipeline run jobs/crawl.yaml
 
-test: $(STAMP)
+# The report test renders report.html in a real headless Chromium (Debian's package); as
+# root with apt-get, install it once (about 2 min, ~100 MB download); else the test skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	  >/dev/null) || echo "warning: chromium not installed; the report browser test will skip"; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
