@@ -84,6 +84,9 @@ class AblationConfig(StepOptions):
         description="name -> JSONL/Parquet file (tokenized as is), or 'heldout_web' for the "
         "held-out pool files after extraction and English language ID, or {path, steps}",
     )
+    decontaminate: bool = Field(
+        True, description="append decontaminate_v1 against the eval streams' text to every arm"
+    )
     seeds: list[int] = Field(min_length=1)
     model: dict[str, Any]
     train: dict[str, Any] = Field(default_factory=dict)

@@ -112,13 +112,15 @@ def _parquet_glob(out: Path, what: str) -> list[str]:
 
 
 def run_arm_steps(
-    cfg: AblationConfig, files: list[str], executor: Executor
+    cfg: AblationConfig, files: list[str], executor: Executor, tail: list[Any] | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Run every arm's steps, sharing common prefixes; return per-arm outputs and counts."""
+    """Run every arm's steps, then ``tail`` (the same last steps for every arm), sharing
+    common prefixes; return per-arm outputs and counts."""
     out = Path(cfg.output)
     nodes: dict[str, tuple[Path, dict[str, Any]]] = {}
     arms: dict[str, dict[str, Any]] = {}
-    for arm, steps in design_arms(cfg).items():
+    for arm, arm_steps in design_arms(cfg).items():
+        steps = [*arm_steps, *(tail or [])]
         inputs = files
         for k in range(len(steps)):
             key = json.dumps(steps[: k + 1], sort_keys=True)
@@ -145,7 +147,51 @@ def run_arm_steps(
             "characters_kept": nodes[key][1]["characters_out"],
             "files": inputs,
         }
+        if tail and _step_name(tail[-1]) == "decontaminate_v1":
+            arms[arm]["decontamination"] = _decontamination_losses(nodes[key][1])
     return arms
+
+
+def _decontamination_losses(stats: dict[str, Any]) -> dict[str, Any]:
+    """The documents an arm lost to its last step, ``decontaminate_v1``, in total and per
+    evaluation file (the ``evals`` entry that shared the most n-grams)."""
+    step = stats["steps"][-1]
+    prefix = "contaminated:"
+    return {"documents_in": step["docs_in"],
+            "documents_removed": step["dropped"].get("contaminated", 0),
+            "by_eval_file": {k[len(prefix):]: v for k, v in sorted(step["counters"].items())
+                             if k.startswith(prefix)}}
+
+
+def eval_texts(cfg: AblationConfig, heldout: list[str], executor: Executor
+               ) -> dict[str, tuple[list[str], list[Any]]]:
+    """Return, per eval stream, the files holding its text and the steps left to run on them.
+
+    A file stream is its file and its own steps. ``heldout_web`` is extracted and
+    language-filtered once here (its steps included) into ``OUTPUT/eval_text/``, so the
+    arms can be decontaminated against the same text the stream is tokenized from.
+    """
+    texts: dict[str, tuple[list[str], list[Any]]] = {}
+    for name, spec in cfg.eval.items():
+        source, extra = (spec, []) if isinstance(spec, str) else (spec.path, spec.steps)
+        if source != "heldout_web":
+            texts[name] = (expand_inputs([source]), extra)
+            continue
+        steps = ["extract_v1", {"langid_v1": {"languages": ["en"]}}, *extra]
+        key = json.dumps([heldout, steps], sort_keys=True)
+        node_dir = Path(cfg.output) / "eval_text" / (
+            f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}")
+        _run({"name": f"{cfg.name}/eval_text/{name}", "inputs": heldout,
+              "output": str(node_dir), "steps": steps, "write": {"checkpoint_docs": 1000},
+              "ray": cfg.ray}, executor)
+        texts[name] = (_parquet_glob(node_dir, f"eval {name!r}"), [])
+    return texts
+
+
+def decontamination_step(texts: dict[str, tuple[list[str], list[Any]]]) -> dict[str, Any]:
+    """The ``decontaminate_v1`` step against every eval stream's files (each file once)."""
+    files = list(dict.fromkeys(f for stream_files, _ in texts.values() for f in stream_files))
+    return {"decontaminate_v1": {"evals": files}}
 
 
 def write_tokenizer_corpus(files: list[str], path: Path, eos: str, max_bytes: int) -> int:
@@ -277,7 +323,9 @@ def _prepare(cfg: AblationConfig, executor: Executor) -> Path:
             "the arms need at least one file that is not held out"
         )
     arm_files, heldout = files[: -cfg.heldout_files], files[-cfg.heldout_files :]
-    arms = run_arm_steps(cfg, arm_files, executor)
+    texts = eval_texts(cfg, heldout, executor)
+    tail = [decontamination_step(texts)] if cfg.decontaminate else []
+    arms = run_arm_steps(cfg, arm_files, executor, tail)
     prepared.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(cfg, arms, prepared / "tokenizer")
 
@@ -313,13 +361,9 @@ def _prepare(cfg: AblationConfig, executor: Executor) -> Path:
 
     evals: dict[str, dict[str, Any]] = {}
     for name, spec in cfg.eval.items():
-        source, extra = (spec, []) if isinstance(spec, str) else (spec.path, spec.steps)
-        if source == "heldout_web":
-            steps = ["extract_v1", {"langid_v1": {"languages": ["en"]}}, *extra]
-            stream = tokenize(cfg, f"eval-{name}", heldout, steps, tok, executor)
-        else:
-            stream = tokenize(cfg, f"eval-{name}", expand_inputs([source]), extra, tok,
-                              executor)
+        source = spec if isinstance(spec, str) else spec.path
+        extra = [] if isinstance(spec, str) else spec.steps
+        stream = tokenize(cfg, f"eval-{name}", *texts[name], tok, executor)
         manifest = cut_stream(stream, prepared / "eval" / name, EVAL_MAX_TOKENS)
         evals[name] = {"source": source if source != "heldout_web" else heldout, "steps": extra,
                        "tokens": manifest["total_tokens"], "documents": manifest["total_docs"]}
@@ -347,6 +391,7 @@ def _prepare(cfg: AblationConfig, executor: Executor) -> Path:
         "tokenizer": cfg.tokenizer.model_dump(),
         "samples": cfg.samples.model_dump(),
         "pool": {"documents": pool_manifest["total_docs"], "tokens": pool_manifest["total_tokens"]},
+        "decontamination": tail[0]["decontaminate_v1"] if tail else None,
     }
     atomic_write_json(plan, prepared / "plan.json")
     return prepared

@@ -133,11 +133,22 @@ class ShingleHasher:
 
     def word_hashes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Return (uint32 hash per word of all texts in order, word count per text)."""
+        words, counts, _ = self._words(texts, False)
+        return words, counts
+
+    def word_hashes_numeric(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray,
+                                                                  np.ndarray]:
+        """Like :meth:`word_hashes`, plus per word whether it is only ASCII digits."""
+        words, counts, numeric = self._words(texts, True)
+        return words, counts, numeric
+
+    def _words(self, texts: Sequence[str], numeric: bool
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
         data = b"\n".join(encoded)
         nd = len(encoded)
         if not data:
-            return np.zeros(0, dtype=_U32), np.zeros(nd, dtype=np.int64)
+            return np.zeros(0, dtype=_U32), np.zeros(nd, dtype=np.int64), np.zeros(0, dtype=bool)
         raw = np.frombuffer(data, dtype=np.uint8)
         n = len(raw)
         # ASCII lower-casing: set bit 0x20 on A-Z
@@ -160,6 +171,7 @@ class ShingleHasher:
         np.subtract(buf, np.uint8(0x30), out=tmp)
         np.less(tmp, np.uint8(10), out=tmpb)
         inner |= tmpb
+        digit = tmpb.copy() if numeric else None
         np.equal(buf, np.uint8(0xC2), out=tmpb)
         tmpb |= buf == np.uint8(0xE2)
         tmpb |= buf == np.uint8(0xE3)
@@ -185,7 +197,11 @@ class ShingleHasher:
         np.cumsum(lengths + 1, out=doc_start[1:])
         first_word = np.searchsorted(starts, doc_start, side="left")
         counts = np.diff(first_word)
-        return words, counts
+        if digit is None:
+            return words, counts, None
+        nondigit = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(~digit, out=nondigit[1:])
+        return words, counts, nondigit[ends] == nondigit[starts]
 
     def hashes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Return (uint64 shingle hashes of all texts, concatenated in order; count per text)."""

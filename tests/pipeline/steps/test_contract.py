@@ -58,6 +58,9 @@ RECIPES: dict[str, tuple[str, Callable[[Get], dict[str, Any]]]] = {
                                                      "fraction": 0.5}),
     "dsir_v1": ("text", lambda get: {"target": [str(get("dsir_target"))], "fraction": 0.5}),
     "dedup_exact_v1": ("text", lambda get: {"partitions": 2}),
+    "dedup_bloom_v1": ("text", lambda get: {"mode": "paragraph", "max_filter_bytes": 1024}),
+    "decontaminate_v1": ("text", lambda get: {
+        "evals": [str(get("shared_data") / "eval" / "wiki_val.jsonl.gz")]}),
     "dedup_lines_v1": ("text", lambda get: {"partitions": 2, "min_count": 2}),
     "dedup_minhash_v1": ("text", lambda get: {"partitions": 2}),
     "tokenize_v1": ("text", lambda get: {"tokenizer": str(get("bpe_tokenizer")),
