@@ -119,6 +119,6 @@ class MinHashDedup(GlobalStep):
                 yield doc
             else:
                 ctx.drop(doc, self.name, Rejection(
-                    "near_duplicate", size, self.options.threshold, "of",
-                    f"cluster of near-duplicates (Jaccard >= {self.options.threshold})",
+                    "near_duplicate", size, None, "",
+                    f"near-duplicate (Jaccard >= {self.options.threshold}) in a cluster of",
                     "minhash_cluster_size"))
