@@ -43,6 +43,11 @@ RECIPES: dict[str, tuple[str, Callable[[Get], dict[str, Any]]]] = {
     "gopher_quality_v1": ("text", lambda get: {}),
     "gopher_repetition_v1": ("text", lambda get: {}),
     "c4_v1": ("text", lambda get: {}),
+    "badwords_v1": ("text", lambda get: {
+        "lists": str(get("shared_data") / "lists" / "ldnoobw"), "max_matches": 1}),
+    "url_filter_v1": ("text", lambda get: {
+        "lists": str(get("shared_data") / "lists" / "url_blocklist"),
+        "cache_dir": str(get("url_domain_cache"))}),
     "pii_v1": ("text", lambda get: {}),
     "whitespace_v1": ("text", lambda get: {}),
     "control_shuffle_words_v1": ("text", lambda get: {"fraction": 0.5}),
