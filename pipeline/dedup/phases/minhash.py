@@ -5,8 +5,9 @@ by bucket key into P files. ``candidates`` (task per partition): group equal (ba
 rows, emit star edges (smallest ref, other). ``verify1``/``verify2`` (task per shard
 group, only when verifying): a two-sided join that attaches each endpoint's shingle set
 (exact) or signature, recomputed from the text of the needed documents only, and keeps
-pairs at or above the threshold. ``components`` (one task): union-find over the
-surviving edges; the root of each component is its smallest ref. ``final``: per shard,
+pairs at or above the threshold. ``components``: connected components of the surviving
+edges in star rounds over edge partitions (:mod:`pipeline.dedup.phases.components`, no
+task holds all edges); the root of each component is its smallest ref. ``final``: per shard,
 ``(position, cluster, size)`` of documents that have duplicates.
 """
 
@@ -23,7 +24,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.step import StageShard
-from pipeline.dedup.components import components_of_refs
 from pipeline.dedup.minhash import (
     MinHasher,
     band_keys,
@@ -32,6 +32,7 @@ from pipeline.dedup.minhash import (
     estimated_jaccard,
     unique_pairs,
 )
+from pipeline.dedup.phases.components import run_components
 from pipeline.dedup.phases.shuffle import (
     POS_MASK,
     SHIFT,
@@ -272,27 +273,11 @@ def _verify2(
               {"checked": int(len(a)), "accepted": int(keep.sum())})
 
 
-def _components(workdir: str, n_shards: int, config: MinHashConfig) -> None:
-    """Union-find over the accepted edges; route (ref, cluster, size) to shard groups."""
+def _edge_files(workdir: str, n_shards: int, config: MinHashConfig) -> list[Path]:
+    """The accepted edges: candidate partitions without verification, else verify2's files."""
     if config.verify == "none":
-        files = [_edges_path(workdir, p) for p in range(config.partitions)]
-    else:
-        groups = n_groups(n_shards, config.partitions)
-        files = [_verify2_path(workdir, h) for h in range(groups)]
-    tables = [read_table(f) for f in files]
-    edges = unique_pairs(np.stack([concat(tables, "a", np.int64), concat(tables, "b", np.int64)],
-                                  axis=1))
-    refs, roots, sizes = components_of_refs(edges[:, 0], edges[:, 1])
-    outputs = route(workdir, "components", 0,
-                    {"ref": refs, "cluster": roots, "size": sizes.astype(np.int64)},
-                    n_shards, n_groups(n_shards, config.partitions))
-    faults.checkpoint("components", 0)
-    mark_done(workdir, "components", "all", outputs, {
-        "edges": int(len(edges)),
-        "clusters": int(len(np.unique(roots))),
-        "documents_in_clusters": int(len(refs)),
-        "removed": int((refs != roots).sum()),
-    })
+        return [_edges_path(workdir, p) for p in range(config.partitions)]
+    return [_verify2_path(workdir, h) for h in range(n_groups(n_shards, config.partitions))]
 
 
 def prepare_minhash(
@@ -322,10 +307,8 @@ def prepare_minhash(
                   [(workdir, g, ordered, S, config) for g in range(groups)], executor)
         run_phase(workdir, "verify2", [f"h{h:05d}" for h in range(groups)], _verify2,
                   [(workdir, h, ordered, S, config) for h in range(groups)], executor)
-    run_phase(workdir, "components", ["all"], _components, [(workdir, S, config)], executor)
-    # the components task's output is one "partition" routed to every shard group
-    run_final(workdir, "components", 1, S, groups, executor)
-    comp = done_info(workdir, "components", "all")
+    comp = run_components(workdir, _edge_files(workdir, S, config), P, S, groups, executor)
+    run_final(workdir, "components", P, S, groups, executor)
     summary = {
         "documents": map_info(workdir, M, "docs"),
         "bucket_rows": map_info(workdir, M, "rows"),

@@ -91,7 +91,7 @@ def test_minhash_job_redoes_deleted_and_truncated_outputs(corpus, tmp_path, exec
     os.remove(Path(work) / "candidates" / "p00001" / "g00000.parquet")
     shutil.rmtree(Path(work) / "decisions")
     units = (("map", "m00000"), ("map", "m00002"), ("candidates", "p00001"),
-             ("components", "all"))
+             ("components", "p00000"))
     before = {u: marker_path(work, *u).stat().st_mtime_ns for u in units}
     prepare_minhash(stage, work, config, executor)
     assert _decisions(work, stage) == reference
@@ -100,7 +100,7 @@ def test_minhash_job_redoes_deleted_and_truncated_outputs(corpus, tmp_path, exec
     assert after[("map", "m00002")] != before[("map", "m00002")]
     assert after[("candidates", "p00001")] != before[("candidates", "p00001")]
     assert after[("map", "m00000")] == before[("map", "m00000")]
-    assert after[("components", "all")] == before[("components", "all")]
+    assert after[("components", "p00000")] == before[("components", "p00000")]
 
 
 def test_exact_and_line_jobs_resume_after_a_crash(corpus, tmp_path, executor) -> None:
