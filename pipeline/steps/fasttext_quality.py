@@ -19,7 +19,7 @@ from pydantic import Field
 from pipeline.core.document import Document
 from pipeline.core.step import Filter, Rejection, StepOptions, require_file, require_sidecar
 from pipeline.text.normalize import NormalizeOptions
-from pipeline.text.sampling import SamplingOptions, sample, sampling_fields
+from pipeline.text.sampling import SamplingOptions, sample_reject, sampling_fields
 
 METADATA = {"quality_score": pa.float64(), "quality_label": pa.string()}
 
@@ -107,8 +107,8 @@ class FastTextQuality(_Scoring, Filter):
         if p is None:
             return None if self.options.keep_unscored else "no_text"
         if self.options.selection == "sample":
-            keep = sample(self.options, doc, p, self.options.threshold, higher_is_better=True)
-            return None if keep else "low_quality_sampled_out"
+            return sample_reject(self.options, doc, p, self.options.threshold, True,
+                                 "low_quality_sampled_out")
         if p >= self.options.threshold:
             return None
         return Rejection("low_quality", round(p, 4), self.options.threshold, "<",

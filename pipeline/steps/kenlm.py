@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from pipeline.core.document import Document
 from pipeline.core.step import Filter, Rejection, StepOptions, require_file, require_sidecar
 from pipeline.text.normalize import NormalizeOptions
-from pipeline.text.sampling import SamplingOptions, sample, sampling_fields
+from pipeline.text.sampling import SamplingOptions, sample_reject, sampling_fields
 
 BUCKETS = ("head", "middle", "tail", "all")
 
@@ -147,8 +147,10 @@ class KenLMPerplexity(Filter):
             if o.selection == "sample":
                 # on the written (rounded) value, so the metadata alone gives keep_probability
                 written = doc.metadata["perplexity"]
-                if not sample(o, doc, written, o.max_perplexity, higher_is_better=False):
-                    return "perplexity_sampled_out"
+                out = sample_reject(o, doc, written, o.max_perplexity, False,
+                                    "perplexity_sampled_out")
+                if out is not None:
+                    return out
             elif pp > o.max_perplexity:
                 return Rejection("perplexity_too_high", round(pp, 2), o.max_perplexity, ">",
                                  "perplexity", "perplexity")

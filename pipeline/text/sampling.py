@@ -28,7 +28,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from pipeline.core.document import Document
-from pipeline.core.step import StepOptions
+from pipeline.core.step import Rejection, StepOptions
 
 #: the metadata a step writes in ``selection: sample`` mode
 KEEP_PROBABILITY: dict[str, pa.DataType] = {"keep_probability": pa.float64()}
@@ -93,15 +93,19 @@ def sample_keep(doc_id: str, score: float, threshold: float, temperature: float,
     return uniform(doc_id, seed) < p, p
 
 
-def sample(options: SamplingOptions, doc: Document, score: float, threshold: float,
-           higher_is_better: bool) -> bool:
-    """Return whether ``doc`` (scored ``score``) is kept by ``selection: sample``.
+def sample_reject(options: SamplingOptions, doc: Document, score: float, threshold: float,
+                  higher_is_better: bool, reason: str) -> Rejection | None:
+    """Decide ``doc`` (scored ``score``) by ``selection: sample``: ``None`` keeps it, else a
+    :class:`~pipeline.core.step.Rejection` ``reason`` saying ``keep probability < coin``.
 
-    Writes its ``keep_probability`` into ``doc.metadata``; see :func:`sample_keep`.
+    Writes its ``keep_probability`` into ``doc.metadata`` either way (:func:`sample_keep`).
     """
     if options.temperature is None:
         raise ValueError("selection: sample needs temperature")
-    keep, p = sample_keep(doc.id, score, threshold, options.temperature, options.seed,
-                          higher_is_better)
+    p = keep_probability(score, threshold, options.temperature, higher_is_better)
     doc.metadata["keep_probability"] = p
-    return keep
+    coin = uniform(doc.id, options.seed)
+    if coin < p:
+        return None
+    return Rejection(reason, round(p, 4), round(coin, 4), "<", "keep probability (vs coin)",
+                     "keep_probability")

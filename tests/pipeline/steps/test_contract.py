@@ -51,6 +51,8 @@ RECIPES: dict[str, tuple[str, Callable[[Get], dict[str, Any]]]] = {
     "pii_v1": ("text", lambda get: {}),
     "whitespace_v1": ("text", lambda get: {}),
     "control_shuffle_words_v1": ("text", lambda get: {"fraction": 0.5}),
+    "toxicity_v1": ("text", lambda get: {"mode": "line", "drop_toxic_lines": True,
+                                         "selection": "sample", "temperature": 0.1}),
     # the contract's documents carry no score: every one is dropped as no_score
     "select_top_v1": ("text", lambda get: {"field": "perplexity", "fraction": 0.5}),
     "kenlm_v1": ("text", lambda get: {
