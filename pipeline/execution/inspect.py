@@ -426,11 +426,25 @@ def _offer_cluster(clusters: dict[int, tuple[int, _BottomK]], meta: dict[str, An
         members.offer(key, (_sample(cols, i, meta, "", ""), cols["text"][i]))
 
 
+def _after_stage_of(out: Path, step: str) -> Path:
+    """The folder holding the documents that left ``step``'s stage: the next stage's input
+    under ``_stages/`` (texts as the step saw them, before later stages rewrote them), or
+    ``data/`` when the step is in the last stage or that folder is gone."""
+    try:
+        plan = json.loads((out / "_plan.json").read_text(encoding="utf-8"))
+        stage = next(k for k, names in enumerate(plan["stage_steps"]) if step in names)
+    except (OSError, ValueError, KeyError, StopIteration):
+        return out / "data"
+    folder = out / "_stages" / f"stage-{stage + 1}"
+    return folder if folder.is_dir() and any(folder.glob("*.parquet")) else out / "data"
+
+
 def _finish_clusters(out: Path, clusters: dict[int, tuple[int, _BottomK]],
                      steps: list[dict[str, Any]], minhash: str | None, seed: int,
                      max_files: int, max_bytes: int) -> list[Cluster]:
-    """Find the kept document of the largest clusters in ``data/`` and each member's
-    shingle Jaccard to it (the step's n-gram size)."""
+    """Find the kept document of the largest clusters (:func:`_after_stage_of`) and each
+    member's shingle Jaccard to it (the step's n-gram size; computed here for these few
+    pairs only, as the step keeps no pairwise similarity)."""
     if not clusters or minhash is None:
         return []
     from pipeline.dedup.text import ShingleHasher, jaccard
@@ -438,7 +452,8 @@ def _finish_clusters(out: Path, clusters: dict[int, tuple[int, _BottomK]],
     top = sorted(clusters, key=lambda c: (-clusters[c][0], c))[:MAX_CLUSTERS]
     wanted = set(top)
     survivors: dict[int, tuple[Sample, str]] = {}
-    every = sorted((out / "data").rglob("*.parquet")) if (out / "data").is_dir() else []
+    folder = _after_stage_of(out, minhash)
+    every = sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
     for path in _budgeted(every, seed, max_files, max_bytes):
         pf = pq.ParquetFile(path)
         if "minhash_cluster" not in pf.schema_arrow.names:

@@ -8,6 +8,7 @@ output folder and writes the page atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import os
 import re
@@ -218,6 +219,7 @@ def _cluster_block(c: Cluster) -> str:
     else:
         cards.append('<div class="doc kept"><em>kept document not in the files read</em></div>')
     for sample, sim in c.members:
+        sample = dataclasses.replace(sample, rejection=None)  # the size is in the heading
         label = f"Jaccard {sim:.2f} to the kept one" if sim is not None else "Jaccard: –"
         cards.append(_card(sample, kind="removed").replace(
             '<div class="meta">', f'<div class="meta"><span class="badge measured">{label}'
@@ -256,20 +258,22 @@ def _step_section(step: dict[str, Any], ins: Inspection, score_names: list[str])
     if rest:
         blocks.append('<p class="rest">Also removed: ' + ", ".join(
             f"{esc(r)} {n:,}" for r, n in rest) + "</p>")
+    wide = []  # full-width parts below the two columns
     changes = ins.changes.get(name, [])
     if changes:
-        blocks.append(f'<h3>What {esc(name)} changed in documents it kept</h3>'
-                      + "".join(_change_card(c) for c in changes))
+        wide.append(f'<h3>What {esc(name)} changed in documents it kept (removed lines struck '
+                    f'through, masked spans highlighted)</h3><div class="grid">'
+                    + "".join(_change_card(c) for c in changes) + "</div>")
     if name.startswith("dedup_minhash") and ins.clusters:
-        blocks.append("<h3>Largest near-duplicate clusters</h3>"
-                      + "".join(_cluster_block(c) for c in ins.clusters))
+        wide.append("<h3>Largest near-duplicate clusters: the kept document, then removed "
+                    "members</h3>" + "".join(_cluster_block(c) for c in ins.clusters))
     if not blocks:
-        blocks.append('<p class="none">This step removed and changed nothing.</p>')
+        blocks.append('<p class="none">This step removed no document.</p>')
     mine = [s for s in score_names if _score_step(ins, s) == name]
     kept = "".join(_card(s, mine, kind="kept") for s in ins.kept)
     return (head + f'<div class="cols"><div class="left">{"".join(blocks)}</div>'
             f'<div class="right"><h3>Kept by the job (same sample for every step)</h3>{kept}'
-            f'</div></div></section>')
+            f'</div></div>{"".join(wide)}</section>')
 
 
 def _score_step(ins: Inspection, name: str) -> str:
@@ -299,7 +303,7 @@ solid #e2e6ec;border-radius:6px;margin:6px 0;background:#fcfcfd}.doc.kept{border
 .doc.removed{border-color:#f1d3d7}.meta{display:flex;flex-wrap:wrap;gap:6px;align-items:center;
 padding:5px 8px;border-bottom:1px solid #eef0f3;font-size:12.5px}.url{color:#3b75af;word-break:
 break-all;max-width:100%}.badge{background:#eef1f5;border-radius:10px;padding:1px 8px;font-size:
-12px;white-space:nowrap}.badge.measured{background:#fde8ea;color:#9b1c2c;font-weight:600}.badge.
+12px;overflow-wrap:anywhere}.badge.measured{background:#fde8ea;color:#9b1c2c;font-weight:600}.badge.
 score{background:#e6f0fa;color:#24527f}.badge.keptb{background:#dff3ea;color:#17694a;font-weight:
 600}.badge.lang{background:#f1eefb;color:#4b3a8f}pre{margin:0;padding:7px 9px;white-space:
 pre-wrap;word-break:break-word;font:12.5px/1.4 ui-monospace,Menlo,Consolas,monospace;max-height:
@@ -307,7 +311,8 @@ pre-wrap;word-break:break-word;font:12.5px/1.4 ui-monospace,Menlo,Consolas,monos
 monospace;max-height:20em;overflow:auto}.line.gone{color:#a33}.line del{text-decoration-color:
 #c33}.rule{margin-left:8px;font:11px system-ui;background:#fde8ea;color:#9b1c2c;border-radius:8px;
 padding:0 6px}mark.pii{background:#ffe58a;border-radius:3px;padding:0 2px}.cluster .row{display:
-grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:8px}.cluster h4{margin:10px 0 2px;
+grid;grid-auto-flow:column;grid-auto-columns:minmax(250px,1fr);gap:8px;overflow-x:auto}.grid{display:grid;
+grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:0 12px}.cluster h4{margin:10px 0 2px;
 font-size:13px}.none,.rest,.more{color:#778;font-size:12.5px}.hidden{display:none}footer{color:
 #778;font-size:12px;padding:0 28px 24px}
 """

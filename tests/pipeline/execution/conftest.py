@@ -54,3 +54,20 @@ def chromium() -> Callable[..., tuple[str, list[str]]]:
         return run.stdout, errors
 
     return load
+
+
+@pytest.fixture(scope="session")
+def webmix_dedup(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """The output folder of a job that extracts the first webmix archive, then runs MinHash
+    near-duplicate removal (Jaccard 0.5) and line dedup (local executor)."""
+    from pipeline.execution.runner import run_job
+
+    job = {"job": "crawl", "name": "webmix-dedup", "executor": "local",
+           "inputs": [str(sorted((shared_data / "webmix").glob("*.warc.gz"))[0])],
+           "read": {"html_only": False},
+           "steps": [{"extract_v1": {}}, {"dedup_minhash_v1": {"threshold": 0.5}},
+                     {"dedup_lines_v1": {}}],
+           "write": {"keep_removed": True, "checkpoint_docs": 500}}
+    out = tmp_path_factory.mktemp("webmix-dedup")
+    run_job(job, output=str(out))
+    return out

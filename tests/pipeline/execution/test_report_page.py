@@ -125,3 +125,19 @@ def test_show_filters_by_reason(webmix_crawl: Path, capsys, reason: str) -> None
     text = capsys.readouterr().out
     assert f"-- {reason}:" in text
     assert len(re.findall(r"^-- (?!changed)", text, re.M)) == 1
+
+
+def test_dedup_report_shows_clusters_and_removed_lines(webmix_dedup: Path) -> None:
+    ins = collect(webmix_dedup)
+    assert ins.clusters and all(c.survivor is not None for c in ins.clusters)
+    sizes = [c.size for c in ins.clusters]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > 2
+    # texts as the step saw them: near-duplicates at the step's threshold, or chained to one
+    sims = [sim for c in ins.clusters for _, sim in c.members]
+    assert all(sim is not None for sim in sims) and max(sims) >= 0.5
+    near = ins.removed[("dedup_minhash_v1", "near_duplicate")]
+    assert all(s.rejection["value"] >= 2 for s in near)
+    lines = ins.changes["dedup_lines_v1"]
+    assert lines and all(any(rule == "frequent" for _, rule in c.record["lines"]) for c in lines)
+    page = (webmix_dedup / "report.html").read_text(encoding="utf-8")
+    assert "Largest near-duplicate clusters" in page and "to the kept one" in page
