@@ -18,7 +18,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from pipeline.core.document import Document
-from pipeline.core.step import Filter, StepCheckError, StepOptions
+from pipeline.core.step import Filter, Rejection, StepCheckError, StepOptions
 from pipeline.text.badwords import (
     C4_ALLOWLIST,
     C4_SUBSTRING_LANGUAGES,
@@ -93,7 +93,7 @@ class BadWordsFilter(Filter):
             o = self.options
             self._lists = BadWords(o.lists, o.substring_languages, o.allowlist, o.aliases)
 
-    def reject_reason(self, doc: Document) -> str | None:
+    def reject_reason(self, doc: Document) -> Rejection | None:
         """Annotate ``badwords_count``; return ``badwords`` when it exceeds ``max_matches``."""
         self.setup()
         assert self._lists is not None
@@ -107,7 +107,11 @@ class BadWordsFilter(Filter):
             if language is not None:
                 self.count(f"no_list:{language}")
             return None
+        code = self._lists.list_for(str(language))
         if count:
-            self.count(f"matched:{self._lists.list_for(str(language))}")
+            self.count(f"matched:{code}")
         limit = self.options.max_matches
-        return "badwords" if limit is not None and count > limit else None
+        if limit is not None and count > limit:
+            return Rejection("badwords", count, limit, ">", f"bad words ({code} list)",
+                             "badwords_count")
+        return None

@@ -20,7 +20,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from pipeline.core.document import Document
-from pipeline.core.step import Filter, StepOptions, require_folder
+from pipeline.core.step import Filter, Rejection, StepOptions, require_folder
 from pipeline.text.url_filter import FILES, RULES, URLRules
 
 Rule = Literal["url_domain_blocklist", "url_list", "url_banned_word", "url_soft_banned_words",
@@ -67,8 +67,8 @@ class URLFilter(Filter):
             o = self.options
             self._rules = URLRules.load(o.lists, o.rules, o.soft_word_threshold, o.cache_dir)
 
-    def reject_reason(self, doc: Document) -> str | None:
-        """Annotate ``url_filter_rule``; return it as the reason when ``drop`` is on."""
+    def reject_reason(self, doc: Document) -> Rejection | None:
+        """Annotate ``url_filter_rule``; return the rule (with what matched) when ``drop``."""
         self.setup()
         assert self._rules is not None
         if not doc.url:
@@ -76,7 +76,7 @@ class URLFilter(Filter):
             self.count("no_url")
             return None
         rule = self._rules.rule(doc.url)
-        doc.metadata["url_filter_rule"] = rule
+        doc.metadata["url_filter_rule"] = None if rule is None else str(rule)
         if rule is not None and not self.options.drop:
             self.count(f"annotated:{rule}")
         return rule if self.options.drop else None

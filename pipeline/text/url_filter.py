@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 import ahocorasick
 import numpy as np
 
+from pipeline.core.step import Rejection
 from pipeline.io.atomic import atomic_path
 
 _FNV_OFFSET = 0xCBF29CE484222325
@@ -194,14 +195,20 @@ def load_domain_hashes(path: str | os.PathLike, cache_dir: str | os.PathLike | N
     return np.load(cache, mmap_mode="r")
 
 
-def contains_any(hashes: np.ndarray, values: list[int]) -> bool:
-    """True when one of ``values`` is in the sorted array ``hashes``."""
-    if not len(hashes):
-        return False
+def first_listed(hashes: np.ndarray, values: list[int]) -> int | None:
+    """Return the index of the first of ``values`` in the sorted array ``hashes``, or None."""
+    if not len(hashes) or not values:
+        return None
     v = np.array(values, dtype=np.uint64)
     i = np.searchsorted(hashes, v)
     i[i == len(hashes)] = 0
-    return bool((hashes[i] == v).any())
+    found = np.flatnonzero(hashes[i] == v)
+    return int(found[0]) if len(found) else None
+
+
+def contains_any(hashes: np.ndarray, values: list[int]) -> bool:
+    """True when one of ``values`` is in the sorted array ``hashes``."""
+    return first_listed(hashes, values) is not None
 
 
 def _split(url: str) -> tuple[str | None, str]:
@@ -323,25 +330,39 @@ class URLRules:
         return cls(domains, urls, words("url_banned_word"), words("url_soft_banned_words"),
                    words("url_banned_subword"), soft_word_threshold)
 
-    def rule(self, url: str) -> str | None:
-        """Return the name of the first rule that blocks ``url``, or None."""
+    def rule(self, url: str) -> Rejection | None:
+        """Return the first rule that blocks ``url`` (its name, with what matched), or None.
+
+        The :class:`Rejection` is the rule's name as a string; ``value`` is what matched
+        (the listed domain, the normalised URL, the word or subword, or the number of
+        soft-banned words), ``threshold`` the list file (the count threshold for soft words).
+        """
         host, rest = _split(url)
         host = ascii_host(host) if host else None
-        if host and self.domains is not None and contains_any(self.domains, suffix_hashes(host)):
-            return "url_domain_blocklist"
-        if self.urls and _joined(host, rest) in self.urls:
-            return "url_list"
+        if host and self.domains is not None:
+            k = first_listed(self.domains, suffix_hashes(host))
+            if k is not None:
+                domain = ".".join(host.split(".")[-(k + 1):])
+                return Rejection("url_domain_blocklist", domain, FILES["url_domain_blocklist"],
+                                 "in", "domain of the URL")
+        if self.urls and (bare := _joined(host, rest)) in self.urls:
+            return Rejection("url_list", bare, FILES["url_list"], "in", "normalised URL")
         if self.banned_words or self.soft_banned_words:
             tokens = url_tokens(url)
-            if not tokens.isdisjoint(self.banned_words):
-                return "url_banned_word"
-            if (self.soft_banned_words
-                    and len(tokens & self.soft_banned_words) >= self.soft_word_threshold):
-                return "url_soft_banned_words"
+            banned = tokens & self.banned_words
+            if banned:
+                return Rejection("url_banned_word", min(banned), FILES["url_banned_word"], "in",
+                                 "word of the URL")
+            soft = tokens & self.soft_banned_words
+            if self.soft_banned_words and len(soft) >= self.soft_word_threshold:
+                return Rejection("url_soft_banned_words", len(soft), self.soft_word_threshold,
+                                 ">=", f"soft-banned words of the URL ({', '.join(sorted(soft))})")
         if self._subwords is not None:
             scheme_less = url.split("://", 1)[1] if "://" in url else url
-            if next(self._subwords.iter(compact(scheme_less)), None) is not None:
-                return "url_banned_subword"
+            hit = next(self._subwords.iter(compact(scheme_less)), None)
+            if hit is not None:
+                return Rejection("url_banned_subword", hit[1], FILES["url_banned_subword"], "in",
+                                 "URL without separators")
         return None
 
 

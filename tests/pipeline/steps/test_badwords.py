@@ -54,6 +54,9 @@ def test_c4_rule_drops_every_page_with_a_match(pages: list[Document], lists: str
         assert doc.metadata["badwords_count"] == expect
     assert removed and all(r == "badwords" for _, r in removed)
     assert all(d.metadata["badwords_count"] > 0 for d, _ in removed)
+    for doc, reason in removed:  # the rejection says what was measured against what
+        assert (reason.value, reason.threshold, reason.op, reason.metric) == (
+            doc.metadata["badwords_count"], 0, ">", "badwords_count")
     assert all(not d.metadata["badwords_count"] for d in kept)
     assert stats.dropped["badwords"] == len(removed)
     languages = {d.metadata["language"] for d in pages}

@@ -106,6 +106,9 @@ def test_domain_rule_covers_subdomains_and_url_forms(rules: URLRules) -> None:
                 f"http://example.org/{listed}", "http://[::1/broken"):
         assert rules.rule(url) != "url_domain_blocklist", url
     assert rules.rule("http://anything.xxx/") == "url_domain_blocklist"  # a listed TLD
+    hit = rules.rule(f"https://cdn.{listed}/a.jpg")
+    assert (hit.value, hit.threshold, hit.op) == (listed, "domains.gz", "in")
+    assert rules.rule("http://anything.xxx/").value == "xxx"
 
 
 def test_idn_hosts_are_looked_up_in_ascii(subset: Path, rules: URLRules) -> None:
@@ -143,6 +146,10 @@ def test_word_rules(rules: URLRules, blocklist: Path) -> None:
     banned = read_word_file(blocklist / "banned_words.txt")
     assert "bdsm" in banned and "ass" not in banned  # "#ass" is commented out
     assert rules.rule("https://example.com/BDSM-shop") == "url_banned_word"  # upper case
+    assert rules.rule("https://example.com/BDSM-shop").value == "bdsm"
+    soft = rules.rule("https://shop.example.com/Sex/Nude-photos")
+    assert (soft.value, soft.threshold, soft.op) == (2, 2, ">=")
+    assert rules.rule("https://example.com/the-ball-gag-store").value == "ballgag"
     assert rules.rule("https://example.com/bdsmshop") is None  # a token, not a substring
     assert rules.rule("https://shop.example.com/Sex/Nude-photos") == "url_soft_banned_words"
     assert rules.rule("https://example.com/sex-education") is None  # one soft word
