@@ -229,3 +229,21 @@ def test_pickled_step_reloads_its_model_and_decides_the_same(docs: list[Document
     ctx = StepContext(StepStats())
     b = list(clone.run([copy.deepcopy(d) for d in docs[:60]], ctx))
     assert [(d.id, d.text, d.metadata) for d in a] == [(d.id, d.text, d.metadata) for d in b]
+
+
+def test_cut_lines_are_recorded_as_change_samples(docs: list[Document]) -> None:
+    step = Toxicity(ToxicityOptions(mode="line", threshold=None, drop_toxic_lines=True))
+    samples: list = []
+    ctx = StepContext(StepStats(), samples=samples)
+    originals = {d.id: d.text for d in docs}
+    out = {d.id: d for d in step.run([copy.deepcopy(d) for d in docs], ctx)}
+    assert samples
+    for doc, name, record in samples:
+        assert name == "toxicity_v1"
+        lines = originals[doc.id].split("\n")
+        assert record["lines_total"] == len(lines)
+        assert [row[0] for row in record["lines"]] == [ln[:400] for ln in lines[:80]]
+        kept = [ln for ln, (_, why) in zip(lines, record["lines"], strict=False) if why is None]
+        assert out[doc.id].text.split("\n")[:len(kept)] == kept
+        assert any(why and why.startswith("toxicity ") for _, why in record["lines"]) or (
+            len(lines) > 80)
