@@ -81,7 +81,8 @@ JOBS = ("crawl", "dedup", "tokenizer", "tokens")
 
 # Bookkeeping the runner writes next to the data: timestamps, absolute paths, or a
 # rendering of stats.json (summary.md, stats.png). Nothing in them is an output of a step.
-SKIP_NAMES = frozenset({"_job.json", "_plan.json", "_SUCCESS", "summary.md", "stats.png"})
+SKIP_NAMES = frozenset({"_job.json", "_plan.json", "_SUCCESS", "summary.md", "stats.png",
+                        "report.html"})
 SKIP_DIRS = frozenset({"_progress", "_stages", "_global"})
 # The script's own files at the top of DIR.
 OWN_TOP = frozenset({"jobs", "logs", "run.json", MANIFEST})
