@@ -370,6 +370,12 @@ def collect(out: str | os.PathLike, k: int = 6, seed: int = 0, max_files: int = 
                     bucket.offer(key, ChangeSample(doc_id, cols["url"][i], cols["step"][i],
                                                    json.loads(cols["sample_json"][i])))
 
+    options = {s["name"]: s["options"] for s in steps}
+    for f, s in score_step.items():  # no removed document read: the threshold of the options
+        for key, op in (("threshold", "<"), ("max_perplexity", ">")):
+            value = options.get(s, {}).get(key)
+            if f not in thresholds and isinstance(value, int | float):
+                thresholds[f] = (float(value), op)
     scores = [Score(f, s, kept_values[f].result(), removed_values[f].result(),
                     *thresholds.get(f, (None, "")))
               for f, s in score_step.items()]
