@@ -89,6 +89,11 @@ def reasons_svg(stats: dict[str, Any], top: int = 14) -> str:
         for reason, n in s["dropped"].items():
             reasons[(s["name"], reason)] += n
     rows = reasons.most_common(top)
+    for s in stats["steps"]:  # every step that removed documents shows its main reason
+        own = Counter({k: n for k, n in reasons.items() if k[0] == s["name"]})
+        if own and not any(k in own for k, _ in rows):
+            rows.append(own.most_common(1)[0])
+    rows.sort(key=lambda kn: -kn[1])
     w, row, left = 560, 19, 300
     h = max(40, row * len(rows) + 12)
     peak = max([n for _, n in rows] + [1])
