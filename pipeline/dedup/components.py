@@ -6,6 +6,12 @@ pointer jumping (a Shiloach-Vishkin style union-find done as whole-array operati
 each round hooks the larger root of every edge under the smaller one and then compresses
 paths, until every edge has both ends under one root. The root of a component is its
 smallest node, which is how the survivor of a duplicate cluster is chosen deterministically.
+
+This in-memory version holds every edge (about 128 bytes per edge at its peak). The
+in-memory API (:func:`pipeline.dedup.minhash.minhash_clusters`) uses it; the
+``dedup_minhash_v1`` job uses the distributed star rounds of
+:mod:`pipeline.dedup.phases.components`, which find the same roots and sizes and are tested
+against :func:`components_of_refs`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ One module per idea:
   ``load_*`` (one shard's decisions, in its task).
 
 No process ever holds more than one batch of documents, one map task's rows, one
-partition of the shuffle, or (for MinHash) the duplicate edges. Tests make a chosen unit
+partition of the shuffle, or (for MinHash) one partition of the duplicate edges
+(:mod:`~pipeline.dedup.phases.components`). Tests make a chosen unit
 fail with :func:`pipeline.execution.faults.inject_failures`; phases call
 :func:`pipeline.execution.faults.checkpoint` after a unit wrote its outputs and before it
 marks itself done.

@@ -183,7 +183,8 @@ def test_rounds_resume_after_a_crash_in_any_phase(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def webmix_stage(shared_data, tmp_path_factory) -> list[StageShard]:
-    """The webmix crawl's response payloads (decoded text), one stage shard per WARC file."""
+    """The webmix crawl's response payloads (decoded, the first 8,000 characters: enough
+    for its planted near duplicates, a quarter of the hashing), one shard per WARC file."""
     from fastwarc.warc import ArchiveIterator, WarcRecordType
     from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
@@ -197,19 +198,17 @@ def webmix_stage(shared_data, tmp_path_factory) -> list[StageShard]:
             for rec in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True):
                 body = rec.reader.read()
                 docs.append(Document(id=rec.headers["WARC-Record-ID"],
-                                     text=bytes_to_str(body, detect_encoding(body))))
+                                     text=bytes_to_str(body, detect_encoding(body))[:8000]))
         out = root / f"{path.name.split('.')[0]}.parquet"
         write_documents_parquet(docs, out, {})
         stage.append(StageShard(path.name.split(".")[0], (str(out),)))
     return stage
 
 
-@pytest.mark.parametrize("partitions", [1, 6])
-def test_minhash_on_webmix_keeps_the_union_find_clusters(webmix_stage, tmp_path,
-                                                         partitions) -> None:
+def test_minhash_on_webmix_keeps_the_union_find_clusters(webmix_stage, tmp_path) -> None:
     """The MinHash job's decisions on webmix are those of the union-find over its own edges."""
     work = str(tmp_path)
-    config = MinHashConfig(threshold=0.7, partitions=partitions, verify="signature")
+    config = MinHashConfig(threshold=0.7, partitions=5, verify="signature")
     summary = prepare_minhash(webmix_stage, work, config, LocalExecutor())
     assert summary["removed"] > 100  # webmix plants near duplicates
     edges = [read_table(f) for f in list_phase_files(work, "verify2")]
