@@ -5,7 +5,7 @@
 ``threshold: null`` it keeps everything and only annotates, so an ablation can re-threshold
 the written scores without scoring again. With ``selection: sample`` a document is kept with
 probability ``sigmoid((quality_score - threshold) / temperature)`` instead (seeded by its id,
-:mod:`pipeline.text.sampling`) and ``keep_probability`` is written. ``fasttext_quality_top_v1``
+:mod:`pipeline.text.sampling`), written as ``quality_keep_probability``. ``fasttext_quality_top_v1``
 (:mod:`pipeline.steps.fasttext_quality_top`) keeps the job-wide top fraction by that score.
 """
 
@@ -26,6 +26,8 @@ METADATA = {"quality_score": pa.float64(), "quality_label": pa.string()}
 
 class FastTextQualityOptions(SamplingOptions):
     """Options of ``fasttext_quality_v1``."""
+
+    keep_key: ClassVar[str] = "quality_keep_probability"
 
     model: str = Field(description="fastText model written by `pipeline classifier train`")
     threshold: float | None = Field(

@@ -9,7 +9,8 @@ no cutoff table, no such language or no text. A document is kept when its perple
 ``<= max_perplexity`` (if set) and its bucket is in ``keep_buckets`` (if set); with both
 unset the step only annotates. With ``selection: sample`` the ``max_perplexity`` test keeps a
 document with probability ``sigmoid((max_perplexity - perplexity) / temperature)`` instead
-(seeded by its id, :mod:`pipeline.text.sampling`) and writes ``keep_probability``.
+(seeded by its id, :mod:`pipeline.text.sampling`) and writes it as
+``perplexity_keep_probability``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class KenLMOptions(SamplingOptions):
     """Options of ``kenlm_v1`` (``temperature`` is in perplexity units)."""
 
     threshold_option: ClassVar[str] = "max_perplexity"
+    keep_key: ClassVar[str] = "perplexity_keep_probability"
 
     model: str = Field(description="ARPA or KenLM binary written by `pipeline lm train`")
     max_perplexity: float | None = Field(None, gt=0, description="keep perplexity <= this")
@@ -145,7 +147,7 @@ class KenLMPerplexity(Filter):
             if pp is None:
                 return "no_text"
             if o.selection == "sample":
-                # on the written (rounded) value, so the metadata alone gives keep_probability
+                # on the written (rounded) value, so the metadata alone gives p_keep
                 written = doc.metadata["perplexity"]
                 out = sample_reject(o, doc, written, o.max_perplexity, False,
                                     "perplexity_sampled_out")

@@ -16,7 +16,8 @@ Decisions, in this order, all on the written metadata:
 1. ``toxicity_score >= threshold`` drops the document (``toxic``); in line mode that is
    "some line scores at least ``threshold``". ``threshold: null`` only annotates.
    ``selection: sample`` keeps it instead with probability
-   ``sigmoid((threshold - toxicity_score) / temperature)`` (:mod:`pipeline.text.sampling`).
+   ``sigmoid((threshold - toxicity_score) / temperature)`` (:mod:`pipeline.text.sampling`),
+   written as ``toxicity_keep_probability``.
 2. line mode, ``max_toxic_line_fraction``: a larger ``toxic_line_fraction`` drops it
    (``too_many_toxic_lines``).
 3. line mode, ``drop_toxic_lines: true``: the toxic lines are cut out of the kept document
@@ -54,6 +55,8 @@ LINE_FIELDS = {"toxic_line_fraction": pa.float64()}
 
 class ToxicityOptions(SamplingOptions):
     """Options of ``toxicity_v1``."""
+
+    keep_key: ClassVar[str] = "toxicity_keep_probability"
 
     model: str | None = Field(
         None, description="fastText .bin with __label__toxic-style labels (dolma's Jigsaw "

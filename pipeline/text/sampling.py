@@ -13,7 +13,9 @@ own units) is how far from the threshold the probability moves from 0.27 to 0.73
 goes to 0 the rule becomes the threshold rule. The coin is a hash of the seed and the
 document id (:func:`uniform`), not a random generator: a rerun, a resumed run or another
 cut of the shard into chunks keeps exactly the same documents. A document is kept when
-``uniform(id, seed) < p_keep``.
+``uniform(id, seed) < p_keep``. The step writes p_keep as metadata under its own key
+(``perplexity_keep_probability``, ``quality_keep_probability``,
+``toxicity_keep_probability``), so two sampled steps in one job keep both.
 
 Job-wide selection (keep the top fraction of all shards) is :mod:`pipeline.text.selection`.
 """
@@ -30,18 +32,16 @@ from pydantic import Field, model_validator
 from pipeline.core.document import Document
 from pipeline.core.step import Rejection, StepOptions
 
-#: the metadata a step writes in ``selection: sample`` mode
-KEEP_PROBABILITY: dict[str, pa.DataType] = {"keep_probability": pa.float64()}
-
 
 class SamplingOptions(StepOptions):
     """The ``selection``, ``temperature`` and ``seed`` options of a score-based filter.
 
-    A subclass names the option holding its threshold in ``threshold_option``; sampling
-    needs it set, and a temperature.
+    A subclass names the option holding its threshold in ``threshold_option`` (sampling
+    needs it set, and a temperature) and the metadata key of p_keep in ``keep_key``.
     """
 
     threshold_option: ClassVar[str] = "threshold"
+    keep_key: ClassVar[str] = "keep_probability"
 
     selection: Literal["threshold", "sample"] = Field(
         "threshold", description="threshold: keep by the threshold; sample: keep with "
@@ -65,7 +65,7 @@ class SamplingOptions(StepOptions):
 
 def sampling_fields(options: SamplingOptions) -> dict[str, pa.DataType]:
     """Return the metadata a step with these options adds for sampling (none by threshold)."""
-    return dict(KEEP_PROBABILITY) if options.selection == "sample" else {}
+    return {options.keep_key: pa.float64()} if options.selection == "sample" else {}
 
 
 def keep_probability(score: float, threshold: float, temperature: float,
@@ -98,14 +98,14 @@ def sample_reject(options: SamplingOptions, doc: Document, score: float, thresho
     """Decide ``doc`` (scored ``score``) by ``selection: sample``: ``None`` keeps it, else a
     :class:`~pipeline.core.step.Rejection` ``reason`` saying ``keep probability < coin``.
 
-    Writes its ``keep_probability`` into ``doc.metadata`` either way (:func:`sample_keep`).
+    Writes p_keep into ``doc.metadata[options.keep_key]`` either way (:func:`sample_keep`).
     """
     if options.temperature is None:
         raise ValueError("selection: sample needs temperature")
     p = keep_probability(score, threshold, options.temperature, higher_is_better)
-    doc.metadata["keep_probability"] = p
+    doc.metadata[options.keep_key] = p
     coin = uniform(doc.id, options.seed)
     if coin < p:
         return None
     return Rejection(reason, round(p, 4), round(coin, 4), "<", "keep probability (vs coin)",
-                     "keep_probability")
+                     options.keep_key)

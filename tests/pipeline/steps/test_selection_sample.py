@@ -103,13 +103,14 @@ def test_sample_keeps_by_the_stated_probability_and_the_id(
     key, higher, option, _ = STEPS[name]
     opts = _sampling(name, shared_data, scored[name])
     step = _step(name, opts)
-    assert "keep_probability" in step.metadata_fields
+    keep_key = type(step.options).keep_key
+    assert keep_key.endswith("_keep_probability") and keep_key in step.metadata_fields
     out, removed = _run(step, docs)
     kept = {d.id for d in out}
     expected_kept = 0.0
     for d in out:
         p = keep_probability(d.metadata[key], opts[option], opts["temperature"], higher)
-        assert d.metadata["keep_probability"] == pytest.approx(p, rel=1e-12)
+        assert d.metadata[keep_key] == pytest.approx(p, rel=1e-12)
         assert uniform(d.id, opts["seed"]) < p
     for doc in docs:
         score = scored[name][doc.id]
@@ -149,12 +150,13 @@ def test_threshold_mode_is_unchanged(name: str, docs: list[Document], scored: di
     default = _step(name, base)
     explicit = _step(name, {**base, "selection": "threshold", "temperature": 5.0, "seed": 3})
     assert default.metadata_fields == type(default).metadata_fields
-    assert "keep_probability" not in default.metadata_fields
+    keep_key = type(default.options).keep_key
+    assert keep_key not in default.metadata_fields
     out, removed = _run(default, docs)
     out2, removed2 = _run(explicit, docs)
     assert [(d.id, d.text, d.metadata) for d in out] == [(d.id, d.text, d.metadata) for d in out2]
     assert removed == removed2
-    assert all("keep_probability" not in d.metadata for d in out)
+    assert all(keep_key not in d.metadata for d in out)
     for doc in docs:
         score = scored[name][doc.id]
         if score is None:
@@ -168,3 +170,22 @@ def test_threshold_mode_is_unchanged(name: str, docs: list[Document], scored: di
         assert (doc.id in removed) == dropped, (doc.id, score, threshold)
         if dropped:
             assert removed[doc.id] == reason
+
+
+def test_two_sampled_steps_in_one_job_keep_both_probabilities(
+        docs: list[Document], scored: dict, shared_data: Path) -> None:
+    """Each step writes p_keep under its own key: a later step does not overwrite it."""
+    from pipeline.execution.runner import all_metadata_fields, run_chain
+
+    steps = [_step(name, _sampling(name, shared_data, scored[name]))
+             for name in ("toxicity_v1", "kenlm_v1")]
+    keys = [type(s.options).keep_key for s in steps]
+    assert keys == ["toxicity_keep_probability", "perplexity_keep_probability"]
+    assert set(keys) <= all_metadata_fields(steps).keys()
+    out = run_chain([copy.deepcopy(d) for d in docs], steps,
+                    [StepContext(StepStats()) for _ in steps])
+    assert out and all(set(keys) <= d.metadata.keys() for d in out)
+    for d in out:
+        tox = keep_probability(d.metadata["toxicity_score"], steps[0].options.threshold,
+                               steps[0].options.temperature, False)
+        assert d.metadata["toxicity_keep_probability"] == pytest.approx(tox, rel=1e-12)
