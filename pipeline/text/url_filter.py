@@ -5,15 +5,21 @@ Rules, in the order they are tried (the first that fires names the removal):
 ``url_domain_blocklist``
     the URL's host or any parent domain of it is listed: ``a.b.example.com`` is blocked
     when ``example.com`` (or ``b.example.com``) is. Every dot-suffix of the host is looked
-    up, so no public-suffix list is needed and subdomains listed on their own also work; a
-    listed bare TLD blocks all of it (the UT1 list names ``adult``, ``porn``, ``sex`` and
-    ``xxx``, which are adult TLDs). Hosts are lowercased, without userinfo, port and
-    trailing dot; an internationalised host is looked up in its IDNA (``xn--``) form.
+    up, so no public-suffix list is needed; this is how squidGuard, which the UT1 lists are
+    written for, reads a domain list. Most UT1 entries are hosts below a registered domain
+    (``x.tumblr.com``); datatrove checks only the registered domain and the exact host, so
+    it keeps ``www.`` or other subdomains of those. A listed bare TLD blocks all of it (the
+    list names ``adult``, ``porn``, ``sex`` and ``xxx``). Hosts are lowercased, without
+    userinfo, port and trailing dot; an internationalised host is looked up in its IDNA
+    (``xn--``) form.
 ``url_list``
     the normalised URL (:func:`normalize_url`: no scheme, userinfo, port, ``www.`` or
-    fragment; host lowercased; trailing ``/`` dropped) is in the URL list.
+    fragment; host lowercased; trailing ``/`` dropped) is in the URL list, normalised the
+    same way. (datatrove 0.10 compares the raw URL, scheme included, with entries that
+    have none, so this rule never fires there.)
 ``url_banned_word``
-    a token of the lowercased URL (split on non-alphanumerics) is a banned word.
+    a token of the lowercased URL (split on non-alphanumerics) is a banned word
+    (datatrove does not lowercase the URL: ``/BDSM`` passes there).
 ``url_soft_banned_words``
     at least ``soft_word_threshold`` distinct tokens are soft-banned words.
 ``url_banned_subword``
