@@ -141,11 +141,19 @@ def plot_funnel(stats: dict[str, Any], path: Path) -> None:
         for reason, n in s["dropped"].items():
             reasons[f"{s['name']}: {reason}"] += n
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
-    ax1.bar(range(len(names)), counts, color="#4477aa")
+    bars = ax1.bar(range(len(names)), counts, color="#4477aa")
+    # the removed count on each bar: a step that removes a few of many stays visible
+    ax1.bar_label(bars, [""] + [f"-{a - b:,}" if a > b else "" for a, b
+                                in zip(counts, counts[1:], strict=False)], fontsize=8)
     ax1.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax1.set_ylabel("documents remaining")
     ax1.set_title("Documents after each step")
-    top = reasons.most_common(12)[::-1]
+    top = reasons.most_common(12)
+    for s in stats["steps"]:  # every step that removed documents shows its main reason
+        own = Counter({r: n for r, n in reasons.items() if r.startswith(f"{s['name']}: ")})
+        if own and not any(r in own for r, _ in top):
+            top.append(own.most_common(1)[0])
+    top = sorted(top, key=lambda rn: rn[1])
     ax2.barh([r for r, _ in top], [n for _, n in top], color="#cc6677")
     ax2.set_xlabel("documents removed")
     ax2.set_title("Top removal reasons")
