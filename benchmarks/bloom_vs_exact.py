@@ -5,8 +5,8 @@
 Inputs: (1) webmix extracted (every response record of ../shared/data/webmix, HTML pages
 through resiliparse main-content extraction), 8 stage shards; (2) a larger input built
 from it: each extracted document repeated ``--copies`` times, every copy with one word
-replaced by a random token (distinct documents) except every fifth copy, which is an
-exact copy (a duplicate), in 16 shards. Each job runs in a fresh process under the
+replaced by a random token (distinct documents) except every fifth copy, which is left
+unedited (so it repeats webmix's own duplicates), in 16 shards. Each job runs in a fresh process under the
 LocalExecutor (one core), so wall time and peak RSS are the job's own. Printed: seconds,
 peak RSS, the largest in-memory structure of one task (exact: the keys and refs of the
 largest reduce partition, 24 bytes a row; Bloom: one filter), the documents each drops,
