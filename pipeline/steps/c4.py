@@ -13,26 +13,35 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pipeline.core.document import Document
+from pipeline.core.per_language import ByLanguage, PerLanguageOptions
 from pipeline.core.step import Filter, StepOptions
 from pipeline.text.heuristics.c4 import C4Options, C4Rules
+
+
+class C4StepOptions(PerLanguageOptions, C4Options):
+    """The rules' options plus ``per_language`` overrides of any of them
+    (:mod:`pipeline.core.per_language`)."""
 
 
 class C4Filter(Filter):
     """Removes C4-rejected lines and drops documents C4 rejects (reasons ``c4_*``)."""
 
     name = "c4_v1"
-    Options: ClassVar[type[StepOptions]] = C4Options
+    Options: ClassVar[type[StepOptions]] = C4StepOptions
 
     def __init__(self, options: C4Options | None = None) -> None:
         super().__init__(options)
-        self.rules = C4Rules(self.options)  # type: ignore[arg-type]
+        #: the rules per document language (``per_language``); ``rules`` applies the base options
+        self.by_language = ByLanguage(self.options, C4Rules)
+        self.rules = self.by_language.base
 
     def reject_reason(self, doc: Document) -> str | None:
         """Return the reason C4 drops ``doc``, or None after rewriting its text to the kept lines.
 
         Counts the line outcomes of a kept document (see the module docstring).
         """
-        result = self.rules.apply(doc.text)
+        rules = self.by_language.pick(doc)
+        result = rules.apply(doc.text)
         if result.text is None:
             return result.reason
         removed = 0
@@ -45,7 +54,7 @@ class C4Filter(Filter):
         self.count("c4_lines_removed", removed)
         if result.text != doc.text:
             if self.wants_sample(doc):
-                self.record_sample(doc, line_trace(self.rules, doc.text))
+                self.record_sample(doc, line_trace(rules, doc.text))
             doc.text = result.text
             self.count("c4_docs_changed")
         return None

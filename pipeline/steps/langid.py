@@ -5,18 +5,27 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from pipeline.core.document import Document
-from pipeline.core.step import Filter, Rejection, StepCheckError, StepOptions, require_file
+from pipeline.core.per_language import ByLanguage, PerLanguageOptions
+from pipeline.core.step import Filter, Rejection, StepCheckError, require_file
 from pipeline.text.langid import blank_symbols
 
 if TYPE_CHECKING:
     from pipeline.text.langid import LanguageIdentifier
 
 
-class LangIdOptions(StepOptions):
-    """Options of :class:`LangId`."""
+class LangIdOptions(PerLanguageOptions):
+    """Options of :class:`LangId`.
+
+    ``per_language: {de: {threshold: 0.7}}`` sets the minimum score of documents identified
+    as that language (the only option a language can override: the others decide how the
+    language is found).
+    """
+
+    per_language_keys = frozenset({"threshold"})
 
     #: codes to keep (ISO 639-1 where one exists, else the model's label, e.g. ``ceb``);
     #: ``None`` or empty keeps every language that passes the threshold
@@ -35,14 +44,27 @@ class LangIdOptions(StepOptions):
             return None
         return [code.strip().lower() for code in value if code.strip()]
 
+    @model_validator(mode="after")
+    def _overrides_kept(self) -> LangIdOptions:
+        # A threshold for a language the step drops anyway is a typo or a forgotten code.
+        if self.languages:
+            dropped = sorted(set(self.per_language) - set(self.languages))
+            if dropped:
+                raise PydanticCustomError(
+                    "per_language_not_kept",
+                    "per_language names {dropped}, not in languages {languages}; add it to "
+                    "languages or remove it", {"dropped": ", ".join(dropped),
+                                               "languages": ", ".join(self.languages)})
+        return self
+
 
 class LangId(Filter):
     """Adds ``language`` and ``language_score``; keeps documents in ``languages``.
 
     Every document seen is counted in ``lang:<code>``. Drop reasons:
-    ``low_language_score`` when the top language's probability is under ``threshold``
-    (the label itself is then unreliable), else ``language:<code>`` when the top language
-    is not among ``languages``.
+    ``low_language_score`` when the top language's probability is under ``threshold`` (or
+    that language's ``per_language`` threshold; the label itself is then unreliable), else
+    ``language:<code>`` when the top language is not among ``languages``.
     """
 
     name = "langid_v1"
@@ -55,6 +77,7 @@ class LangId(Filter):
         super().__init__(options)
         self._identifier: LanguageIdentifier | None = None
         self._keep = frozenset(self.options.languages or ())
+        self._threshold = ByLanguage(self.options, lambda o: o.threshold)
 
     def setup(self) -> None:
         """Load the fastText model (raises ``FileNotFoundError`` naming a missing path)."""
@@ -87,8 +110,9 @@ class LangId(Filter):
         doc.metadata["language"] = code
         doc.metadata["language_score"] = score
         self.count(f"lang:{code}")
-        if score < self.options.threshold:
-            return Rejection("low_language_score", round(score, 4), self.options.threshold, "<",
+        threshold = self._threshold.get(code)
+        if score < threshold:
+            return Rejection("low_language_score", round(score, 4), threshold, "<",
                              f"language score ({code})", "language_score")
         if self._keep and code not in self._keep:
             return Rejection(f"language:{code}", code, sorted(self._keep), "not in", "language",
