@@ -97,12 +97,38 @@ def copy_results(src: Path, dest: Path) -> None:
         shutil.copy2(f, target)
 
 
+def merge_runs(sources: list[Path], dest: Path) -> None:
+    """Combine the run records and run folders of part-a shares into ``dest``.
+
+    Each run's per-document losses are referenced relative to its record's folder
+    (``runs/ARM-seedS/eval/...``), so copying the run folders keeps them valid.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    merged: dict | None = None
+    for src in sources:
+        record = json.loads((src / "ablation.json").read_text(encoding="utf-8"))
+        if merged is None:
+            merged = {**record, "runs": []}
+        have = {(r["arm"], r["seed"]) for r in merged["runs"]}
+        merged["runs"] += [r for r in record["runs"] if (r["arm"], r["seed"]) not in have]
+        for run in (src / "runs").iterdir():
+            shutil.copytree(run, dest / "runs" / run.name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("checkpoints"))
+    if merged is not None:
+        (dest / "ablation.json").write_text(json.dumps(merged, indent=1), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one part; returns 0."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prepared", default="out/ablation/prepared")
     ap.add_argument("--work", default="out/gpu", help="where runs and reports go")
-    ap.add_argument("--part", choices=["a", "b"], required=True)
+    ap.add_argument("--part", choices=["a", "b", "merge"], required=True,
+                    help="merge: combine part-a runs made on several GPUs (--from) into one record")
+    ap.add_argument("--seeds", help="part a: only these seeds (e.g. 1 or 3), for one GPU's share")
+    ap.add_argument("--arms", help="part a: only these arms (comma-separated)")
+    ap.add_argument("--name", default="committed", help="part a: folder under --work")
+    ap.add_argument("--from", dest="sources", help="merge: folders under --work to combine")
     ap.add_argument("--parallel", type=int, default=3, help="runs at once on the GPU")
     ap.add_argument("--proxy-arms", default=",".join(PROXY_ARMS))
     ap.add_argument("--proxy-seeds", default="1,2")
@@ -113,7 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     t0 = time.time()
     if args.part == "a":
-        train_all(args.prepared, work / "committed", parallel=args.parallel)
+        train_all(args.prepared, work / args.name, parallel=args.parallel,
+                  arms=args.arms.split(",") if args.arms else None,
+                  seeds=[int(s) for s in args.seeds.split(",")] if args.seeds else None)
+        print((work / args.name / "report.md").read_text(encoding="utf-8"))
+        parts = [args.name]
+    elif args.part == "merge":
+        merge_runs([work / s for s in args.sources.split(",")], work / "committed")
+        train_all(args.prepared, work / "committed")  # every run is done: writes the report
         print((work / "committed" / "report.md").read_text(encoding="utf-8"))
         parts = ["committed"]
     else:
