@@ -75,7 +75,9 @@ def summarize(record: dict[str, Any], out: Path | None = None,
     arms = {a: record["arms"][a] for a in record.get("arm_order", record["arms"])}
     evals = list(record["eval"])
     budget = int(record["budget_tokens"])
-    runs = {(r["arm"], r["seed"]): r for r in record["runs"] if r.get("final_eval")}
+    # a record resumed with fewer arms still holds the other arms' runs: report the chosen ones
+    runs = {(r["arm"], r["seed"]): r for r in record["runs"]
+            if r.get("final_eval") and r["arm"] in arms}
     finals: dict[str, dict[str, list[float]]] = {a: {e: [] for e in evals} for a in arms}
     for (arm, _), run in sorted(runs.items(), key=lambda kv: kv[0][1]):
         for e in evals:
@@ -275,7 +277,10 @@ def render_svg(record: dict[str, Any], evals: list[str]) -> str:
     """Validation loss against training tokens, mean over seeds, one panel per eval stream."""
     w, h, pad = 460, 320, 50
     curves: dict[str, dict[str, dict[int, list[float]]]] = {}
+    chosen = set(record.get("arm_order", record["arms"]))
     for run in record["runs"]:
+        if run["arm"] not in chosen:
+            continue
         for e in evals:
             for tokens, loss in run["eval_curve"].get(e, []):
                 curves.setdefault(e, {}).setdefault(run["arm"], {}).setdefault(tokens, []).append(loss)

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.ablation.config import validate_ablation
 from pipeline.ablation.prepare import prepare
-from pipeline.ablation.report import parent_arm, summarize
+from pipeline.ablation.report import parent_arm, render_svg, summarize
 from pipeline.ablation.train import train_all
 from pipeline.core.config import JobConfigError
 
@@ -185,6 +185,19 @@ def test_paired_effects_against_parent_with_holm_and_control() -> None:
                               "detected": True}]
     assert s["repetition"]["g"]["repeats"] == 5.0 and "'g' repeats" in s["warnings"][0]
     assert s["pairing"] == {"checked": True, "unpaired_seeds": []}
+
+
+def test_report_of_an_arm_subset_ignores_the_other_arms_runs() -> None:
+    # a record resumed with fewer arms (one GPU's share of the runs) still holds the others
+    arms = {"raw": {"steps": ["a"], "documents_kept": 1, "tokens_kept": 100},
+            "f": {"steps": ["a", "b"], "documents_kept": 1, "tokens_kept": 100}}
+    runs = [{"arm": a, "seed": i, "final_eval": {"v": 3.0 - i / 10}, "eval_curve": {"v": [[1, 3.0]]},
+             "init_digest": f"w{i}"} for a in ("raw", "f", "gone") for i in range(2)]
+    record = {"arms": arms, "arm_order": ["raw", "f"], "eval": {"v": {}}, "budget_tokens": 50,
+              "runs": runs}
+    s = summarize(record)
+    assert set(s["stats"]) == {"raw", "f"}
+    assert "gone" not in render_svg(record, ["v"])
 
 
 def test_ablate_plan_from_a_pilot(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
