@@ -27,12 +27,28 @@ def _mean_std(xs: list[float]) -> tuple[float, float | None]:
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
+def _shared_tail(arms: dict[str, Any]) -> int:
+    """How many final steps every arm shares (the decontamination the ablation appends)."""
+    lists = [info["steps"] for info in arms.values()]
+    if len(lists) < 2:
+        return 0
+    n = 0
+    while all(len(s) > n for s in lists) and all(s[-1 - n] == lists[0][-1 - n] for s in lists):
+        n += 1
+    return n
+
+
 def parent_arm(arm: str, arms: dict[str, Any]) -> str | None:
-    """The arm whose steps are the longest proper prefix of ``arm``'s steps, if any."""
-    steps = arms[arm]["steps"]
-    best, best_len = None, 0
-    for other, info in arms.items():
-        s = info["steps"]
+    """The arm whose steps are the longest proper prefix of ``arm``'s steps, if any.
+
+    Steps that every arm ends with (``decontaminate_v1`` against the eval streams) are not
+    part of what an arm adds, so they are left out of the comparison.
+    """
+    tail = _shared_tail(arms)
+    own = {a: info["steps"][: len(info["steps"]) - tail] for a, info in arms.items()}
+    steps = own[arm]
+    best, best_len = None, -1
+    for other, s in own.items():
         if other != arm and len(s) < len(steps) and steps[: len(s)] == s and len(s) > best_len:
             best, best_len = other, len(s)
     return best
@@ -135,9 +151,12 @@ def summarize(record: dict[str, Any], out: Path | None = None,
     for ef in effects:
         if ef["control"]:
             lo = ef["ci"][0] if ef["ci"] else None
+            # The control is declared before the run with a known direction: its check is
+            # its own 95% interval, not corrected for the table's exploratory comparisons
+            # (whose number would otherwise decide whether a fixed harm is "seen").
             controls.append({"arm": ef["arm"], "against": ef["against"], "eval": ef["eval"],
-                             "effect": ef["diff"], "ci": ef["ci"],
-                             "detected": bool(lo is not None and lo > 0 and ef["significant"])})
+                             "effect": ef["diff"], "ci": ef["ci"], "p_holm": ef["p_holm"],
+                             "detected": bool(lo is not None and lo > 0)})
     reps = {a: repetition(info, budget) for a, info in arms.items()}
     warnings = [f"arm {a!r} repeats its data {r['repeats']:.1f} times (more than "
                 f"{REPEAT_WARN:g}: beyond that, repeated tokens are worth much less than new "
@@ -221,11 +240,15 @@ def render_markdown(record: dict[str, Any], summary: dict[str, Any]) -> str:
     if summary["controls"]:
         lines += ["", "## Planted control", ""]
         for c in summary["controls"]:
-            verdict = ("**detected**: worse than its parent beyond its interval"
+            verdict = ("**detected**: worse than its parent beyond its 95% interval"
                        if c["detected"] else "**not detected**: the design cannot see this "
                        "planted harm, so it cannot be trusted with effects of this size")
             lines.append(f"- `{c['arm']}` vs `{c['against']}` on {c['eval']}: "
-                         f"{c['effect']:+.4f}, CI {_ci(c['ci'])}: {verdict}.")
+                         f"{c['effect']:+.4f}, CI {_ci(c['ci'])}: {verdict} "
+                         f"(p after Holm over all comparisons: {_num(c['p_holm'], '.3g')}).")
+        lines += ["", "The control is a pre-declared check with a known direction, judged by "
+                  "its own interval; the table's Holm correction is for the exploratory "
+                  "comparisons."]
     noise = _noise_lines(summary)
     if noise:
         lines += ["", "## Noise", ""] + noise

@@ -182,9 +182,19 @@ def test_paired_effects_against_parent_with_holm_and_control() -> None:
     assert s["comparisons"] == 4  # f-raw, g-f, g-raw, ctl-raw
     assert s["controls"] == [{"arm": "ctl", "against": "raw", "eval": "v",
                               "effect": pytest.approx(0.3), "ci": by[("ctl", "raw")]["ci"],
-                              "detected": True}]
+                              "p_holm": by[("ctl", "raw")]["p_holm"], "detected": True}]
     assert s["repetition"]["g"]["repeats"] == 5.0 and "'g' repeats" in s["warnings"][0]
     assert s["pairing"] == {"checked": True, "unpaired_seeds": []}
+
+
+def test_parents_ignore_the_decontamination_every_arm_ends_with() -> None:
+    d = {"decontaminate_v1": {"evals": ["x"]}}
+    arms = {"raw": {"steps": ["extract_v1", d]},
+            "lid": {"steps": ["extract_v1", "langid_v1", d]},
+            "lid+g": {"steps": ["extract_v1", "langid_v1", "gopher_quality_v1", d]},
+            "ctl": {"steps": ["extract_v1", {"control_shuffle_words_v1": {}}, d]}}
+    assert parent_arm("lid+g", arms) == "lid" and parent_arm("lid", arms) == "raw"
+    assert parent_arm("ctl", arms) == "raw" and parent_arm("raw", arms) is None
 
 
 def test_report_of_an_arm_subset_ignores_the_other_arms_runs() -> None:
