@@ -71,6 +71,9 @@ class AblationConfig(StepOptions):
     arms: dict[str, list[Any]] = Field(min_length=1, description="arm name -> ordered steps")
     tokenizer: TokenizerSpec
     budget_tokens: int = Field(gt=0, description="training tokens per arm and seed")
+    eval_max_tokens: int = Field(
+        2_000_000, gt=0, description="each eval stream is a seeded sample of whole documents "
+        "up to this many tokens; the last step scores all of it")
     repeat_data: bool = Field(False, description="allow arms smaller than the budget")
     design: Literal["budget", "equal_selection"] = Field(
         "budget", description="budget: filters keep what their options say; equal_selection: "

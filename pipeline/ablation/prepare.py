@@ -31,7 +31,6 @@ from pipeline.io.atomic import atomic_write_json
 if TYPE_CHECKING:
     from pipeline.execution.executor import Executor
 
-EVAL_MAX_TOKENS = 2_000_000
 
 
 def _step_name(entry: Any) -> str:
@@ -364,7 +363,7 @@ def _prepare(cfg: AblationConfig, executor: Executor) -> Path:
         source = spec if isinstance(spec, str) else spec.path
         extra = [] if isinstance(spec, str) else spec.steps
         stream = tokenize(cfg, f"eval-{name}", *texts[name], tok, executor)
-        manifest = cut_stream(stream, prepared / "eval" / name, EVAL_MAX_TOKENS)
+        manifest = cut_stream(stream, prepared / "eval" / name, cfg.eval_max_tokens)
         evals[name] = {"source": source if source != "heldout_web" else heldout, "steps": extra,
                        "tokens": manifest["total_tokens"], "documents": manifest["total_docs"]}
 

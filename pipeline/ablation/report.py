@@ -193,8 +193,11 @@ def render_markdown(record: dict[str, Any], summary: dict[str, Any]) -> str:
         lines += ["Eval streams: " + "; ".join(
             f"`{e}` {ev_info[e]['documents']:,} documents, {ev_info[e]['tokens']:,} tokens"
             for e in evals if ev_info.get(e, {}).get("documents")) + ".", ""]
-    lines += ["| arm | docs kept | tokens kept | distinct tokens | repeats | fraction trained | "
-              + " | ".join(evals) + " |", "|---|---:|---:|---:|---:|---:|" + "---:|" * len(evals)]
+    decon = any(info.get("decontamination") for info in arms.values())
+    lines += ["| arm | docs kept | " + ("lost to decontamination | " if decon else "")
+              + "tokens kept | distinct tokens | repeats | fraction trained | "
+              + " | ".join(evals) + " |",
+              "|---|---:|" + ("---:|" if decon else "") + "---:|---:|---:|---:|" + "---:|" * len(evals)]
     for arm, info in arms.items():
         cells = []
         for e in evals:
@@ -207,7 +210,12 @@ def render_markdown(record: dict[str, Any], summary: dict[str, Any]) -> str:
                 cells.append(f"{s['mean']:.4f} ± {s['std']:.4f} (n={s['n']})")
         r = summary["repetition"][arm]
         name = f"{arm} (control)" if is_control(info) else arm
-        lines.append(f"| {name} | {info['documents_kept']:,} | {info['tokens_kept']:,} | "
+        lost = ""
+        if decon:
+            d = info.get("decontamination") or {}
+            lost = (f"{d['documents_removed']:,} of {d['documents_in']:,} | "
+                    if "documents_removed" in d else "- | ")
+        lines.append(f"| {name} | {info['documents_kept']:,} | {lost}{info['tokens_kept']:,} | "
                      f"{r['distinct_tokens']:,} | {r['repeats']:.2f} | {r['fraction_trained']:.2f} | "
                      + " | ".join(cells) + " |")
     if summary["warnings"]:
