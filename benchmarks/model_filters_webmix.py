@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.document import Document
-from pipeline.text.corpus import iter_warc_records
 from pipeline.core.step import StepContext, StepStats
+from pipeline.text.corpus import iter_warc_records
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 POSITIVE = {"wikipedia"}

@@ -61,8 +61,8 @@ def main() -> None:
 
     from pipeline.core.document import Document
     from pipeline.core.step import StageShard
-    from pipeline.steps.tokenize import tokenize_shard
     from pipeline.io.writer import write_documents_parquet
+    from pipeline.steps.tokenize import tokenize_shard
     from tokenizer import Tokenizer
     from tokenizer.fast import FastEncoder
     from tokenizer.formats import read_tiktoken_ranks
