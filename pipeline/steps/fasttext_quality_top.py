@@ -10,7 +10,6 @@ documents at or above it (ties at the cut all kept).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -83,25 +82,11 @@ class FastTextQualityTop(GlobalStep):
 
         Raises :class:`~pipeline.execution.executor.TaskFailures` when a shard fails.
         """
-        from pipeline.text.selection import (
-            fingerprint_of,
-            global_threshold,
-            read_decision,
-            score_shards,
-            write_decision,
-        )
+        from pipeline.text.selection import cut_top_fraction, fingerprint_of
 
         fp = fingerprint_of({"step": self.name, **self.options.model_dump()})
-        old = read_decision(workdir)
-        if old is not None and old.get("fingerprint") == fp:
-            return
-        # per-shard lists need at most fraction * shard size each; a shard count is unknown
-        # until scored, so ask for a generous bound and cut after the total is known
-        tops, total = score_shards(_TopScorer(self.options), shards, workdir, fp, k=2**62,
-                                   executor=executor, desc=f"{self.name} scoring")
-        k = math.ceil(self.options.fraction * total)
-        write_decision(workdir, {"fingerprint": fp, "threshold": global_threshold(tops, k),
-                                 "k": k, "total": total})
+        cut_top_fraction(_TopScorer(self.options), shards, workdir, fp, self.options.fraction,
+                         executor, f"{self.name} scoring")
 
     def load(self, workdir: str, shard_id: str) -> None:
         """Load this shard's scores and the job-wide cut."""

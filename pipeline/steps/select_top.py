@@ -61,24 +61,12 @@ class SelectTop(GlobalStep):
 
     def prepare(self, shards: list[StageShard], workdir: str, executor: Executor) -> None:
         """Read every shard's scores through ``executor``; save the job-wide cut."""
-        from pipeline.text.selection import (
-            fingerprint_of,
-            global_threshold,
-            read_decision,
-            score_shards,
-            write_decision,
-        )
+        from pipeline.text.selection import cut_top_fraction, fingerprint_of
 
         o = self.options
         fp = fingerprint_of({"step": self.name, **o.model_dump()})
-        old = read_decision(workdir)
-        if old is not None and old.get("fingerprint") == fp:
-            return
-        tops, total = score_shards(_FieldScorer(o.field, o.lowest), shards, workdir, fp,
-                                   k=2**62, executor=executor, desc=f"{self.name} reading")
-        k = math.ceil(o.fraction * total)
-        write_decision(workdir, {"fingerprint": fp, "threshold": global_threshold(tops, k),
-                                 "k": k, "total": total})
+        cut_top_fraction(_FieldScorer(o.field, o.lowest), shards, workdir, fp, o.fraction,
+                         executor, f"{self.name} reading")
 
     def load(self, workdir: str, shard_id: str) -> None:
         """Load this shard's scores and the job-wide cut."""

@@ -133,6 +133,24 @@ def read_decision(workdir: str | os.PathLike) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def cut_top_fraction(scorer: Scorer, shards: list[StageShard], workdir: str,
+                     fingerprint: str, fraction: float, executor: Executor, desc: str) -> None:
+    """Score every shard and save the job-wide cut that keeps the top ``fraction`` of documents.
+
+    Does nothing when ``workdir`` already holds the decision of this ``fingerprint`` (a
+    rerun). Each shard's top list is bounded only by its size, since how many documents the
+    job has is known once every shard is scored.
+    """
+    old = read_decision(workdir)
+    if old is not None and old.get("fingerprint") == fingerprint:
+        return
+    tops, total = score_shards(scorer, shards, workdir, fingerprint, k=2**62,
+                               executor=executor, desc=desc)
+    k = math.ceil(fraction * total)
+    write_decision(workdir, {"fingerprint": fingerprint, "threshold": global_threshold(tops, k),
+                             "k": k, "total": total})
+
+
 @dataclass
 class ShardDecisions:
     """One shard's scores and the global threshold; ``lookup`` answers per document."""
