@@ -54,6 +54,26 @@ DEFAULT_DUP_N_GRAMS: dict[int, float] = {
 }
 
 
+
+_UNIT_NAMES = {"para": "paragraphs", "line": "lines"}
+
+
+def _duplicate_rejection(unit: str, parts: list[str], n_chars: int, frac: float | None,
+                         char_frac: float | None) -> Rejection | None:
+    """Gopher's duplicate-``unit`` rules (share of duplicates, share of their characters)."""
+    items = list(filter(None, map(str.strip, parts)))
+    if not items:
+        return None
+    dups, dup_chars = duplicate_stats(items)
+    name = _UNIT_NAMES[unit]
+    if frac is not None and dups / len(items) > frac:
+        return Rejection(f"gopher_dup_{unit}_frac", round(dups / len(items), 4), frac, ">",
+                         f"duplicate {name}")
+    if char_frac is not None and dup_chars / n_chars > char_frac:
+        return Rejection(f"gopher_dup_{unit}_char_frac", round(dup_chars / n_chars, 4),
+                         char_frac, ">", f"characters in duplicate {name}")
+    return None
+
 class GopherRepetitionOptions(StepOptions):
     """Thresholds of the Gopher repetition rules; ``None`` (or a missing n) disables one."""
 
@@ -201,27 +221,15 @@ class GopherRepetition:
         if n_chars == 0:
             return None
 
-        if o.dup_para_frac is not None or o.dup_para_char_frac is not None:
-            paragraphs = list(filter(None, map(str.strip, _PARAGRAPH_SPLIT_RE.split(text))))
-            if paragraphs:
-                dups, dup_chars = duplicate_stats(paragraphs)
-                if o.dup_para_frac is not None and dups / len(paragraphs) > o.dup_para_frac:
-                    return Rejection("gopher_dup_para_frac", round(dups / len(paragraphs), 4),
-                                     o.dup_para_frac, ">", "duplicate paragraphs")
-                if o.dup_para_char_frac is not None and dup_chars / n_chars > o.dup_para_char_frac:
-                    return Rejection("gopher_dup_para_char_frac", round(dup_chars / n_chars, 4),
-                                     o.dup_para_char_frac, ">", "characters in duplicate paragraphs")
-
-        if o.dup_line_frac is not None or o.dup_line_char_frac is not None:
-            lines = list(filter(None, map(str.strip, text.split("\n"))))
-            if lines:
-                dups, dup_chars = duplicate_stats(lines)
-                if o.dup_line_frac is not None and dups / len(lines) > o.dup_line_frac:
-                    return Rejection("gopher_dup_line_frac", round(dups / len(lines), 4),
-                                     o.dup_line_frac, ">", "duplicate lines")
-                if o.dup_line_char_frac is not None and dup_chars / n_chars > o.dup_line_char_frac:
-                    return Rejection("gopher_dup_line_char_frac", round(dup_chars / n_chars, 4),
-                                     o.dup_line_char_frac, ">", "characters in duplicate lines")
+        for unit, parts, frac, char_frac in (
+            ("para", lambda: _PARAGRAPH_SPLIT_RE.split(text), o.dup_para_frac, o.dup_para_char_frac),
+            ("line", lambda: text.split("\n"), o.dup_line_frac, o.dup_line_char_frac),
+        ):
+            if frac is None and char_frac is None:
+                continue
+            rejection = _duplicate_rejection(unit, parts(), n_chars, frac, char_frac)
+            if rejection is not None:
+                return rejection
 
         if not self._top and not self._dup:
             return None
