@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -119,12 +120,87 @@ def run_phase(
     todo = [i for i, u in enumerate(units) if not is_done(workdir, phase, u)]
     if not todo:
         return 0
-    executor.run(fn, [args[i] for i in todo], names=[f"{phase}/{units[i]}" for i in todo],
-                 desc=f"dedup {phase}", unit="unit", resources=resources or Resources())
+    started = time.perf_counter()
+    meters = executor.run(metered_call, [(fn, *args[i]) for i in todo],
+                          names=[f"{phase}/{units[i]}" for i in todo],
+                          desc=f"dedup {phase}", unit="unit", resources=resources or Resources())
     for i in todo:
         if not is_done(workdir, phase, units[i]):
             raise RuntimeError(f"{phase}/{units[i]}: task returned without marking its unit done")
+    _record_phase_stats(workdir, phase, units, meters, time.perf_counter() - started)
     return len(todo)
+
+
+def _peak_rss() -> int:
+    """This process's peak resident size in bytes since the last reset (Linux ``VmHWM``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _rss() -> int:
+    """This process's resident size in bytes now (0 where ``/proc`` is missing)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def metered_call(fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
+    """Call ``fn(*args)``; return ``{"value", "cpu_s", "wall_s", "peak_rss", "rss_start"}``.
+
+    ``cpu_s`` is the process's CPU time (every thread) during the call; ``peak_rss`` its
+    peak resident bytes during the call: a Ray worker runs many tasks, so the kernel's
+    high-water mark is reset first (``/proc/self/clear_refs``; where that is refused it is
+    the process's lifetime peak, an upper bound).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        pass
+    rss_start = _rss()
+    cpu, wall = time.process_time(), time.perf_counter()
+    value = fn(*args)
+    return {"value": value, "cpu_s": time.process_time() - cpu,
+            "wall_s": time.perf_counter() - wall, "peak_rss": _peak_rss(), "rss_start": rss_start}
+
+
+def _record_phase_stats(workdir: str | os.PathLike, phase: str, units: Sequence[str],
+                        meters: Sequence[dict[str, Any]], wall_s: float) -> None:
+    """Write ``<phase>/_stats.json``: CPU, wall time, largest task's peak RSS, bytes written.
+
+    Covers the units this run executed (a resumed phase counts only the rest);
+    ``bytes_written`` sums the outputs every unit's marker lists.
+    """
+    written = 0
+    for u in units:
+        try:
+            with open(marker_path(workdir, phase, u), encoding="utf-8") as f:
+                written += sum(json.load(f).get("outputs", {}).values())
+        except (OSError, json.JSONDecodeError):
+            pass
+    stats = {
+        "units_run": len(meters),
+        "cpu_s": round(sum(m["cpu_s"] for m in meters), 3),
+        "task_wall_s": round(sum(m["wall_s"] for m in meters), 3),
+        "wall_s": round(wall_s, 3),
+        "max_task_rss": max(m["peak_rss"] for m in meters),
+        "max_task_rss_growth": max(m["peak_rss"] - m["rss_start"] for m in meters),
+        "bytes_written": written,
+    }
+    write_json(Path(workdir) / phase / "_stats.json", stats)
+    log.info("%s: %d unit(s), %.1f CPU-s, %.1f s, largest task %.0f MB peak RSS, %.1f MB written",
+             phase, stats["units_run"], stats["cpu_s"], wall_s, stats["max_task_rss"] / 1e6,
+             written / 1e6)
 
 
 def check_config(workdir: str | os.PathLike, config: dict[str, Any]) -> None:
