@@ -145,7 +145,7 @@ class ChangeSample:
 @dataclass
 class Cluster:
     """A MinHash cluster: its size, kept document (if found) and removed members, each
-    member with its shingle Jaccard similarity to the kept document (None if not found)."""
+    member with the similarity to the kept document its step recorded (None if absent)."""
 
     cluster: int
     size: int
@@ -386,7 +386,7 @@ def collect(out: str | os.PathLike, k: int = 6, seed: int = 0, max_files: int = 
         kept=kept.items(),
         changes={name: b.items() for name, b in changes.items()},
         scores=scores,
-        clusters=_finish_clusters(out, clusters, steps, minhash, seed, max_files, max_bytes),
+        clusters=_finish_clusters(out, clusters, minhash, seed, max_files, max_bytes),
         files_read=files_read, seed=seed,
     )
 
@@ -429,7 +429,7 @@ def _offer_cluster(clusters: dict[int, tuple[int, _BottomK]], meta: dict[str, An
         clusters[cid] = (size, _BottomK(MAX_CLUSTER_MEMBERS))
     members = clusters[cid][1]
     if members.would_take(key):
-        members.offer(key, (_sample(cols, i, meta, "", ""), cols["text"][i]))
+        members.offer(key, _sample(cols, i, meta, "", ""))
 
 
 def _after_stage_of(out: Path, step: str) -> Path:
@@ -446,18 +446,15 @@ def _after_stage_of(out: Path, step: str) -> Path:
 
 
 def _finish_clusters(out: Path, clusters: dict[int, tuple[int, _BottomK]],
-                     steps: list[dict[str, Any]], minhash: str | None, seed: int,
-                     max_files: int, max_bytes: int) -> list[Cluster]:
-    """Find the kept document of the largest clusters (:func:`_after_stage_of`) and each
-    member's shingle Jaccard to it (the step's n-gram size; computed here for these few
-    pairs only, as the step keeps no pairwise similarity)."""
+                     minhash: str | None, seed: int, max_files: int,
+                     max_bytes: int) -> list[Cluster]:
+    """Find the kept document of the largest clusters (:func:`_after_stage_of`); each
+    member's similarity to it is the one ``dedup_minhash_v1`` recorded in its rejection."""
     if not clusters or minhash is None:
         return []
-    from pipeline.dedup.text import ShingleHasher, jaccard
-
     top = sorted(clusters, key=lambda c: (-clusters[c][0], c))[:MAX_CLUSTERS]
     wanted = set(top)
-    survivors: dict[int, tuple[Sample, str]] = {}
+    survivors: dict[int, Sample] = {}
     folder = _after_stage_of(out, minhash)
     every = sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
     for path in _budgeted(every, seed, max_files, max_bytes):
@@ -470,21 +467,20 @@ def _finish_clusters(out: Path, clusters: dict[int, tuple[int, _BottomK]],
             continue
         table = pf.read(columns=["id", "url", "text", "minhash_cluster"]).take(rows).to_pydict()
         for j, c in enumerate(table["minhash_cluster"]):
-            survivors[c] = (_sample(table, j, {}), table["text"][j])
-    options = next((s["options"] for s in steps if s["name"] == minhash), {})
-    hasher = ShingleHasher(int(options.get("ngram", 5)))
-    result = []
-    for c in top:
-        size, members = clusters[c]
-        kept = survivors.get(c)
-        rows = members.items()
-        sims: list[float | None] = [None] * len(rows)
-        if kept is not None:
-            sets = hasher.shingle_sets([kept[1], *(text for _, text in rows)])
-            sims = [round(jaccard(sets[0], s), 3) for s in sets[1:]]
-        result.append(Cluster(c, size, kept[0] if kept else None,
-                              [(sample, sim) for (sample, _), sim in zip(rows, sims, strict=True)]))
-    return result
+            survivors[c] = _sample(table, j, {})
+    return [Cluster(c, clusters[c][0], survivors.get(c),
+                    [(sample, _recorded_similarity(sample)) for sample in clusters[c][1].items()])
+            for c in top]
+
+
+def _recorded_similarity(sample: Sample) -> float | None:
+    """The similarity to the kept document a removed member's rejection holds (None in
+    outputs written before the step recorded it)."""
+    rej = sample.rejection or {}
+    value = rej.get("value")
+    if "to the kept document" not in rej.get("measure", "") or not isinstance(value, float):
+        return None
+    return value
 
 
 def render_text(ins: Inspection, n: int = 3, width: int = 100) -> str:

@@ -6,7 +6,9 @@ candidates are verified (exact shingle Jaccard, or the signature estimate) again
 ``threshold``; accepted pairs are joined into clusters and the document of each cluster
 that comes first in (shard, position) order is kept. Every document gets
 ``minhash_cluster`` (the ref ``shard_index << 32 | position`` of its cluster's kept
-document, its own for a singleton) and ``minhash_cluster_size``.
+document, its own for a singleton) and ``minhash_cluster_size``. A removed document's
+rejection record (``removed/``) holds its similarity to the kept document of its cluster
+(exact shingle Jaccard, or the signature estimate when ``verify`` is not ``exact``).
 
 Defaults (120 permutations, 20 bands x 6 rows, 5-grams, threshold 0.8): a pair with
 Jaccard 0.8 becomes a candidate with probability 0.998, 0.7 with 0.918, 0.5 with 0.27,
@@ -23,6 +25,7 @@ from pydantic import Field, model_validator
 
 from pipeline.core.document import Document
 from pipeline.core.step import GlobalStep, Rejection, StageShard, StepContext, StepOptions
+from pipeline.dedup.phases.memory import DEFAULT_TASK_MEMORY_GB, TASK_MEMORY_HELP
 
 if TYPE_CHECKING:
     from pipeline.dedup.phases.minhash import MinHashConfig
@@ -45,6 +48,7 @@ class MinHashDedupOptions(StepOptions):
     seed: int = 1
     partitions: int = Field(16, ge=1, description="shuffle partitions (bucket-grouping tasks)")
     max_map_tasks: int = Field(4096, ge=1, description="map tasks (each reads a run of shards)")
+    task_memory_gb: float = Field(DEFAULT_TASK_MEMORY_GB, gt=0, description=TASK_MEMORY_HELP)
 
     @model_validator(mode="after")
     def _bands_fit(self) -> MinHashDedupOptions:
@@ -71,13 +75,19 @@ class MinHashDedup(GlobalStep):
         super().__init__(options)
         self._decisions = None
 
+    @property
+    def _kind(self) -> str:
+        """What the recorded similarity is: exact shingle Jaccard or the signature estimate."""
+        return "Jaccard" if self.options.verify == "exact" else "estimated Jaccard"
+
     def _config(self) -> MinHashConfig:
         from pipeline.dedup.phases.minhash import MinHashConfig
 
         o = self.options
         return MinHashConfig(num_perm=o.num_perm, bands=o.bands, rows=o.rows, ngram=o.ngram,
                              threshold=o.threshold, verify=o.verify, seed=o.seed,
-                             partitions=o.partitions, max_map_tasks=o.max_map_tasks)
+                             partitions=o.partitions, max_map_tasks=o.max_map_tasks,
+                             task_memory_gb=o.task_memory_gb)
 
     def prepare(self, shards: list[StageShard], workdir: str, executor: Executor) -> None:
         """Cluster near-duplicates across ``shards`` through ``executor``; resumable under
@@ -110,7 +120,7 @@ class MinHashDedup(GlobalStep):
         if self._decisions is None:
             raise RuntimeError(f"{self.name}: load() must be called before run()")
         for doc in docs:
-            cluster, size, ref = self._decisions.get(doc.id)
+            cluster, size, ref, similarity = self._decisions.get(doc.id)
             doc.metadata["minhash_cluster"] = cluster
             doc.metadata["minhash_cluster_size"] = size
             if cluster == ref:
@@ -118,7 +128,8 @@ class MinHashDedup(GlobalStep):
                     ctx.stats.counters["clusters"] += 1
                 yield doc
             else:
+                # a member can reach its survivor through other members, so its own
+                # similarity to the survivor may be below the threshold: no comparison shown
                 ctx.drop(doc, self.name, Rejection(
-                    "near_duplicate", size, None, "",
-                    f"near-duplicate (Jaccard >= {self.options.threshold}) in a cluster of",
-                    "minhash_cluster_size"))
+                    "near_duplicate", round(similarity, 4), None, "",
+                    f"in a cluster of {size}; {self._kind} to the kept document"))

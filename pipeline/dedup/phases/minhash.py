@@ -1,4 +1,5 @@
-"""MinHash-LSH job: map -> candidates -> [verify1 -> verify2] -> components -> final.
+"""MinHash-LSH job: map -> candidates -> [verify1 -> verify2] -> components -> final ->
+survivor similarity.
 
 ``map``: signatures (vectorised, in batches), then ``(band, bucket key, ref)`` rows split
 by bucket key into P files. ``candidates`` (task per partition): group equal (band, key)
@@ -8,14 +9,16 @@ group, only when verifying): a two-sided join that attaches each endpoint's shin
 pairs at or above the threshold. ``components``: connected components of the surviving
 edges in star rounds over edge partitions (:mod:`pipeline.dedup.phases.components`, no
 task holds all edges); the root of each component is its smallest ref. ``final``: per shard,
-``(position, cluster, size)`` of documents that have duplicates.
+``(position, cluster, size)`` of documents that have duplicates. ``survivor_*``: the same
+two-sided join on (member, kept document) pairs, so each removed member records its
+similarity to the document its cluster kept.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,26 +35,38 @@ from pipeline.dedup.minhash import (
     estimated_jaccard,
     unique_pairs,
 )
-from pipeline.dedup.phases.components import run_components
+from pipeline.dedup.phases.components import components_partitions, run_components
+from pipeline.dedup.phases.memory import (
+    DEFAULT_TASK_MEMORY_GB,
+    cap_bytes,
+    log_phase,
+    rows_per_task,
+    task_memory,
+)
 from pipeline.dedup.phases.shuffle import (
     POS_MASK,
     SHIFT,
     Columns,
+    ReduceUnit,
     ShardDecisions,
     concat,
     group_of,
+    log_reduce,
     map_info,
     n_groups,
-    part_path,
+    plan_reduce,
     read_decisions,
     read_ids,
+    read_split,
     route,
+    routed_bytes,
     routed_path,
     run_final,
     run_map,
     shard_index,
     shards_in_group,
     sorted_shards,
+    split_write,
 )
 from pipeline.dedup.phases.store import (
     check_config,
@@ -65,7 +80,9 @@ from pipeline.dedup.phases.store import (
 )
 from pipeline.dedup.text import U64, jaccard
 from pipeline.execution import faults
-from pipeline.execution.executor import Executor
+from pipeline.execution.executor import Executor, Resources
+
+OPTION = "dedup_minhash_v1.task_memory_gb"
 
 
 @dataclass
@@ -81,6 +98,7 @@ class MinHashConfig:
     seed: int = 1
     partitions: int = 16
     max_map_tasks: int = 4096
+    task_memory_gb: float = DEFAULT_TASK_MEMORY_GB
     batch_bytes: int = 1 << 20
 
 
@@ -150,11 +168,15 @@ def _verify2_path(workdir: str, h: int) -> Path:
     return Path(workdir) / "verify2" / f"h{h:05d}.parquet"
 
 
-def _candidates(workdir: str, p: int, n_shards: int, n_units: int, config: MinHashConfig) -> None:
-    """Star edges of every (band, key) bucket of partition ``p``."""
-    tables = [read_table(part_path(workdir, "map", p, u)) for u in range(n_units)]
-    edges = bucket_edges(concat(tables, "band", np.int64), concat(tables, "key", U64),
-                         concat(tables, "ref", np.int64))
+def _candidates(workdir: str, p: int, unit: ReduceUnit, n_shards: int, n_units: int,
+                config: MinHashConfig) -> None:
+    """Star edges of every (band, key) bucket of candidate unit ``p``: map partition
+    ``unit[0]``, or split ``unit[1]`` of ``unit[2]`` of it by key (``config.partitions``
+    counts the candidate units)."""
+    cols = read_split(workdir, unit[0], n_units, "key", unit[1], unit[2])
+    empty = np.zeros(0, dtype=np.int64)
+    edges = bucket_edges(cols.get("band", empty), cols.get("key", empty).astype(U64),
+                         cols.get("ref", empty))
     outputs = []
     if config.verify == "none":
         path = _edges_path(workdir, p)
@@ -209,15 +231,12 @@ def _read_list_column(path: Path, name: str) -> list[np.ndarray]:
     return [values[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
-def _verify1(
-    workdir: str, g: int, shards: Sequence[StageShard], n_shards: int, config: MinHashConfig,
-) -> None:
-    """Attach the payload of each edge's first endpoint (in group ``g``); route by the second."""
-    tables = [read_table(routed_path(workdir, "candidates", p, g)) for p in range(config.partitions)]
-    # one pair can come from several bands and partitions: verify it once
-    pairs = unique_pairs(np.stack([concat(tables, "ref", np.int64), concat(tables, "b", np.int64)],
-                                  axis=1))
-    a, b = pairs[:, 0], pairs[:, 1]
+def _attach_first(
+    workdir: str, a: np.ndarray, b: np.ndarray, g: int, shards: Sequence[StageShard],
+    n_shards: int, config: MinHashConfig, path_of: Any,
+) -> list[Path]:
+    """First half of a two-sided join: attach the payload of each pair's ``a`` (a document of
+    group ``g``) and write the pairs, split by the group of ``b``, to ``path_of(h)``."""
     payload: dict[int, np.ndarray] = {}
     for s in shards_in_group(g, n_shards, n_groups(n_shards, config.partitions)):
         mine = a[(a >> SHIFT) == s]
@@ -229,24 +248,24 @@ def _verify1(
     dtype = U64 if config.verify == "exact" else np.uint32
     for h in range(groups):
         sel = np.flatnonzero(gb == h)
-        path = _verify1_path(workdir, g, h)
+        path = path_of(h)
         write_arrow(path, pa.table({
             "a": pa.array(a[sel]), "b": pa.array(b[sel]),
             "payload": _list_column([payload[int(x)] for x in a[sel]], dtype),
         }))
         outputs.append(path)
-    faults.checkpoint("verify1", g)
-    mark_done(workdir, "verify1", f"g{g:05d}", outputs)
+    return outputs
 
 
-def _verify2(
-    workdir: str, h: int, shards: Sequence[StageShard], n_shards: int, config: MinHashConfig,
-) -> None:
-    """Attach the second endpoint's payload (in group ``h``) and keep similar pairs."""
-    groups = n_groups(n_shards, config.partitions)
+def _similarities(
+    paths: Sequence[Path], h: int, shards: Sequence[StageShard], n_shards: int,
+    config: MinHashConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Second half: read the pairs :func:`_attach_first` sent to group ``h``, attach each
+    ``b``'s payload and return ``(a, b, similarity)`` (shingle Jaccard when verifying
+    exactly, else the signature estimate)."""
     a_parts, b_parts, pay_parts = [], [], []
-    for g in range(groups):
-        path = _verify1_path(workdir, g, h)
+    for path in paths:
         t = read_table(path)
         a_parts.append(t["a"].astype(np.int64))
         b_parts.append(t["b"].astype(np.int64))
@@ -254,7 +273,7 @@ def _verify2(
     a = np.concatenate(a_parts) if a_parts else np.zeros(0, dtype=np.int64)
     b = np.concatenate(b_parts) if b_parts else np.zeros(0, dtype=np.int64)
     payload_b: dict[int, np.ndarray] = {}
-    for s in shards_in_group(h, n_shards, groups):
+    for s in shards_in_group(h, n_shards, n_groups(n_shards, config.partitions)):
         mine = b[(b >> SHIFT) == s]
         if len(mine):
             payload_b.update(_payloads(shards[s], s, np.unique(mine & POS_MASK), config))
@@ -265,12 +284,121 @@ def _verify2(
             sims[i] = jaccard(pay_parts[i], pb)
         else:
             sims[i] = float(estimated_jaccard(pay_parts[i], pb))
+    return a, b, sims
+
+
+def _verify1(
+    workdir: str, g: int, shards: Sequence[StageShard], n_shards: int, config: MinHashConfig,
+) -> None:
+    """Attach the payload of each edge's first endpoint (in group ``g``); route by the second."""
+    tables = [read_table(routed_path(workdir, "candidates", p, g)) for p in range(config.partitions)]
+    # one pair can come from several bands and partitions: verify it once
+    pairs = unique_pairs(np.stack([concat(tables, "ref", np.int64), concat(tables, "b", np.int64)],
+                                  axis=1))
+    outputs = _attach_first(workdir, pairs[:, 0], pairs[:, 1], g, shards, n_shards, config,
+                            lambda h: _verify1_path(workdir, g, h))
+    faults.checkpoint("verify1", g)
+    mark_done(workdir, "verify1", f"g{g:05d}", outputs)
+
+
+def _verify2(
+    workdir: str, h: int, shards: Sequence[StageShard], n_shards: int, config: MinHashConfig,
+) -> None:
+    """Attach the second endpoint's payload (in group ``h``) and keep similar pairs."""
+    groups = n_groups(n_shards, config.partitions)
+    a, b, sims = _similarities([_verify1_path(workdir, g, h) for g in range(groups)], h,
+                               shards, n_shards, config)
     keep = sims >= config.threshold
     path = _verify2_path(workdir, h)
     write_table(path, {"a": a[keep], "b": b[keep], "similarity": sims[keep]})
     faults.checkpoint("verify2", h)
     mark_done(workdir, "verify2", f"h{h:05d}", [path],
               {"checked": int(len(a)), "accepted": int(keep.sum())})
+
+
+# ------------------------------------------------- similarity of each member to its survivor
+# A removed near-duplicate records its Jaccard to the document its cluster kept (the report
+# shows it beside the member). Members join their cluster's root in three small phases over
+# the clustered documents only: route (member, root) to the root's group, attach the root's
+# payload and route to the member's group, attach the member's payload and compare.
+
+
+def _survivor_path(workdir: str, phase: str, g: int, h: int) -> Path:
+    return Path(workdir) / phase / f"g{g:05d}" / f"h{h:05d}.parquet"
+
+
+def similarity_path(workdir: str, s: int) -> Path:
+    """Return shard index ``s``'s file of ``(ref, similarity)`` of its removed members."""
+    return Path(workdir) / "similarity" / f"s{s:05d}.parquet"
+
+
+def _survivor_pairs(workdir: str, g: int, n_shards: int, config: MinHashConfig) -> None:
+    """Route every non-root member of group ``g``'s shards, paired with its root, to the
+    root's group."""
+    groups = n_groups(n_shards, config.partitions)
+    roots, members = [], []
+    for s in shards_in_group(g, n_shards, groups):
+        dec = read_decisions(workdir, s)
+        moved = dec["cluster"] != dec["ref"]
+        roots.append(dec["cluster"][moved].astype(np.int64))
+        members.append(dec["ref"][moved].astype(np.int64))
+    root = np.concatenate(roots) if roots else np.zeros(0, dtype=np.int64)
+    member = np.concatenate(members) if members else np.zeros(0, dtype=np.int64)
+    outputs = split_write(group_of(root >> SHIFT, n_shards, groups), groups,
+                          lambda h: _survivor_path(workdir, "survivor_pairs", g, h),
+                          {"a": root, "b": member})
+    mark_done(workdir, "survivor_pairs", f"g{g:05d}", outputs)
+
+
+def _survivor_payloads(
+    workdir: str, h: int, shards: Sequence[StageShard], n_shards: int, config: MinHashConfig,
+) -> None:
+    """Attach the payload of every root in group ``h``; route the pairs to the members'
+    groups."""
+    groups = n_groups(n_shards, config.partitions)
+    tables = [read_table(_survivor_path(workdir, "survivor_pairs", g, h)) for g in range(groups)]
+    outputs = _attach_first(workdir, concat(tables, "a", np.int64), concat(tables, "b", np.int64),
+                            h, shards, n_shards, config,
+                            lambda g: _survivor_path(workdir, "survivor_payloads", h, g))
+    faults.checkpoint("survivor_payloads", h)
+    mark_done(workdir, "survivor_payloads", f"h{h:05d}", outputs)
+
+
+def _survivor_similarity(
+    workdir: str, g: int, shards: Sequence[StageShard], n_shards: int, config: MinHashConfig,
+) -> None:
+    """Compare every member of group ``g`` with its root; one similarity file per shard."""
+    groups = n_groups(n_shards, config.partitions)
+    _, b, sims = _similarities(
+        [_survivor_path(workdir, "survivor_payloads", h, g) for h in range(groups)], g,
+        shards, n_shards, config)
+    order = np.argsort(b, kind="stable")
+    b, sims = b[order], sims[order]
+    outputs = []
+    for s in shards_in_group(g, n_shards, groups):
+        lo, hi = np.searchsorted(b >> SHIFT, [s, s + 1])
+        path = similarity_path(workdir, s)
+        write_table(path, {"ref": b[lo:hi], "similarity": sims[lo:hi]})
+        outputs.append(path)
+    faults.checkpoint("survivor_similarity", g)
+    mark_done(workdir, "survivor_similarity", f"g{g:05d}", outputs)
+
+
+def run_survivor_similarity(
+    workdir: str, ordered: Sequence[StageShard], config: MinHashConfig, executor: Executor
+) -> None:
+    """Record each removed member's similarity to its cluster's survivor
+    (:func:`similarity_path`), in three phases through ``executor``."""
+    S = len(ordered)
+    groups = n_groups(S, config.partitions)
+    units = [f"g{g:05d}" for g in range(groups)]
+    run_phase(workdir, "survivor_pairs", units, _survivor_pairs,
+              [(workdir, g, S, config) for g in range(groups)], executor)
+    run_phase(workdir, "survivor_payloads", [f"h{h:05d}" for h in range(groups)],
+              _survivor_payloads, [(workdir, h, ordered, S, config) for h in range(groups)],
+              executor)
+    run_phase(workdir, "survivor_similarity", units, _survivor_similarity,
+              [(workdir, g, ordered, S, config) for g in range(groups)], executor)
 
 
 def _edge_files(workdir: str, n_shards: int, config: MinHashConfig) -> list[Path]:
@@ -293,22 +421,37 @@ def prepare_minhash(
         raise ValueError(f"unknown verify mode {config.verify!r}")
     ordered = sorted_shards(shards)
     S, P = len(ordered), config.partitions
+    cap = cap_bytes(config.task_memory_gb)
+    rows_per_task(cap, "minhash.candidates", OPTION)  # a cap no split can meet fails first
     os.makedirs(workdir, exist_ok=True)
     check_config(workdir, {"job": "minhash", **config.__dict__,
                            "shards": [s.shard_id for s in ordered],
                            "files": [list(s.files) for s in ordered]})
     M = run_map(workdir, ordered, P, config, config.max_map_tasks, _rows, _partition,
-                True, executor)
+                True, executor, cap)
+    units, declared = plan_reduce(workdir, M, P, cap, "minhash.candidates", OPTION)
+    # from here on "partitions" counts the candidate units (P unless a partition was split)
+    map_partitions, config = P, replace(config, partitions=len(units))
+    P = config.partitions
     run_phase(workdir, "candidates", [f"p{p:05d}" for p in range(P)], _candidates,
-              [(workdir, p, S, M, config) for p in range(P)], executor)
+              [(workdir, p, unit, S, M, config) for p, unit in enumerate(units)], executor,
+              Resources(memory=declared))
+    log_reduce(workdir, "candidates", units, declared, map_partitions)
     groups = n_groups(S, P)
     if config.verify != "none":
+        routed = routed_bytes(workdir, "candidates", P, groups)
+        verify = Resources(memory=task_memory(int(routed.max(initial=0)), "minhash.verify"))
         run_phase(workdir, "verify1", [f"g{g:05d}" for g in range(groups)], _verify1,
-                  [(workdir, g, ordered, S, config) for g in range(groups)], executor)
+                  [(workdir, g, ordered, S, config) for g in range(groups)], executor, verify)
+        log_phase(workdir, "verify1", groups, verify.memory, routed_bytes=int(routed.sum()))
         run_phase(workdir, "verify2", [f"h{h:05d}" for h in range(groups)], _verify2,
-                  [(workdir, h, ordered, S, config) for h in range(groups)], executor)
-    comp = run_components(workdir, _edge_files(workdir, S, config), P, S, groups, executor)
-    run_final(workdir, "components", P, S, groups, executor)
+                  [(workdir, h, ordered, S, config) for h in range(groups)], executor, verify)
+        log_phase(workdir, "verify2", groups, verify.memory)
+    edge_files = _edge_files(workdir, S, config)
+    cc = components_partitions(edge_files, P, cap, OPTION)
+    comp = run_components(workdir, edge_files, cc, S, groups, executor)
+    run_final(workdir, "components", cc, S, groups, executor)
+    run_survivor_similarity(workdir, ordered, config, executor)
     summary = {
         "documents": map_info(workdir, M, "docs"),
         "bucket_rows": map_info(workdir, M, "rows"),
@@ -324,13 +467,16 @@ def prepare_minhash(
 
 
 def load_minhash(workdir: str, shard_id: str) -> ShardDecisions:
-    """Return, per document id of the shard, ``(cluster ref, cluster size, own ref)``."""
+    """Return, per document id of the shard, ``(cluster ref, cluster size, own ref,
+    similarity to the cluster's survivor)`` (similarity None for survivors and singletons)."""
     s = shard_index(workdir, shard_id)
     dec = read_decisions(workdir, s)
+    sim_table = read_table(similarity_path(workdir, s))
+    sims = dict(zip(sim_table["ref"].tolist(), sim_table["similarity"].tolist(), strict=True))
     values: dict[int, Any] = {
-        int(r) & POS_MASK: (int(c), int(z), int(r))
+        int(r) & POS_MASK: (int(c), int(z), int(r), sims.get(int(r)))
         for r, c, z in zip(dec["ref"], dec["cluster"], dec["size"], strict=True)
     }
     base = s << SHIFT
     return ShardDecisions(read_ids(workdir, s), values,
-                          default=lambda pos: (base | pos, 1, base | pos))
+                          default=lambda pos: (base | pos, 1, base | pos, None))

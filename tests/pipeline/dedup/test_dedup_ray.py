@@ -63,17 +63,18 @@ def test_minhash_job_resumes_after_a_crash_in_every_phase(corpus, tmp_path, exec
     clean = str(tmp_path / "clean")
     prepare_minhash(stage, clean, config, executor)
     reference = _decisions(clean, stage)
-    assert sum(c != r for c, _, r in reference.values()) > 20
+    assert sum(c != r for c, _, r, _ in reference.values()) > 20
 
     work = str(tmp_path / "crashed")
     config = replace(config, max_map_tasks=3)  # map tasks over runs of shards: same result
     for phase, unit in (("map", 1), ("candidates", 2), ("verify1", 0), ("verify2", 1),
-                        ("components", 0), ("final", 2)):  # map unit 1 = shards 1..2
+                        ("components", 0), ("final", 2), ("survivor_payloads", 1),
+                        ("survivor_similarity", 0)):  # map unit 1 = shards 1..2
         _crash(prepare_minhash, stage, work, config, executor, phase, unit)
     prepare_minhash(stage, work, config, executor)
     assert _decisions(work, stage) == reference
     # the outputs themselves are identical, not only the decisions
-    for rel in ("candidates", "verify2", "decisions"):
+    for rel in ("candidates", "verify2", "decisions", "similarity"):
         for a, b in zip(list_phase_files(clean, rel), list_phase_files(work, rel), strict=True):
             assert Path(a).name == Path(b).name
             assert _table_rows(a) == _table_rows(b)

@@ -12,8 +12,10 @@ import pytest
 from pipeline.core.document import Document
 from pipeline.core.step import StageShard, StepContext, StepStats
 from pipeline.dedup import exact_keep_mask, exact_line_dedup, minhash_clusters
+from pipeline.dedup.minhash import MinHasher, estimated_jaccard
 from pipeline.dedup.phases.exact import ExactConfig, prepare_exact
 from pipeline.dedup.phases.store import list_phase_files, marker_path
+from pipeline.dedup.text import jaccard
 from pipeline.execution import faults
 from pipeline.execution.executor import LocalExecutor, TaskFailures
 from pipeline.steps.dedup_exact import ExactDedup
@@ -21,17 +23,20 @@ from pipeline.steps.dedup_lines import LineDedup
 from pipeline.steps.dedup_minhash import MinHashDedup
 
 
-def _run_step(step, shard: StageShard, workdir: str, chunk: int = 9) -> tuple[list[Document], StepStats]:
-    """Run a prepared global step on one shard the way the runner does: chunk by chunk."""
+def _run_step(step, shard: StageShard, workdir: str, chunk: int = 9,
+              removed: list | None = None) -> tuple[list[Document], StepStats]:
+    """Run a prepared global step on one shard the way the runner does: chunk by chunk;
+    the removed documents, with step and reason, are appended to ``removed`` if given."""
     step.load(workdir, shard.shard_id)
     stats = StepStats()
-    removed: list[tuple[Document, str, str]] = []
+    removed = [] if removed is None else removed
+    start = len(removed)
     ctx = StepContext(stats, lambda d, s, r: removed.append((d, s, r)), shard.shard_id)
     docs = list(shard.documents())
     out: list[Document] = []
     for k in range(0, len(docs), chunk):
         out.extend(step.run(docs[k : k + chunk], ctx))
-    assert len(out) + len(removed) == len(docs)
+    assert len(out) + len(removed) - start == len(docs)
     return out, stats
 
 
@@ -97,12 +102,27 @@ def test_minhash_step_matches_the_list_api(corpus, tmp_path, verify) -> None:
     refs = [(s << 32) | p for s, docs in enumerate(shards) for p in range(len(docs))]
     expected = {d.id: (refs[cluster[i]], int(size[i])) for i, d in enumerate(all_docs)}
     kept = set()
+    removed: list[tuple[Document, str, str]] = []
     for shard in _ordered(stage):
-        out, stats = _run_step(step, shard, str(tmp_path))
+        out, stats = _run_step(step, shard, str(tmp_path), removed=removed)
         for d in out:
             assert (d.metadata["minhash_cluster"], d.metadata["minhash_cluster_size"]) == expected[d.id]
         kept |= {d.id for d in out}
     assert kept == {d.id for d, k in zip(all_docs, keep, strict=True) if k}
+    # each removed member records its similarity to the document its cluster kept
+    text_of_ref = {r: d.text for r, d in zip(refs, all_docs, strict=True)}
+    hasher = MinHasher(120, 5, 1)
+    for d, _, reason in removed:
+        survivor = text_of_ref[d.metadata["minhash_cluster"]]
+        if verify == "exact":
+            a, b = hasher.shingler.shingle_sets([d.text, survivor])
+            want = jaccard(a, b)
+        else:
+            sigs, _ = hasher.signatures_batched([d.text, survivor], 1 << 20)
+            want = float(estimated_jaccard(sigs[0], sigs[1]))
+        assert reason.value == round(want, 4) and 0 < reason.value <= 1
+        assert f"cluster of {d.metadata['minhash_cluster_size']}" in reason.measure
+    assert len(removed) > 20
     # every planted copy (exact copies differ in ASCII case and spacing only: same shingles)
     # is removed or its original is, never both kept
     for d in all_docs:

@@ -132,11 +132,12 @@ def test_dedup_report_shows_clusters_and_removed_lines(webmix_dedup: Path) -> No
     assert ins.clusters and all(c.survivor is not None for c in ins.clusters)
     sizes = [c.size for c in ins.clusters]
     assert sizes == sorted(sizes, reverse=True) and sizes[0] > 2
-    # texts as the step saw them: near-duplicates at the step's threshold, or chained to one
+    # the similarity the step recorded: at the step's threshold, or chained to a member that is
     sims = [sim for c in ins.clusters for _, sim in c.members]
-    assert all(sim is not None for sim in sims) and max(sims) >= 0.5
+    assert all(sim is not None for sim in sims) and max(sims) >= 0.8
     near = ins.removed[("dedup_minhash_v1", "near_duplicate")]
-    assert all(s.rejection["value"] >= 2 for s in near)
+    assert all(0 < s.rejection["value"] <= 1 and "to the kept document" in s.measured
+               for s in near)
     lines = ins.changes["dedup_lines_v1"]
     assert lines and all(any(rule == "frequent" for _, rule in c.record["lines"]) for c in lines)
     page = (webmix_dedup / "report.html").read_text(encoding="utf-8")
