@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 
 from tokenizer.encoder import Tokenizer
+from tokenizer.greedy import GreedyTokenizer
 from tokenizer.trainer import train_bpe
 
 
@@ -29,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("--input", default="-", help="text file, - for stdin")
     encode.add_argument(
         "--show", metavar="TEXT", help="print how TEXT is split: one token per line, id and piece"
+    )
+    encode.add_argument(
+        "--method", choices=["bpe", "greedy"], default="bpe",
+        help="bpe (the merges, default) or greedy (longest vocabulary match, left to right); "
+        "with --show, greedy prints its pieces beside BPE's",
     )
     return parser
 
@@ -53,28 +59,50 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _piece(tok: Tokenizer, i: int) -> str:
+    """Token ``i``'s bytes as a quoted string when valid UTF-8, else as a bytes literal."""
+    raw = tok.vocab[i]
+    try:
+        return repr(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return repr(raw)
+
+
 def show_pieces(tok: Tokenizer, text: str) -> str:
     """One line per token of `text`: its id and its bytes, as a quoted string when they are
     valid UTF-8 (spaces and newlines visible) and as a bytes literal when they are part of a
     multi-byte character."""
-    lines = []
     ids = tok.encode(text)
-    for i in ids:
-        raw = tok.vocab[i]
-        try:
-            piece = repr(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            piece = repr(raw)
-        lines.append(f"{i}\t{piece}")
+    lines = [f"{i}\t{_piece(tok, i)}" for i in ids]
     lines.append(f"{len(ids)} tokens, {len(text.encode('utf-8'))} bytes")
     return "\n".join(lines)
 
 
+def show_greedy_vs_bpe(tok: Tokenizer, text: str) -> str:
+    """Greedy longest-match pieces of `text` beside BPE's: one row per token, ``greedy id,
+    piece | bpe id, piece`` (blank where one side has fewer tokens), then both counts."""
+    greedy = GreedyTokenizer.from_tokenizer(tok).encode(text)
+    bpe = tok.encode(text)
+    cells = [[f"{i:>6} {_piece(tok, i)}" for i in ids] for ids in (greedy, bpe)]
+    width = max((len(c) for c in cells[0]), default=0) + 2
+    lines = [f"{'greedy':<{width}}| bpe"]
+    for k in range(max(len(greedy), len(bpe))):
+        left = cells[0][k] if k < len(greedy) else ""
+        right = cells[1][k] if k < len(bpe) else ""
+        lines.append(f"{left:<{width}}| {right}")
+    same = "same pieces" if greedy == bpe else "pieces differ"
+    lines.append(f"greedy {len(greedy)} tokens, bpe {len(bpe)} tokens, "
+                 f"{len(text.encode('utf-8'))} bytes ({same})")
+    return "\n".join(lines)
+
+
 def _encode(args: argparse.Namespace) -> int:
-    tok = Tokenizer.load(args.tokenizer)
     if args.show is not None:
-        print(show_pieces(tok, args.show))
+        tok = Tokenizer.load(args.tokenizer)
+        print(show_greedy_vs_bpe(tok, args.show) if args.method == "greedy"
+              else show_pieces(tok, args.show))
         return 0
+    tok = (GreedyTokenizer if args.method == "greedy" else Tokenizer).load(args.tokenizer)
     if args.input == "-":
         ids = tok.encode_iterable(sys.stdin)
         print(" ".join(map(str, ids)))
