@@ -21,5 +21,19 @@ setup(
             extra_compile_args=["-O2"],
             optional=True,
         ),
+        # line dedup's normaliser + hasher; pipeline.dedup.lines falls back to Python
+        Extension(
+            "pipeline.dedup._lines",
+            sources=["pipeline/dedup/_lines.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
+        # MinHash signatures in one pass; pipeline.dedup.minhash falls back to numpy
+        Extension(
+            "pipeline.dedup._minhash",
+            sources=["pipeline/dedup/_minhash.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
     ]
 )

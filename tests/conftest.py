@@ -14,7 +14,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-# set to 1 to accept the pure-Python fallbacks when tokenizer/_bpe.c or _encode.c is not built
+# set to 1 to accept the pure-Python fallbacks when a native extension (tokenizer/_bpe.c,
+# _encode.c, pipeline/dedup/_lines.c) is not built
 ALLOW_PURE_PYTHON = "REFINERY_ALLOW_PURE_PYTHON"
 
 
@@ -22,7 +23,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the ``native`` marker."""
     config.addinivalue_line(
         "markers",
-        f"native(*names): needs the compiled extensions tokenizer.<name>; a test fails without "
+        f"native(*names): needs the compiled extensions tokenizer.<name> (or a dotted module "
+        f"name such as pipeline.dedup._lines); a test fails without "
         f"them unless {ALLOW_PURE_PYTHON}=1, which skips it",
     )
 
@@ -30,10 +32,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def _missing_extensions(names: tuple[str, ...]) -> list[str]:
     missing = []
     for name in names:
+        module = name if "." in name else f"tokenizer.{name}"  # a bare name is tokenizer's
         try:
-            importlib.import_module(f"tokenizer.{name}")
+            importlib.import_module(module)
         except ImportError:
-            missing.append(f"tokenizer.{name}")
+            missing.append(module)
     return missing
 
 

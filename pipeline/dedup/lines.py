@@ -5,6 +5,11 @@ as ``0``, punctuation dropped, whitespace collapsed). Every occurrence counts, a
 documents; a line whose normalised form occurs at least ``min_count`` times is removed
 from every document that has it. Lines that normalise to nothing (blank lines,
 punctuation-only rules) are never counted or removed.
+
+Normalising and hashing run in the native extension :mod:`pipeline.dedup.native_lines` when
+it is built (the same hashes, several times faster; both the counting and the removing
+phase go through :func:`nonempty_line_hashes` / :func:`line_hashes` here) and in Python,
+:func:`reference_line_hashes`, otherwise.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.dedup import native_lines
 from pipeline.dedup.text import line_hash, normalize_line
 
 
-def line_hashes(text: str) -> list[int | None]:
-    """Return the hash of each line of ``text`` (``None`` for lines that normalise to nothing)."""
+def reference_line_hashes(text: str) -> list[int | None]:
+    """Return the hash of each line of ``text`` (``None`` for lines that normalise to nothing),
+    computed in Python: the definition the native path must equal."""
     out: list[int | None] = []
     for line in text.split("\n"):
         norm = normalize_line(line)
@@ -27,11 +34,24 @@ def line_hashes(text: str) -> list[int | None]:
     return out
 
 
+def line_hashes(text: str) -> list[int | None]:
+    """Return the hash of each line of ``text`` (``None`` for lines that normalise to nothing)."""
+    if not native_lines.available():
+        return reference_line_hashes(text)
+    hashes, nonempty = native_lines.every_line_hash(text)
+    return [h if ok else None for h, ok in zip(hashes.tolist(), nonempty.tolist(), strict=True)]
+
+
+def nonempty_line_hashes(text: str) -> np.ndarray:
+    """Return the int64 hashes of the lines of ``text`` that normalise to something, in order."""
+    if native_lines.available():
+        return native_lines.nonempty_line_hashes(text)
+    return np.fromiter((h for h in reference_line_hashes(text) if h is not None), dtype=np.int64)
+
+
 def count_line_hashes(texts: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
     """Return (distinct line hashes as sorted int64, occurrences of each) over ``texts``."""
-    parts = [
-        np.fromiter((h for h in line_hashes(t) if h is not None), dtype=np.int64) for t in texts
-    ]
+    parts = [nonempty_line_hashes(t) for t in texts]
     allh = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     uniq, counts = np.unique(allh, return_counts=True)
     return uniq, counts.astype(np.int64)
@@ -48,6 +68,8 @@ class LineRemoval:
 
 def remove_lines(text: str, frequent: Collection[int]) -> LineRemoval:
     """Return ``text`` without its lines whose hash is in ``frequent``, and what was removed."""
+    if not frequent:
+        return LineRemoval(text, 0, 0)
     lines = text.split("\n")
     kept: list[str] = []
     removed = chars = 0
@@ -66,7 +88,7 @@ def frequent_line_hashes(texts: Sequence[str], min_count: int = 2) -> set[int]:
     """Return the hashes of normalised lines that occur at least ``min_count`` times."""
     counter: Counter[int] = Counter()
     for t in texts:
-        counter.update(h for h in line_hashes(t) if h is not None)
+        counter.update(nonempty_line_hashes(t).tolist())
     return {h for h, c in counter.items() if c >= min_count}
 
 

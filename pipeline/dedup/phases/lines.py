@@ -1,7 +1,8 @@
 """Line-frequency job (CCNet-style line dedup): ``map`` -> ``reduce`` -> ``final``.
 
 ``map``: distinct normalised-line hashes of each shard with their counts, split by hash
-into P files. ``reduce`` (task per partition): total count per hash over all shards;
+into P files. ``reduce`` (task per partition, or per split of a partition too large for
+``task_memory_gb``): total count per hash over all shards;
 hashes with at least ``min_count`` occurrences are emitted for each shard that has them.
 ``final``: per shard, the hashes of its lines that are frequent across the corpus.
 """
@@ -17,32 +18,30 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.step import StageShard
-from pipeline.dedup.lines import line_hashes
+from pipeline.dedup.lines import nonempty_line_hashes
+from pipeline.dedup.phases.memory import DEFAULT_TASK_MEMORY_GB, cap_bytes, rows_per_task
 from pipeline.dedup.phases.shuffle import (
     SHIFT,
     Columns,
-    concat,
+    ReduceUnit,
+    log_reduce,
     map_info,
     n_groups,
-    part_path,
+    plan_reduce,
     read_decisions,
+    read_split,
     route,
     run_final,
     run_map,
     shard_index,
     sorted_shards,
 )
-from pipeline.dedup.phases.store import (
-    check_config,
-    done_info,
-    mark_done,
-    read_table,
-    run_phase,
-    write_json,
-)
+from pipeline.dedup.phases.store import check_config, done_info, mark_done, run_phase, write_json
 from pipeline.dedup.text import U64
 from pipeline.execution import faults
-from pipeline.execution.executor import Executor
+from pipeline.execution.executor import Executor, Resources
+
+OPTION = "dedup_lines_v1.task_memory_gb"
 
 
 @dataclass
@@ -52,6 +51,7 @@ class LinesConfig:
     min_count: int = 2
     partitions: int = 16
     max_map_tasks: int = 4096
+    task_memory_gb: float = DEFAULT_TASK_MEMORY_GB
 
 
 def _rows(shard: StageShard, s: int, config: LinesConfig) -> tuple[Columns, list[str], dict]:
@@ -60,7 +60,7 @@ def _rows(shard: StageShard, s: int, config: LinesConfig) -> tuple[Columns, list
     n = 0
     for doc in shard.documents():
         n += 1
-        parts.append(np.fromiter((h for h in line_hashes(doc.text) if h is not None), dtype=np.int64))
+        parts.append(nonempty_line_hashes(doc.text))
     allh = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     uniq, counts = np.unique(allh, return_counts=True)
     cols = {"hash": uniq, "count": counts.astype(np.int64),
@@ -73,22 +73,25 @@ def _partition(cols: Columns, partitions: int) -> np.ndarray:
 
 
 def _reduce(
-    workdir: str, p: int, n_shards: int, n_units: int, partitions: int, min_count: int,
+    workdir: str, r: int, unit: ReduceUnit, n_shards: int, n_units: int, groups: int,
+    min_count: int,
 ) -> None:
-    """Total each line hash of partition ``p``; route the frequent ones to their shards."""
-    tables = [read_table(part_path(workdir, "map", p, u)) for u in range(n_units)]
-    h = concat(tables, "hash", np.int64)
-    c = concat(tables, "count", np.int64)
-    shard = concat(tables, "shard", np.int64)
+    """Total each line hash of reduce unit ``r`` (a map partition, or a split of one by
+    hash); route the frequent ones to their shards."""
+    p, j, k = unit
+    cols = read_split(workdir, p, n_units, "hash", j, k)
+    h = cols.get("hash", np.zeros(0, dtype=np.int64)).astype(np.int64, copy=False)
+    c = cols.get("count", np.zeros(0, dtype=np.int64)).astype(np.int64, copy=False)
+    shard = cols.get("shard", np.zeros(0, dtype=np.int64)).astype(np.int64, copy=False)
     uniq, inverse = np.unique(h, return_inverse=True)
     total = np.bincount(inverse, weights=c, minlength=len(uniq)).astype(np.int64)
     frequent_row = total[inverse] >= min_count
-    groups = n_groups(n_shards, partitions)
     cols = {"ref": shard[frequent_row] << SHIFT, "hash": h[frequent_row]}
-    outputs = route(workdir, "reduce", p, cols, n_shards, groups)
-    faults.checkpoint("reduce", p)
-    mark_done(workdir, "reduce", f"p{p:05d}", outputs,
-              {"frequent_lines": int((total >= min_count).sum()), "distinct_lines": int(len(uniq))})
+    outputs = route(workdir, "reduce", r, cols, n_shards, groups)
+    faults.checkpoint("reduce", r)
+    mark_done(workdir, "reduce", f"p{r:05d}", outputs,
+              {"frequent_lines": int((total >= min_count).sum()), "distinct_lines": int(len(uniq)),
+               "rows": int(len(h))})
 
 
 def prepare_lines(
@@ -100,17 +103,24 @@ def prepare_lines(
     """
     ordered = sorted_shards(shards)
     S, P = len(ordered), config.partitions
+    cap = cap_bytes(config.task_memory_gb)
+    rows_per_task(cap, "lines.reduce", OPTION)  # a cap no split can meet fails before any work
     os.makedirs(workdir, exist_ok=True)
     check_config(workdir, {"job": "lines", "partitions": P, "min_count": config.min_count,
                            "max_map_tasks": config.max_map_tasks,
+                           "task_memory_gb": config.task_memory_gb,
                            "shards": [s.shard_id for s in ordered],
                            "files": [list(s.files) for s in ordered]})
     M = run_map(workdir, ordered, P, config, config.max_map_tasks, _rows, _partition,
-                False, executor)
-    run_phase(workdir, "reduce", [f"p{p:05d}" for p in range(P)], _reduce,
-              [(workdir, p, S, M, P, config.min_count) for p in range(P)], executor)
-    run_final(workdir, "reduce", P, S, n_groups(S, P), executor)
-    red = [done_info(workdir, "reduce", f"p{p:05d}") for p in range(P)]
+                False, executor, cap)
+    units, declared = plan_reduce(workdir, M, P, cap, "lines.reduce", OPTION)
+    R, groups = len(units), n_groups(S, P)
+    run_phase(workdir, "reduce", [f"p{r:05d}" for r in range(R)], _reduce,
+              [(workdir, r, unit, S, M, groups, config.min_count)
+               for r, unit in enumerate(units)], executor, Resources(memory=declared))
+    log_reduce(workdir, "reduce", units, declared, P)
+    run_final(workdir, "reduce", R, S, groups, executor)
+    red = [done_info(workdir, "reduce", f"p{r:05d}") for r in range(R)]
     summary = {
         "documents": map_info(workdir, M, "docs"),
         "lines": map_info(workdir, M, "lines"),

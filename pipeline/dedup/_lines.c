@@ -1,0 +1,364 @@
+/* Native line normalisation and hashing for CCNet-style line deduplication.
+ *
+ * Computes, for every line of a text (split on '\n' only, like str.split("\n")), the hash
+ * that pipeline.dedup.text.line_hash(normalize_line(line)) gives in Python: the line case
+ * folded (str.casefold), every Unicode decimal digit replaced by '0', every character that
+ * is neither a word character (re's \w) nor whitespace (re's \s) turned into a space,
+ * whitespace runs collapsed to one space and the ends stripped; then BLAKE2b with an 8-byte
+ * digest of its UTF-8 bytes, read as a little-endian signed 64-bit integer.
+ *
+ * The Unicode knowledge is not compiled in: pipeline/dedup/native_lines.py builds, from the
+ * running interpreter's own str.casefold and re classes, a table giving each code point's
+ * output after folding and classification:
+ *   map[cp] == SEP          the code point separates words (punctuation, whitespace,
+ *                           unassigned, surrogates: anything not \w)
+ *   map[cp] & EXPAND        casefold gives several code points: entry (map[cp] & ~EXPAND)
+ *                           of the expansion table, three slots each (an output code
+ *                           point, SEP, or NONE for an unused slot)
+ *   otherwise               the one code point to emit ('0' for digits)
+ * so the result equals Python's on every code point of that interpreter's Unicode version.
+ *
+ * API (module pipeline.dedup._lines):
+ *   new(map: bytes, expansions: bytes) -> capsule     map: 0x110000 uint32, native order
+ *   nonempty(capsule, text: str) -> bytes             int64 hash of every line that does not
+ *                                                      normalise to nothing, in order
+ *   every(capsule, text: str) -> (bytes, bytes)       int64 hash per line (0 where empty)
+ *                                                      and one byte per line: 1 if non-empty
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define N_CODEPOINTS 0x110000
+#define SEP 0xFFFFFFFFu
+#define NONE 0xFFFFFFFEu
+#define EXPAND 0x80000000u
+
+typedef struct {
+    uint32_t *map;
+    uint32_t *exp;
+    size_t n_exp; /* entries of three slots */
+} Tables;
+
+/* ---- BLAKE2b (RFC 7693), unkeyed, 8-byte digest --------------------------------------- */
+
+static const uint64_t B2_IV[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL,
+    0xa54ff53a5f1d36f1ULL, 0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL,
+    0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
+};
+
+static const uint8_t B2_SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+};
+
+static inline uint64_t rotr64(uint64_t x, unsigned n) { return (x >> n) | (x << (64 - n)); }
+
+static inline uint64_t load64(const unsigned char *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+#define B2_G(a, b, c, d, x, y)          \
+    do {                                \
+        a = a + b + (x);                \
+        d = rotr64(d ^ a, 32);          \
+        c = c + d;                      \
+        b = rotr64(b ^ c, 24);          \
+        a = a + b + (y);                \
+        d = rotr64(d ^ a, 16);          \
+        c = c + d;                      \
+        b = rotr64(b ^ c, 63);          \
+    } while (0)
+
+static void b2_compress(uint64_t h[8], const unsigned char block[128], uint64_t t, int last) {
+    uint64_t m[16], v[16];
+    for (int i = 0; i < 16; i++) m[i] = load64(block + 8 * i);
+    for (int i = 0; i < 8; i++) {
+        v[i] = h[i];
+        v[i + 8] = B2_IV[i];
+    }
+    v[12] ^= t; /* messages here are far below 2**64 bytes: the high counter word stays 0 */
+    if (last) v[14] = ~v[14];
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = B2_SIGMA[r];
+        B2_G(v[0], v[4], v[8], v[12], m[s[0]], m[s[1]]);
+        B2_G(v[1], v[5], v[9], v[13], m[s[2]], m[s[3]]);
+        B2_G(v[2], v[6], v[10], v[14], m[s[4]], m[s[5]]);
+        B2_G(v[3], v[7], v[11], v[15], m[s[6]], m[s[7]]);
+        B2_G(v[0], v[5], v[10], v[15], m[s[8]], m[s[9]]);
+        B2_G(v[1], v[6], v[11], v[12], m[s[10]], m[s[11]]);
+        B2_G(v[2], v[7], v[8], v[13], m[s[12]], m[s[13]]);
+        B2_G(v[3], v[4], v[9], v[14], m[s[14]], m[s[15]]);
+    }
+    for (int i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
+}
+
+/* hashlib.blake2b(data, digest_size=8).digest() read as little-endian int64 */
+static int64_t blake2b_8(const unsigned char *data, size_t n) {
+    uint64_t h[8];
+    memcpy(h, B2_IV, sizeof h);
+    h[0] ^= 0x01010000ULL ^ 8; /* depth 1, fanout 1, no key, digest length 8 */
+    size_t done = 0;
+    while (n - done > 128) {
+        b2_compress(h, data + done, (uint64_t)(done + 128), 0);
+        done += 128;
+    }
+    unsigned char last[128] = {0};
+    memcpy(last, data + done, n - done);
+    b2_compress(h, last, (uint64_t)n, 1);
+    uint64_t out = h[0];
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    out = __builtin_bswap64(out);
+#endif
+    return (int64_t)out;
+}
+
+/* ---- growable buffers --------------------------------------------------------------------- */
+
+typedef struct {
+    unsigned char *p;
+    size_t len, cap;
+} Bytes;
+
+static int bytes_reserve(Bytes *b, size_t extra) {
+    if (b->len + extra <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra) cap *= 2;
+    unsigned char *p = realloc(b->p, cap);
+    if (p == NULL) return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* ---- the scanner -------------------------------------------------------------------------- */
+
+typedef struct {
+    Bytes line;    /* the current line, normalised, as UTF-8 */
+    int pending;   /* a separator was seen since the last emitted character */
+    Bytes hashes;  /* int64 per output line */
+    Bytes flags;   /* uint8 per line (only when every line is reported) */
+    int every;
+} Scan;
+
+static inline void put_utf8(Bytes *b, uint32_t cp) {
+    unsigned char *p = b->p + b->len;
+    if (cp < 0x80) {
+        p[0] = (unsigned char)cp;
+        b->len += 1;
+    } else if (cp < 0x800) {
+        p[0] = (unsigned char)(0xC0 | (cp >> 6));
+        p[1] = (unsigned char)(0x80 | (cp & 0x3F));
+        b->len += 2;
+    } else if (cp < 0x10000) {
+        p[0] = (unsigned char)(0xE0 | (cp >> 12));
+        p[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        p[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        b->len += 3;
+    } else {
+        p[0] = (unsigned char)(0xF0 | (cp >> 18));
+        p[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+        p[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        p[3] = (unsigned char)(0x80 | (cp & 0x3F));
+        b->len += 4;
+    }
+}
+
+/* emit one table value that is an output code point or SEP (capacity already reserved) */
+static inline void emit_one(Scan *s, uint32_t v) {
+    if (v == SEP) {
+        s->pending = 1;
+        return;
+    }
+    if (s->pending) {
+        if (s->line.len) s->line.p[s->line.len++] = ' ';
+        s->pending = 0;
+    }
+    put_utf8(&s->line, v);
+}
+
+static int end_line(Scan *s) {
+    int64_t h = 0;
+    int nonempty = s->line.len > 0;
+    if (nonempty) h = blake2b_8(s->line.p, s->line.len);
+    if (nonempty || s->every) {
+        if (bytes_reserve(&s->hashes, 8) < 0) return -1;
+        memcpy(s->hashes.p + s->hashes.len, &h, 8);
+        s->hashes.len += 8;
+    }
+    if (s->every) {
+        if (bytes_reserve(&s->flags, 1) < 0) return -1;
+        s->flags.p[s->flags.len++] = (unsigned char)nonempty;
+    }
+    s->line.len = 0;
+    s->pending = 0;
+    return 0;
+}
+
+/* 3 code points of 4 bytes and their separating spaces: the most one input character adds */
+#define MAX_PER_CHAR 16
+
+#define SCAN_LOOP(TYPE)                                                                    \
+    do {                                                                                   \
+        const TYPE *d = (const TYPE *)data;                                                \
+        for (Py_ssize_t i = 0; i < n; i++) {                                               \
+            uint32_t c = d[i];                                                             \
+            if (c == '\n') {                                                               \
+                if (end_line(s) < 0) return -1;                                            \
+                continue;                                                                  \
+            }                                                                              \
+            uint32_t v = map[c];                                                           \
+            if (v == SEP) {                                                                \
+                s->pending = 1;                                                            \
+                continue;                                                                  \
+            }                                                                              \
+            if (bytes_reserve(&s->line, MAX_PER_CHAR) < 0) return -1;                      \
+            if (v & EXPAND) {                                                              \
+                const uint32_t *e = exp + 3 * (size_t)(v & ~EXPAND);                       \
+                for (int k = 0; k < 3 && e[k] != NONE; k++) emit_one(s, e[k]);             \
+            } else {                                                                       \
+                emit_one(s, v);                                                            \
+            }                                                                              \
+        }                                                                                  \
+    } while (0)
+
+static int scan_text(const Tables *t, Scan *s, int kind, const void *data, Py_ssize_t n) {
+    const uint32_t *map = t->map, *exp = t->exp;
+    if (kind == PyUnicode_1BYTE_KIND)
+        SCAN_LOOP(Py_UCS1);
+    else if (kind == PyUnicode_2BYTE_KIND)
+        SCAN_LOOP(Py_UCS2);
+    else
+        SCAN_LOOP(Py_UCS4);
+    return end_line(s); /* the text's last line (str.split gives one even for "") */
+}
+
+/* ---- Python interface --------------------------------------------------------------------- */
+
+static void tables_free(PyObject *capsule) {
+    Tables *t = (Tables *)PyCapsule_GetPointer(capsule, "refinery.LineTables");
+    if (t == NULL) return;
+    free(t->map);
+    free(t->exp);
+    free(t);
+}
+
+static PyObject *tables_new(PyObject *self, PyObject *args) {
+    Py_buffer map, exp;
+    if (!PyArg_ParseTuple(args, "y*y*", &map, &exp)) return NULL;
+    Tables *t = NULL;
+    if (map.len != (Py_ssize_t)(N_CODEPOINTS * sizeof(uint32_t)) ||
+        exp.len % (Py_ssize_t)(3 * sizeof(uint32_t)) != 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "need a map of 0x110000 uint32 and expansions of 3 uint32 each");
+        goto fail;
+    }
+    t = calloc(1, sizeof(Tables));
+    if (t == NULL) goto nomem;
+    t->n_exp = (size_t)exp.len / (3 * sizeof(uint32_t));
+    t->map = malloc((size_t)map.len);
+    t->exp = malloc(exp.len ? (size_t)exp.len : 1);
+    if (t->map == NULL || t->exp == NULL) goto nomem;
+    memcpy(t->map, map.buf, (size_t)map.len);
+    memcpy(t->exp, exp.buf, (size_t)exp.len);
+    for (size_t cp = 0; cp < N_CODEPOINTS; cp++) { /* validate once, so scanning need not */
+        uint32_t v = t->map[cp];
+        if (v == SEP) continue;
+        int bad = (v & EXPAND) ? (v & ~EXPAND) >= t->n_exp : v >= N_CODEPOINTS || v == '\n';
+        if (bad) {
+            PyErr_Format(PyExc_ValueError, "bad map entry %u for code point %zu", v, cp);
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < 3 * t->n_exp; i++) {
+        uint32_t v = t->exp[i];
+        if (v != SEP && v != NONE && (v >= N_CODEPOINTS || v == '\n')) {
+            PyErr_Format(PyExc_ValueError, "bad expansion entry %u", v);
+            goto fail;
+        }
+    }
+    PyBuffer_Release(&map);
+    PyBuffer_Release(&exp);
+    PyObject *capsule = PyCapsule_New(t, "refinery.LineTables", tables_free);
+    if (capsule == NULL) {
+        free(t->map);
+        free(t->exp);
+        free(t);
+    }
+    return capsule;
+nomem:
+    PyErr_NoMemory();
+fail:
+    if (t != NULL) {
+        free(t->map);
+        free(t->exp);
+        free(t);
+    }
+    PyBuffer_Release(&map);
+    PyBuffer_Release(&exp);
+    return NULL;
+}
+
+static PyObject *run(PyObject *args, int every) {
+    PyObject *capsule, *text;
+    if (!PyArg_ParseTuple(args, "OU", &capsule, &text)) return NULL;
+    Tables *t = (Tables *)PyCapsule_GetPointer(capsule, "refinery.LineTables");
+    if (t == NULL) return NULL;
+    if (PyUnicode_READY(text) < 0) return NULL;
+    Scan s = {{0}, 0, {0}, {0}, every};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS /* the str is immutable and referenced by our caller */
+    rc = scan_text(t, &s, PyUnicode_KIND(text), PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text));
+    Py_END_ALLOW_THREADS
+    PyObject *result = NULL;
+    if (rc < 0) {
+        PyErr_NoMemory();
+    } else if (!every) {
+        result = PyBytes_FromStringAndSize((const char *)s.hashes.p, (Py_ssize_t)s.hashes.len);
+    } else {
+        result = Py_BuildValue("y#y#", (const char *)s.hashes.p, (Py_ssize_t)s.hashes.len,
+                               (const char *)s.flags.p, (Py_ssize_t)s.flags.len);
+    }
+    free(s.line.p);
+    free(s.hashes.p);
+    free(s.flags.p);
+    return result;
+}
+
+static PyObject *nonempty(PyObject *self, PyObject *args) { return run(args, 0); }
+
+static PyObject *every(PyObject *self, PyObject *args) { return run(args, 1); }
+
+static PyMethodDef methods[] = {
+    {"new", tables_new, METH_VARARGS, "new(map, expansions) -> tables capsule"},
+    {"nonempty", nonempty, METH_VARARGS,
+     "nonempty(tables, text) -> bytes: int64 hash of each line that normalises to something"},
+    {"every", every, METH_VARARGS,
+     "every(tables, text) -> (bytes, bytes): int64 hash per line (0 if empty), 1 if non-empty"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_lines",
+    "Native line normalisation and hashing (see pipeline.dedup.native_lines).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__lines(void) { return PyModule_Create(&module); }
