@@ -9,10 +9,10 @@ cuDNN kernels on an H100) for plain causal attention, and through FlexAttention 
 mask when document boundaries are given (document masking: a token attends only to earlier
 tokens of its own document).
 
-Mixture of experts: a token-choice top-k router computed in float32, the Switch/GShard
-load-balancing loss, router z-loss, optional auxiliary-loss-free balancing with a per-expert
-bias (DeepSeek-V3), and expert computation batched by sorting the (token, expert) pairs by
-expert and running one grouped matrix multiply (``torch._grouped_mm``) per projection.
+Mixture of experts (``model/moe.py``): token-choice top-k or expert-choice routing in float32,
+shared and fine-grained experts, optional capacity factor with token dropping, the
+Switch/GShard load-balancing loss or auxiliary-loss-free bias balancing (DeepSeek-V3), softmax
+or sigmoid router scores, router z-loss, grouped-GEMM experts.
 
 Architecture knobs (defaults give the architecture above, through the same kernels):
 
@@ -50,6 +50,8 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from model.moe import MoE, MoEStats, aux_loss_weight, consume_moe_stats, validate_moe_config
 
 try:  # FlexAttention (torch >= 2.5) is only needed for document masking.
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
@@ -102,12 +104,18 @@ class ModelConfig:
     experts_per_token: int = 2
     moe_every: int = 1
     moe_d_ff: int | None = None
-    router_balance: str = "aux"  # "aux" (Switch/GShard loss) or "bias" (DeepSeek-V3 aux-free)
-    aux_loss_coef: float = 0.01
+    # "aux" (Switch/GShard loss), "bias" (DeepSeek-V3 aux-loss-free: no aux term in the loss)
+    # or "none" (expert choice); options and their checks in model/moe.py
+    router_balance: str = "aux"
+    aux_loss_coef: float = 0.01  # used in "aux" mode only
     z_loss_coef: float = 0.001
     bias_update_rate: float = 0.001
     norm_topk_prob: bool = True
     grouped_mm: bool = True  # use torch._grouped_mm for bf16 experts when available
+    n_shared_experts: int = 0  # always-on experts (DeepSeekMoE), each moe_d_ff wide
+    moe_routing: str = "token_choice"  # token_choice | expert_choice
+    moe_capacity_factor: float | None = None  # None: dropless; else tokens over capacity dropped
+    router_score: str = "softmax"  # softmax | sigmoid (DeepSeek-V3 affinities)
     # Architecture knobs (see the module docstring)
     norm_type: str = "rmsnorm"  # rmsnorm | layernorm
     norm_placement: str = "pre"  # pre | post | sandwich | deepnorm
@@ -132,14 +140,9 @@ class ModelConfig:
             raise ValueError(f"n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
         if self.head_dim % 2 and self.pos_encoding == "rope":
             raise ValueError("head_dim must be even for rotary embeddings")
-        if self.n_experts and not 1 <= self.experts_per_token <= self.n_experts:
-            raise ValueError("experts_per_token must be in [1, n_experts]")
-        if self.router_balance not in ("aux", "bias"):
-            raise ValueError(f"router_balance must be 'aux' or 'bias', not {self.router_balance!r}")
+        validate_moe_config(self)
         if self.attn_impl not in ("sdpa", "flex"):
             raise ValueError(f"attn_impl must be 'sdpa' or 'flex', not {self.attn_impl!r}")
-        if self.moe_every < 1:
-            raise ValueError("moe_every must be >= 1")
         choices = {"norm_type": NORM_TYPES, "norm_placement": NORM_PLACEMENTS,
                    "pos_encoding": POS_ENCODINGS}
         for name, allowed in choices.items():
@@ -450,125 +453,6 @@ class SwiGLU(nn.Module):
         return self.w2(F.silu(gate) * up)
 
 
-class RouterOutput(NamedTuple):
-    """What the router decides for ``N`` tokens."""
-
-    expert_idx: torch.Tensor  # [N, k] int64, chosen experts
-    weights: torch.Tensor  # [N, k] float32, combine weights
-    probs: torch.Tensor  # [N, E] float32, softmax router probabilities
-    logits: torch.Tensor  # [N, E] float32
-    counts: torch.Tensor  # [E] float32, (token, expert) assignments per expert
-    aux_loss: torch.Tensor  # scalar, Switch/GShard load-balancing loss
-    z_loss: torch.Tensor  # scalar, router z-loss
-
-
-def _autocast_dtype(device_type: str) -> torch.dtype | None:
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return None
-
-
-class MoE(nn.Module):
-    """Token-choice top-k mixture of SwiGLU experts.
-
-    Routing (float32): ``p = softmax(x W_r)``; experts chosen by ``topk(p + b)`` where ``b`` is
-    the balancing bias (zero unless ``router_balance == "bias"``); combine weights are the
-    chosen ``p`` (renormalised over the k chosen if ``norm_topk_prob``).
-
-    Losses: ``aux = E * sum_i f_i * P_i`` with ``f_i`` the fraction of the ``N*k`` assignments
-    sent to expert ``i`` and ``P_i`` the mean router probability of expert ``i`` (equals 1 when
-    perfectly balanced); ``z = mean_tokens(logsumexp(logits) ** 2)``.
-
-    Expert computation: the ``N*k`` (token, expert) pairs are sorted by expert, gathered into
-    one contiguous ``[N*k, d]`` matrix and pushed through each projection with a grouped GEMM
-    whose groups are the per-expert row ranges; results are un-sorted and combined.
-    """
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        E, d, f = cfg.n_experts, cfg.d_model, cfg.moe_d_ff
-        self.n_experts = E
-        self.top_k = cfg.experts_per_token
-        self.balance = cfg.router_balance
-        self.bias_update_rate = cfg.bias_update_rate
-        self.norm_topk_prob = cfg.norm_topk_prob
-        self.use_grouped_mm = cfg.grouped_mm and hasattr(torch, "_grouped_mm")
-        self.router = nn.Linear(d, E, bias=False)
-        self.w13 = nn.Parameter(torch.empty(E, d, 2 * f))  # x @ w13[e] -> [gate | up]
-        self.w2 = nn.Parameter(torch.empty(E, f, d))
-        # Balancing bias (DeepSeek-V3) and the running count of assignments per expert since
-        # the last :meth:`update_bias`; both persistent so that a resumed run matches exactly.
-        self.register_buffer("expert_bias", torch.zeros(E))
-        self.register_buffer("tokens_per_expert", torch.zeros(E))
-        self.reset_parameters(cfg.init_std)
-
-    @torch.no_grad()
-    def reset_parameters(self, std: float = 0.02) -> None:
-        """Normal(0, std) experts and router (the Transformer rescales ``w2`` afterwards)."""
-        for p in (self.w13, self.w2, self.router.weight):
-            nn.init.normal_(p, 0.0, std)
-
-    def route(self, x: torch.Tensor) -> RouterOutput:
-        """Route ``x`` ``[N, d]`` in float32 and compute the balancing losses."""
-        N, E, k = x.shape[0], self.n_experts, self.top_k
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            logits = F.linear(x.float(), self.router.weight.float())
-        probs = logits.softmax(dim=-1)
-        select = probs + self.expert_bias if self.balance == "bias" else probs
-        expert_idx = select.topk(k, dim=-1).indices
-        weights = probs.gather(-1, expert_idx)
-        if self.norm_topk_prob:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-        counts = torch.zeros(E, device=x.device, dtype=torch.float32)
-        counts = counts.scatter_add(0, expert_idx.reshape(-1),
-                                    torch.ones(N * k, device=x.device, dtype=torch.float32))
-        f = counts / (N * k)
-        aux_loss = E * (f * probs.mean(dim=0)).sum()
-        z_loss = torch.logsumexp(logits, dim=-1).pow(2).mean()
-        return RouterOutput(expert_idx, weights, probs, logits, counts, aux_loss, z_loss)
-
-    def _expert_mlp(self, xs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """SwiGLU of each expert over its contiguous row group of ``xs`` ``[N*k, d]``."""
-        dtype = xs.dtype
-        w13, w2 = self.w13.to(dtype), self.w2.to(dtype)
-        if self.use_grouped_mm and dtype == torch.bfloat16:
-            offs = counts.cumsum(0).to(torch.int32)
-            h = torch._grouped_mm(xs, w13, offs=offs)
-            gate, up = h.chunk(2, dim=-1)
-            return torch._grouped_mm((F.silu(gate) * up).contiguous(), w2, offs=offs)
-        # Fallback (float32 / no grouped GEMM): one matmul per expert over its row group.
-        outs = []
-        for e, xe in enumerate(xs.split(counts.long().tolist(), dim=0)):
-            gate, up = (xe @ w13[e]).chunk(2, dim=-1)
-            outs.append((F.silu(gate) * up) @ w2[e])
-        return torch.cat(outs, dim=0)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return ``(y, aux_loss, z_loss)`` for ``x`` ``[B, T, d]``."""
-        shape = x.shape
-        x = x.reshape(-1, shape[-1])
-        N, k = x.shape[0], self.top_k
-        r = self.route(x)
-        if self.training:
-            with torch.no_grad():
-                self.tokens_per_expert.add_(r.counts)
-        flat = r.expert_idx.reshape(-1)  # [N*k], pair j = (token j // k, expert flat[j])
-        order = flat.argsort(stable=True)  # pairs sorted by expert
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel(), device=order.device)
-        compute_dtype = _autocast_dtype(x.device.type) or x.dtype
-        xs = x[order // k].to(compute_dtype)
-        ys = self._expert_mlp(xs, r.counts)[inverse].view(N, k, -1)  # back to pair order
-        y = (ys.float() * r.weights.unsqueeze(-1)).sum(dim=1)
-        return y.to(x.dtype).view(shape), r.aux_loss, r.z_loss
-
-    @torch.no_grad()
-    def update_bias(self, counts: torch.Tensor) -> None:
-        """Aux-loss-free balancing step: raise the bias of under-loaded experts, lower others."""
-        if self.balance == "bias" and counts.sum() > 0:
-            self.expert_bias.add_(self.bias_update_rate * torch.sign(counts.mean() - counts))
-
-
 class Block(nn.Module):
     """Transformer block: attention then feed-forward (dense or MoE), each wrapped in the
     residual/normalisation arrangement ``cfg.norm_placement`` selects."""
@@ -617,7 +501,8 @@ class Block(nn.Module):
 class LMOutput(NamedTuple):
     """Forward result when targets are given.
 
-    ``loss = ce + aux_coef*aux + z_coef*z + output_z_coef*output_z``.
+    ``loss = ce + aux_coef*aux + z_coef*z + output_z_coef*output_z``, with ``aux_coef`` 0 in the
+    auxiliary-loss-free balancing mode (``aux`` is reported all the same).
     """
 
     logits: torch.Tensor
@@ -709,6 +594,10 @@ class Transformer(nn.Module):
                 f = ffn.w2.shape[1]
                 xavier(ffn.w13, d, f, beta)
                 xavier(ffn.w2, f, d, beta)
+                if ffn.shared is not None:
+                    f = ffn.shared.w2.in_features
+                    xavier(ffn.shared.w13.weight, d, f, beta)
+                    xavier(ffn.shared.w2.weight, f, d, beta)
             else:
                 f = ffn.w2.in_features
                 xavier(ffn.w13.weight, d, f, beta)
@@ -781,7 +670,7 @@ class Transformer(nn.Module):
         zero = ce.new_zeros(())
         aux_total = zero if aux_total is None else aux_total
         z_total = zero if z_total is None else z_total
-        loss = ce + self.config.aux_loss_coef * aux_total + self.config.z_loss_coef * z_total
+        loss = ce + aux_loss_weight(self.config) * aux_total + self.config.z_loss_coef * z_total
         out_z = zero
         if self.config.output_z_loss_coef:
             scored = targets.reshape(-1) != -100
@@ -795,23 +684,18 @@ class Transformer(nn.Module):
         return [m for m in self.modules() if isinstance(m, MoE)]
 
     @torch.no_grad()
-    def consume_expert_load(self, all_reduce: Any = None) -> torch.Tensor | None:
-        """Per-layer expert load since the last call, as fractions ``[n_moe_layers, E]``.
+    def consume_moe_stats(self, all_reduce: Any = None) -> MoEStats | None:
+        """Per-layer expert load ``[n_moe_layers, E]`` and dropped fraction ``[n_moe_layers]``
+        since the last call (summed over ranks with ``all_reduce``, an in-place SUM callable);
+        applies the aux-loss-free bias update and resets the counters. None for dense models
+        (see :func:`model.moe.consume_moe_stats`)."""
+        return consume_moe_stats(self.moe_layers(), all_reduce)
 
-        Sums the assignment counts over data-parallel ranks with ``all_reduce`` (a callable
-        doing an in-place SUM) when given, applies the aux-loss-free bias update
-        (``router_balance == "bias"``), and resets the counters. None for dense models.
-        """
-        layers = self.moe_layers()
-        if not layers:
-            return None
-        counts = torch.stack([m.tokens_per_expert for m in layers])
-        if all_reduce is not None:
-            all_reduce(counts)
-        for m, c in zip(layers, counts, strict=True):
-            m.update_bias(c)
-            m.tokens_per_expert.zero_()
-        return counts / counts.sum(dim=-1, keepdim=True).clamp_min(1)
+    @torch.no_grad()
+    def consume_expert_load(self, all_reduce: Any = None) -> torch.Tensor | None:
+        """The expert load part of :meth:`consume_moe_stats` (fractions ``[n_moe_layers, E]``)."""
+        stats = self.consume_moe_stats(all_reduce)
+        return None if stats is None else stats.load
 
     # ---- accounting -------------------------------------------------------------------------
     def num_params(self, active: bool = False, embedding: bool = True) -> int:

@@ -43,6 +43,7 @@ from torch import nn
 from model import parallel
 from model.config import load_config_file, merge_overrides, parse_scalar
 from model.data import EvalPlan, eval_plan, eval_subset, make_sampler, read_windows
+from model.generate import resolve_checkpoint
 from model.model import PRESETS, ModelConfig, Transformer
 from tokenizer.token_stream import TokenStream
 
@@ -102,6 +103,10 @@ class TrainConfig:
     resume: bool = True
     halt_at_step: int | None = None  # stop (with a checkpoint) after this step
     peak_flops: float | None = None  # per device; default H100 bf16 peak on CUDA
+    # A checkpoint (state.pt or run dir) whose model weights start this run when there is no
+    # checkpoint to resume from, e.g. `python -m model.upcycle`'s output; its model config
+    # must equal this run's.
+    init_from: str = ""
     plot: bool = True
 
 
@@ -181,6 +186,23 @@ def build_model_config(model_section: dict[str, Any], seq_len: int,
         base["vocab_size"] = 128 * math.ceil(stream.vocab_size / 128)
     base["max_seq_len"] = max(int(base.get("max_seq_len", seq_len)), seq_len)
     return ModelConfig.from_dict(base)
+
+
+def load_init_weights(model: Transformer, path: str | Path) -> None:
+    """Load the model weights of the checkpoint at ``path`` (a ``state.pt``, step folder or
+    run directory) into ``model``; its stored model config must equal ``model.config``."""
+    file = resolve_checkpoint(path)
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    stored = state.get("model_config")
+    if stored is None:
+        raise ValueError(f"train.init_from {file}: checkpoint has no model_config")
+    ours = model.config.to_dict()
+    diff = sorted(k for k in set(stored) | set(ours) if stored.get(k) != ours.get(k))
+    if diff:
+        raise ValueError(f"train.init_from {file}: model config differs from this run's in "
+                         f"{ {k: (stored.get(k), ours.get(k)) for k in diff} } (checkpoint, run); "
+                         f"set the run's model section to the checkpoint's")
+    model.load_state_dict(state["model"])
 
 
 def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -441,6 +463,8 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
     # ---- model ------------------------------------------------------------------------------
     mcfg = build_model_config(config.get("model", {}), seq_len, train_stream)
     model = Transformer(mcfg)
+    if tcfg.init_from:
+        load_init_weights(model, tcfg.init_from)
     digest = init_digest(model)  # same seed and model config -> same digest (paired arms)
     model = model.to(device)
     use_bf16 = tcfg.dtype == "bf16"
@@ -562,7 +586,7 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
             raise TrainingDiverged(step, loss, gnorm, path)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        load = model.consume_expert_load(parallel.all_reduce_sum)
+        moe_stats = model.consume_moe_stats(parallel.all_reduce_sum)
         train_losses[step] = loss
         dt = time.perf_counter() - t_step
         tokens_since_log += tokens_per_step
@@ -577,12 +601,17 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
             rec: dict[str, Any] = {"kind": "train", "step": step, "loss": loss, "ce_loss": ce,
                                    "lr": lr, "grad_norm": gnorm, "tokens": step * tokens_per_step,
                                    "tokens_per_s": tok_s, "mfu": mfu}
-            if load is not None:
+            moe_txt = ""
+            if moe_stats is not None:  # per MoE layer: expert load and dropped fraction
+                load, dropped = moe_stats.load, moe_stats.dropped.tolist()
                 rec.update(aux_loss=aux, z_loss=z, expert_load=load.tolist(),
-                           max_load=float(load.max(dim=-1).values.mean() * load.shape[-1]))
+                           max_load=float(load.max(dim=-1).values.mean() * load.shape[-1]),
+                           dropped_frac=dropped)
+                moe_txt = (f" | aux {aux:.3f} | max/mean load {rec['max_load']:.2f} | dropped "
+                           f"{100 * sum(dropped) / len(dropped):.2f}% (max layer "
+                           f"{100 * max(dropped):.2f}%)")
             metrics.write(rec)
             mfu_txt = f"{100 * mfu:.1f}%" if mfu is not None else "n/a"
-            moe_txt = f" | aux {aux:.3f} | max/mean load {rec['max_load']:.2f}" if load is not None else ""
             log(f"step {step}/{tcfg.max_steps} | loss {loss:.4f} | lr {lr:.2e} | gnorm {gnorm:.3f} "
                 f"| {tok_s:,.0f} tok/s | mfu {mfu_txt}{moe_txt}", flush=True)
             t_log, tokens_since_log = time.perf_counter(), 0
