@@ -8,9 +8,13 @@ the additive term, which costs a third of the matrix work and changes nothing me
 on 300 Wikipedia pairs x 5 seeds both give the theoretical error of k-permutation MinHash
 (RMSE 0.041 at 120 permutations; bias below 0.001), see docs/dedup-at-scale.md.
 
-Signatures are computed for a whole batch of documents at once: per chunk of shingles a
-``(num_perm, n_shingles)`` uint32 matrix is one broadcast multiply, and
-``np.minimum.reduceat`` over each document's columns gives the minima.
+Signatures come from the C extension ``pipeline.dedup._minhash`` when it is built (word
+splitting, shingle hashing and the permutation minimum in one pass per document, see
+``_minhash.c``), else from the numpy path, which stays the reference: both give the same
+signatures bit for bit (tests/pipeline/dedup/test_minhash_native.py). The numpy path
+computes a whole batch at once: per chunk of shingles a ``(num_perm, n_shingles)`` uint32
+matrix is one broadcast multiply, and ``np.minimum.reduceat`` over each document's columns
+gives the minima.
 
 LSH: the signature is cut into ``bands`` bands of ``rows`` values; two documents are
 candidates when any band is identical. The probability that a pair with Jaccard ``s``
@@ -26,6 +30,11 @@ import numpy as np
 
 from pipeline.dedup.components import connected_components
 from pipeline.dedup.text import U64, ShingleHasher, jaccard, mix64
+
+try:
+    from pipeline.dedup import _minhash
+except ImportError:  # built by setup.py when a C compiler is there
+    _minhash = None
 
 EMPTY = np.uint32(0xFFFFFFFF)
 
@@ -84,8 +93,18 @@ def s_curve_midpoint(bands: int, rows: int) -> float:
     return float((1.0 - 0.5 ** (1.0 / bands)) ** (1.0 / rows))
 
 
+def native_available() -> bool:
+    """Whether the compiled signature kernel (``pipeline.dedup._minhash``) was built."""
+    return _minhash is not None
+
+
 class MinHasher:
-    """Computes MinHash signatures of word n-gram shingle sets, many documents at a time."""
+    """Computes MinHash signatures of word n-gram shingle sets, many documents at a time.
+
+    ``native``: None uses the C kernel when it is built and numpy otherwise; True requires
+    the C kernel (RuntimeError if it is not built); False always uses numpy. Both give the
+    same signatures.
+    """
 
     def __init__(
         self,
@@ -93,9 +112,15 @@ class MinHasher:
         ngram: int = DEFAULT_NGRAM,
         seed: int = 1,
         chunk: int = 16384,
+        native: bool | None = None,
     ) -> None:
         if num_perm < 1:
             raise ValueError("num_perm must be >= 1")
+        if native and _minhash is None:
+            raise RuntimeError("the native MinHash kernel (pipeline.dedup._minhash) is not "
+                               "built: reinstall with `pip install -e .` and read its compiler "
+                               "errors, or pass native=None to use numpy")
+        self.native = _minhash is not None if native is None else native
         self.num_perm = num_perm
         self.ngram = ngram
         self.seed = seed
@@ -149,13 +174,30 @@ class MinHasher:
 
     def signatures(self, texts: Sequence[str]) -> np.ndarray:
         """Return the ``(len(texts), num_perm)`` uint32 signatures of ``texts``."""
+        if self.native:
+            return self._native(texts)[0]
         h, counts = self.shingler.hashes(texts)
         return self.signatures_from_hashes(h, counts)
+
+    def _native(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(signatures, shingle count per text) from the C kernel, in one call."""
+        if not isinstance(texts, list | tuple):
+            texts = list(texts)
+        sig, counts = _minhash.signatures(texts, self.a, self.shingler.weights)
+        return (np.frombuffer(sig, dtype=np.uint32).reshape(len(texts), self.num_perm),
+                np.frombuffer(counts, dtype=np.int64))
 
     def signatures_batched(
         self, texts: Sequence[str], batch_bytes: int = 1 << 20
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Return (signatures, shingle count per text), hashing batches of ~``batch_bytes``."""
+        """Return (signatures, shingle count per text).
+
+        The numpy path hashes batches of ~``batch_bytes`` (its work arrays grow with the
+        batch); the C kernel takes all ``texts`` in one call, its memory bounded by the
+        longest text.
+        """
+        if self.native:
+            return self._native(texts)
         sigs: list[np.ndarray] = []
         counts: list[np.ndarray] = []
         for batch in iter_batches(texts, batch_bytes):

@@ -123,6 +123,11 @@ class ShingleHasher:
         self._k = rng.integers(0, 1 << 63, ngram, dtype=np.int64).view(U64) | U64(1)
         self._buffers: dict[str, np.ndarray] = {}
 
+    @property
+    def weights(self) -> np.ndarray:
+        """The ``ngram`` odd uint64 constants ``K_j`` that combine word hashes into a shingle."""
+        return self._k
+
     def _scratch(self, name: str, n: int, dtype: type) -> np.ndarray:
         """Return a reusable length-``n`` work array (avoids page faults on fresh memory)."""
         arr = self._buffers.get(name)

@@ -1,0 +1,380 @@
+/* Native MinHash signatures: text in, (documents x num_perm) uint32 signatures out.
+ *
+ * One pass per document computes what pipeline.dedup.minhash.MinHasher's numpy path
+ * computes for a batch, bit for bit (pipeline/dedup/text.py, ShingleHasher):
+ *
+ *   words     maximal runs of ASCII letters, ASCII digits and non-ASCII code points other
+ *             than the separators U+00A0..U+00BF, U+2000..U+203F and U+3000..U+3002;
+ *             ASCII letters lower-cased. This is the numpy path's rule on UTF-8 bytes
+ *             (lead bytes C2 / E2 / E3 of those ranges), stated on code points.
+ *   word      h = sum_t byte_t * B**t mod 2**32 over the word's UTF-8 bytes (lone
+ *             surrogates encoded as three bytes, like "surrogatepass"), B = 0x01000193
+ *   shingle   words i .. i+n-1: mix64(sum_j word[i+j] * K_j mod 2**64); a document with
+ *             1 .. n-1 words has one shingle of all its words, one without words none
+ *   minimum   sig[k] = min over shingles of a_k * x mod 2**32, x = (shingle >> 32) | 1;
+ *             0xFFFFFFFF where a document has no shingle
+ *
+ * The permutation minimum is the hot loop: per shingle, all num_perm products and minima,
+ * written as plain loops over k that the compiler vectorises (-O3). Perms are taken in
+ * blocks of PERM_BLOCK so one block's minima and multipliers stay in vector registers
+ * while the document's shingles stream past. On x86-64 an AVX2 build of that loop is
+ * chosen at import when the CPU has AVX2 (the baseline build is SSE2 only).
+ *
+ * API (module pipeline.dedup._minhash):
+ *   signatures(texts, a, k, kernel=-1) -> (bytearray, bytearray)
+ *       texts: list or tuple of str; a: buffer of num_perm uint32 multipliers; k: buffer
+ *       of ngram uint64 word weights. Returns the signatures (len(texts) * num_perm
+ *       uint32, row-major, native order) and the shingle count per text (int64).
+ *       kernel: -1 best available, 0 baseline, 1 AVX2 (ValueError if unavailable).
+ *   kernels() -> tuple of the available kernel names, best last
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define POLY_BASE 0x01000193u
+#define PERM_BLOCK 64
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define HAVE_AVX2_CLONE 1
+#endif
+
+/* ---------------------------------------------------------------- permutation minimum */
+
+/* acc[k] = min(acc[k], min_i a[k] * xs[i]) for k < np. Blocks of PERM_BLOCK perms with a
+ * compile-time length keep their minima in registers across all of a document's shingles
+ * (the shingle loop is inside the block loop; within a block, per shingle, all perms). */
+#define MINIMUM_BODY                                                                      \
+    {                                                                                     \
+        size_t k0 = 0;                                                                    \
+        for (; k0 + PERM_BLOCK <= np; k0 += PERM_BLOCK) {                                 \
+            uint32_t m[PERM_BLOCK], aa[PERM_BLOCK];                                       \
+            memcpy(m, acc + k0, sizeof m);                                                \
+            memcpy(aa, a + k0, sizeof aa);                                                \
+            for (size_t i = 0; i < nx; i++) {                                             \
+                const uint32_t x = xs[i];                                                 \
+                for (int k = 0; k < PERM_BLOCK; k++) {                                    \
+                    const uint32_t v = aa[k] * x;                                         \
+                    m[k] = v < m[k] ? v : m[k];                                           \
+                }                                                                         \
+            }                                                                             \
+            memcpy(acc + k0, m, sizeof m);                                                \
+        }                                                                                 \
+        const size_t rest = np - k0;                                                      \
+        if (rest) {                                                                       \
+            uint32_t *restrict m = acc + k0;                                              \
+            const uint32_t *restrict aa = a + k0;                                         \
+            for (size_t i = 0; i < nx; i++) {                                             \
+                const uint32_t x = xs[i];                                                 \
+                for (size_t k = 0; k < rest; k++) {                                       \
+                    const uint32_t v = aa[k] * x;                                         \
+                    m[k] = v < m[k] ? v : m[k];                                           \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
+    }
+
+typedef void (*minimum_fn)(const uint32_t *restrict, uint32_t *restrict, size_t,
+                           const uint32_t *restrict, size_t);
+
+static void minimum_base(const uint32_t *restrict a, uint32_t *restrict acc, size_t np,
+                         const uint32_t *restrict xs, size_t nx) MINIMUM_BODY
+
+#ifdef HAVE_AVX2_CLONE
+__attribute__((target("avx2")))
+static void minimum_avx2(const uint32_t *restrict a, uint32_t *restrict acc, size_t np,
+                         const uint32_t *restrict xs, size_t nx) MINIMUM_BODY
+#endif
+
+/* ---------------------------------------------------------------- words and shingles */
+
+typedef struct {
+    uint32_t *words; /* word hashes of the current document */
+    uint32_t *xs;    /* its shingles' permutation inputs */
+    size_t cap;      /* capacity of both, in elements */
+} Scratch;
+
+static int reserve(Scratch *s, size_t n) {
+    if (n <= s->cap) return 0;
+    size_t cap = s->cap ? s->cap : 4096;
+    while (cap < n) cap *= 2;
+    uint32_t *w = realloc(s->words, cap * sizeof *w);
+    if (!w) return -1;
+    s->words = w;
+    uint32_t *x = realloc(s->xs, cap * sizeof *x);
+    if (!x) return -1;
+    s->xs = x;
+    s->cap = cap;
+    return 0;
+}
+
+/* ASCII: the lower-cased byte if it is a word byte (a-z after folding, 0-9), else 0 */
+static unsigned char ascii_word[128];
+
+/* B**t mod 2**32 for t < POW_N; longer words take pow_slow */
+#define POW_N 4096
+static uint32_t powers[POW_N];
+
+static void init_tables(void) {
+    for (int c = 0; c < 128; c++) {
+        int b = (c >= 'A' && c <= 'Z') ? c | 0x20 : c;
+        ascii_word[c] = ((b >= 'a' && b <= 'z') || (b >= '0' && b <= '9')) ? (unsigned char)b : 0;
+    }
+    uint32_t p = 1;
+    for (int t = 0; t < POW_N; t++, p *= POLY_BASE) powers[t] = p;
+}
+
+static uint32_t pow_slow(uint64_t t) {
+    uint32_t r = 1, b = POLY_BASE;
+    for (; t; t >>= 1, b *= b)
+        if (t & 1) r *= b;
+    return r;
+}
+
+static inline uint32_t pow_at(uint64_t t) { return t < POW_N ? powers[t] : pow_slow(t); }
+
+static inline int is_separator(Py_UCS4 c) {
+    return (c >= 0xA0 && c <= 0xBF) || (c >= 0x2000 && c <= 0x203F) || (c >= 0x3000 && c <= 0x3002);
+}
+
+/* Add the UTF-8 bytes of non-ASCII code point c at positions t.. of the word hash h. */
+static inline void hash_code_point(Py_UCS4 c, uint32_t *h, uint64_t *t) {
+    unsigned char b[4];
+    int n;
+    if (c < 0x800) {
+        b[0] = (unsigned char)(0xC0 | (c >> 6));
+        b[1] = (unsigned char)(0x80 | (c & 0x3F));
+        n = 2;
+    } else if (c < 0x10000) { /* surrogates too, as "surrogatepass" encodes them */
+        b[0] = (unsigned char)(0xE0 | (c >> 12));
+        b[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+        b[2] = (unsigned char)(0x80 | (c & 0x3F));
+        n = 3;
+    } else {
+        b[0] = (unsigned char)(0xF0 | (c >> 18));
+        b[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
+        b[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+        b[3] = (unsigned char)(0x80 | (c & 0x3F));
+        n = 4;
+    }
+    for (int i = 0; i < n; i++) *h += b[i] * pow_at((*t)++);
+}
+
+/* Word hashes of one string of PyUnicode kind T into s->words; returns the word count,
+ * or -1 when out of memory. At most one word per two code points, plus one.
+ * Branch-free on ASCII: a word boundary is data, not a jump (they are unpredictable);
+ * each position's hash term is a table power, so no multiply chain runs along a word. */
+#define WORDS_OF(NAME, T)                                                                 \
+    static Py_ssize_t NAME(const T *text, Py_ssize_t len, Scratch *s) {                   \
+        if (reserve(s, (size_t)len / 2 + 2)) return -1;                                   \
+        uint32_t *out = s->words;                                                         \
+        Py_ssize_t nw = 0;                                                                \
+        uint32_t h = 0;                                                                   \
+        uint64_t t = 0; /* bytes in the current word; 0 between words */                  \
+        for (Py_ssize_t i = 0; i < len; i++) {                                            \
+            const Py_UCS4 c = text[i];                                                    \
+            if (c < 0x80) {                                                               \
+                const uint32_t b = ascii_word[c];                                         \
+                out[nw] = h; /* kept only when a word ends here */                        \
+                nw += (t != 0) & (b == 0);                                                \
+                const uint32_t keep = 0u - (uint32_t)(b != 0); /* masks, not a jump */    \
+                h = (h + b * pow_at(t)) & keep;                                           \
+                t = (t + 1) & (uint64_t)(int64_t)(int32_t)keep;                           \
+            } else if (is_separator(c)) {                                                 \
+                out[nw] = h;                                                              \
+                nw += t != 0;                                                             \
+                h = 0;                                                                    \
+                t = 0;                                                                    \
+            } else {                                                                      \
+                hash_code_point(c, &h, &t);                                               \
+            }                                                                             \
+        }                                                                                 \
+        if (t) out[nw++] = h;                                                             \
+        return nw;                                                                        \
+    }
+
+WORDS_OF(words_ucs1, Py_UCS1)
+WORDS_OF(words_ucs2, Py_UCS2)
+WORDS_OF(words_ucs4, Py_UCS4)
+
+static inline uint64_t mix64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ULL;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+/* Shingle inputs x of nw word hashes into xs; returns the shingle count. Scalar on
+ * purpose: vectorised 64-bit multiplies (SSE2 has none) are slower than imul. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-vectorize")))
+#endif
+static size_t shingles(const uint32_t *w, size_t nw, const uint64_t *K, size_t n, uint32_t *xs) {
+    if (nw == 0) return 0;
+    if (nw < n) {
+        uint64_t acc = 0;
+        for (size_t j = 0; j < nw; j++) acc += (uint64_t)w[j] * K[j];
+        xs[0] = (uint32_t)(mix64(acc) >> 32) | 1u;
+        return 1;
+    }
+    const size_t ns = nw - n + 1;
+    for (size_t i = 0; i < ns; i++) {
+        uint64_t acc = 0;
+        for (size_t j = 0; j < n; j++) acc += (uint64_t)w[i + j] * K[j];
+        xs[i] = (uint32_t)(mix64(acc) >> 32) | 1u;
+    }
+    return ns;
+}
+
+/* ---------------------------------------------------------------- module */
+
+static minimum_fn best_kernel = minimum_base;
+static int best_level = 0;
+
+static PyObject *signatures(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"texts", "a", "k", "kernel", NULL};
+    PyObject *texts;
+    Py_buffer abuf, kbuf;
+    int level = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Oy*y*|i", kwlist, &texts, &abuf, &kbuf,
+                                     &level))
+        return NULL;
+    PyObject *seq = NULL, *sig = NULL, *counts = NULL, *result = NULL;
+    PyObject **items = NULL;
+    Scratch s = {NULL, NULL, 0};
+    minimum_fn kernel = best_kernel;
+    if (level == 0) {
+        kernel = minimum_base;
+    } else if (level == 1) {
+        if (best_level < 1) {
+            PyErr_SetString(PyExc_ValueError, "the AVX2 kernel is not available on this CPU");
+            goto done;
+        }
+#ifdef HAVE_AVX2_CLONE
+        kernel = minimum_avx2;
+#endif
+    } else if (level != -1) {
+        PyErr_SetString(PyExc_ValueError, "kernel must be -1 (best), 0 (baseline) or 1 (AVX2)");
+        goto done;
+    }
+    if (abuf.len % 4 || abuf.len == 0 || kbuf.len % 8 || kbuf.len == 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "a must hold num_perm >= 1 uint32 values and k ngram >= 1 uint64 values");
+        goto done;
+    }
+    const size_t np = (size_t)abuf.len / 4, n = (size_t)kbuf.len / 8;
+    /* aligned private copies: the buffers may be any bytes-like object */
+    uint32_t *a = malloc(np * sizeof *a);
+    uint64_t *K = malloc(n * sizeof *K);
+    if (!a || !K) {
+        free(a);
+        free(K);
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(a, abuf.buf, np * sizeof *a);
+    memcpy(K, kbuf.buf, n * sizeof *K);
+
+    seq = PySequence_Fast(texts, "texts must be a list or tuple of str");
+    if (!seq) goto free_params;
+    const Py_ssize_t nd = PySequence_Fast_GET_SIZE(seq);
+    /* own a reference to every text, so the GIL can be released while they are read */
+    items = PyMem_Malloc((size_t)(nd ? nd : 1) * sizeof *items);
+    if (!items) {
+        PyErr_NoMemory();
+        goto free_params;
+    }
+    for (Py_ssize_t d = 0; d < nd; d++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(seq, d);
+        if (!PyUnicode_Check(t)) {
+            PyErr_Format(PyExc_TypeError, "texts[%zd] is %.100s, not str", d, Py_TYPE(t)->tp_name);
+            for (Py_ssize_t e = 0; e < d; e++) Py_DECREF(items[e]);
+            PyMem_Free(items);
+            items = NULL;
+            goto free_params;
+        }
+        Py_INCREF(t);
+        items[d] = t;
+    }
+    sig = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(nd * np * 4));
+    counts = PyByteArray_FromStringAndSize(NULL, nd * 8);
+    if (!sig || !counts) goto free_items;
+    uint32_t *out = (uint32_t *)PyByteArray_AS_STRING(sig);
+    int64_t *cnt = (int64_t *)PyByteArray_AS_STRING(counts);
+    int oom = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t d = 0; d < nd && !oom; d++) {
+        PyObject *t = items[d];
+        const Py_ssize_t len = PyUnicode_GET_LENGTH(t);
+        const void *data = PyUnicode_DATA(t);
+        Py_ssize_t nw;
+        switch (PyUnicode_KIND(t)) {
+        case PyUnicode_1BYTE_KIND: nw = words_ucs1(data, len, &s); break;
+        case PyUnicode_2BYTE_KIND: nw = words_ucs2(data, len, &s); break;
+        default: nw = words_ucs4(data, len, &s); break;
+        }
+        uint32_t *row = out + (size_t)d * np;
+        for (size_t k = 0; k < np; k++) row[k] = 0xFFFFFFFFu;
+        if (nw < 0) {
+            oom = 1;
+            break;
+        }
+        const size_t nx = shingles(s.words, (size_t)nw, K, n, s.xs);
+        cnt[d] = (int64_t)nx;
+        if (nx) kernel(a, row, np, s.xs, nx);
+    }
+    Py_END_ALLOW_THREADS
+    if (oom) {
+        PyErr_NoMemory();
+        goto free_items;
+    }
+    result = PyTuple_Pack(2, sig, counts);
+
+free_items:
+    for (Py_ssize_t d = 0; d < nd; d++) Py_DECREF(items[d]);
+    PyMem_Free(items);
+free_params:
+    free(a);
+    free(K);
+done:
+    free(s.words);
+    free(s.xs);
+    Py_XDECREF(seq);
+    Py_XDECREF(sig);
+    Py_XDECREF(counts);
+    PyBuffer_Release(&abuf);
+    PyBuffer_Release(&kbuf);
+    return result;
+}
+
+static PyObject *kernels(PyObject *self, PyObject *unused) {
+    return best_level >= 1 ? Py_BuildValue("(ss)", "baseline", "avx2")
+                           : Py_BuildValue("(s)", "baseline");
+}
+
+static PyMethodDef methods[] = {
+    {"signatures", (PyCFunction)(void (*)(void))signatures, METH_VARARGS | METH_KEYWORDS,
+     "signatures(texts, a, k, kernel=-1) -> (signatures, shingle counts) as bytearrays"},
+    {"kernels", kernels, METH_NOARGS, "kernels() -> names of the available kernels"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_minhash",
+    "Native MinHash signatures (see pipeline.dedup.minhash.MinHasher).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__minhash(void) {
+    init_tables();
+#ifdef HAVE_AVX2_CLONE
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) {
+        best_kernel = minimum_avx2;
+        best_level = 1;
+    }
+#endif
+    return PyModule_Create(&module);
+}
