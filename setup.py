@@ -35,12 +35,5 @@ setup(
             extra_compile_args=["-O3"],
             optional=True,
         ),
-        # MinHash signatures in one pass; pipeline.dedup.minhash falls back to numpy
-        Extension(
-            "pipeline.dedup._minhash",
-            sources=["pipeline/dedup/_minhash.c"],
-            extra_compile_args=["-O3"],
-            optional=True,
-        ),
     ]
 )
