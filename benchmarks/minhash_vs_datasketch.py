@@ -45,7 +45,8 @@ _WORD = re.compile(r"[a-z0-9\x80-\U0010ffff]+")
 
 
 def load_documents(n: int) -> list[str]:
-    """Return ``n`` real documents: Wikipedia articles, then extracted webmix pages."""
+    """Return ``n`` real documents: up to ``n // 2`` Wikipedia articles, then extracted
+    webmix pages, shard after shard (fewer if the data runs out)."""
     docs: list[str] = []
     with gzip.open(SHARED / "reference" / "wiki_ref.jsonl.gz", "rt", encoding="utf-8") as f:
         for line in f:
@@ -60,16 +61,17 @@ def load_documents(n: int) -> list[str]:
     from resiliparse.parse.encoding import bytes_to_str, detect_encoding
     from resiliparse.parse.html import HTMLTree
 
-    with open(SHARED / "webmix" / "webmix-00000.warc.gz", "rb") as f:
-        for rec in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True):
-            body = rec.reader.read()
-            html = bytes_to_str(body, detect_encoding(body))
-            text = extract_plain_text(HTMLTree.parse(html), main_content=True)
-            if text.strip():
-                docs.append(text)
-            if len(docs) >= n:
-                break
-    return docs[:n]
+    for shard in sorted((SHARED / "webmix").glob("webmix-*.warc.gz")):
+        with open(shard, "rb") as f:
+            for rec in ArchiveIterator(f, record_types=WarcRecordType.response, parse_http=True):
+                body = rec.reader.read()
+                html = bytes_to_str(body, detect_encoding(body))
+                text = extract_plain_text(HTMLTree.parse(html), main_content=True)
+                if text.strip():
+                    docs.append(text)
+                if len(docs) >= n:
+                    return docs
+    return docs
 
 
 def datasketch_shingles(text: str, ngram: int) -> list[bytes]:
