@@ -14,6 +14,7 @@ from pydantic import Field
 
 from pipeline.core.document import Document
 from pipeline.core.step import GlobalStep, Rejection, StageShard, StepContext, StepOptions
+from pipeline.dedup.phases.memory import DEFAULT_TASK_MEMORY_GB, TASK_MEMORY_HELP
 
 if TYPE_CHECKING:
     from pipeline.execution.executor import Executor
@@ -24,6 +25,7 @@ class ExactDedupOptions(StepOptions):
 
     partitions: int = Field(16, ge=1, description="shuffle partitions (reduce tasks)")
     max_map_tasks: int = Field(4096, ge=1, description="map tasks (each reads a run of shards)")
+    task_memory_gb: float = Field(DEFAULT_TASK_MEMORY_GB, gt=0, description=TASK_MEMORY_HELP)
 
 
 class ExactDedup(GlobalStep):
@@ -43,7 +45,8 @@ class ExactDedup(GlobalStep):
 
         o = self.options
         prepare_exact(shards, workdir, ExactConfig(partitions=o.partitions,
-                                                   max_map_tasks=o.max_map_tasks), executor)
+                                                   max_map_tasks=o.max_map_tasks,
+                                                   task_memory_gb=o.task_memory_gb), executor)
 
     def load(self, workdir: str, shard_id: str) -> None:
         """Load which documents of ``shard_id`` are duplicates."""

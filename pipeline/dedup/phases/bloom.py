@@ -34,11 +34,13 @@ import numpy as np
 
 from pipeline.core.step import StageShard
 from pipeline.dedup.bloom import BloomFilter, bloom_size, expected_fp_rate
+from pipeline.dedup.phases.memory import log_phase, task_memory
 from pipeline.dedup.phases.shuffle import (
     POS_MASK,
     SHIFT,
     ShardDecisions,
     ids_path,
+    map_memory,
     map_units,
     n_groups,
     read_decisions,
@@ -212,14 +214,19 @@ def prepare_bloom(
                            "files": [list(s.files) for s in ordered]})
     units = map_units(S, config.max_map_tasks)
     M = len(units)
+    declared = map_memory(ordered, units)
     run_phase(workdir, "map", [f"m{u:05d}" for u in range(M)], _map,
               [(ordered[lo:hi], lo, u, workdir, config.mode) for u, (lo, hi) in enumerate(units)],
-              executor)
+              executor, Resources(memory=declared))
+    log_phase(workdir, "map", M, declared, shards=S)
     keys = sum(done_info(workdir, "map", f"m{u:05d}")["keys"] for u in range(M))
     P, bits, hashes = plan_partitions(keys, config)
+    # the filter, plus one map unit's slice of the partition's keys at a time
+    declared = task_memory(-(-keys // (P * M)), "bloom.filter_key") + bits // 8
     run_phase(workdir, "filter", [f"p{p:05d}" for p in range(P)], _filter,
               [(workdir, p, P, bits, hashes, M, S) for p in range(P)], executor,
-              Resources(memory=bits // 8 + (64 << 20)))
+              Resources(memory=declared))
+    log_phase(workdir, "filter", P, declared, filter_bytes=bits // 8)
     run_final(workdir, "filter", P, S, n_groups(S, P), executor)
     info = [done_info(workdir, "filter", f"p{p:05d}") for p in range(P)]
     inserted = keys - sum(i["duplicates"] for i in info)

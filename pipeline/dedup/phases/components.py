@@ -32,6 +32,7 @@ the end is the size of the largest component (its star's centre holds every leaf
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import time
@@ -41,13 +42,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from pipeline.dedup.minhash import unique_pairs
+from pipeline.dedup.phases.memory import log_phase, partitions_for, task_memory
 from pipeline.dedup.phases.shuffle import route
-from pipeline.dedup.phases.store import done_info, mark_done, read_table, run_phase, write_json
+from pipeline.dedup.phases.store import (
+    done_info,
+    mark_done,
+    marker_path,
+    read_table,
+    run_phase,
+    write_json,
+)
 from pipeline.dedup.text import U64, mix64
 from pipeline.execution import faults
-from pipeline.execution.executor import Executor
+from pipeline.execution.executor import Executor, Resources
 from pipeline.io.atomic import atomic_path
 
 log = logging.getLogger("pipeline.dedup")
@@ -58,6 +68,7 @@ FINAL_PHASE = "components"
 MAX_ROUNDS = 200
 
 _EMPTY = np.zeros((0, 2), dtype=np.int64)
+_NPY_HEADER = 128  # bytes before the rows of a 2-D int64 .npy file (format 1.0)
 
 
 def round_phase(k: int) -> str:
@@ -232,6 +243,31 @@ def _final_task(workdir: str, k: int, p: int, n_src: int, partitions: int, n_sha
     })
 
 
+def components_partitions(inputs: Sequence[str | Path], minimum: int, cap: int,
+                          option: str) -> int:
+    """Return how many edge partitions the rounds use: at least ``minimum``, and as many as
+    keep a partition's share of the directed rows (2 per input edge) within ``cap`` bytes.
+
+    The largest degree still lands in one partition (a component's star centre holds all
+    its leaves); the rounds declare what their largest partition actually holds.
+    """
+    edges = sum(pq.ParquetFile(f).metadata.num_rows for f in inputs)
+    return partitions_for(2 * edges, minimum, cap, "components", option)
+
+
+def _partition_rows(workdir: str, k: int, units: Sequence[str], partitions: int) -> np.ndarray:
+    """Return the directed rows each partition of round ``k``'s output holds (before
+    de-duplication), from the sizes the writing units' markers list."""
+    rows = np.zeros(partitions, dtype=np.int64)
+    for src, unit in enumerate(units):
+        with open(marker_path(workdir, round_phase(k), unit), encoding="utf-8") as f:
+            outputs = json.load(f)["outputs"]
+        for q in range(partitions):
+            rel = str(edge_path(workdir, k, q, src).relative_to(workdir))
+            rows[q] += max(outputs.get(rel, 0) - _NPY_HEADER, 0) // 16
+    return rows
+
+
 def _n_src(k: int, n_inputs: int, partitions: int) -> int:
     """How many units wrote round ``k``'s files (input files for round 0, else partitions)."""
     return n_inputs if k == 0 else partitions
@@ -252,8 +288,14 @@ def run_components(
     ``components.json`` in ``workdir``.
     """
     P, n_in = partitions, len(inputs)
-    run_phase(workdir, round_phase(0), [f"i{i:05d}" for i in range(n_in)], _input_task,
-              [(workdir, i, str(f), P) for i, f in enumerate(inputs)], executor)
+    in_units = [f"i{i:05d}" for i in range(n_in)]
+    biggest_in = max((pq.ParquetFile(f).metadata.num_rows for f in inputs), default=0)
+    declared = task_memory(2 * biggest_in, "components")
+    run_phase(workdir, round_phase(0), in_units, _input_task,
+              [(workdir, i, str(f), P) for i, f in enumerate(inputs)], executor,
+              Resources(memory=declared))
+    log_phase(workdir, round_phase(0), n_in, declared, partitions=P)
+    src_units = in_units
     first = [done_info(workdir, round_phase(0), f"i{i:05d}") for i in range(n_in)]
     rounds: list[dict[str, Any]] = [{
         "round": 0, "op": "scatter", "edges_in": sum(x["edges_in"] for x in first),
@@ -267,8 +309,13 @@ def run_components(
             raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds "
                                f"(workdir {workdir}); this is a bug")
         units = [f"p{p:05d}" for p in range(P)]
+        declared = task_memory(int(_partition_rows(workdir, k - 1, src_units, P).max()),
+                               "components")
         run_phase(workdir, round_phase(k), units, _round_task,
-                  [(workdir, k, p, _n_src(k - 1, n_in, P), P) for p in range(P)], executor)
+                  [(workdir, k, p, _n_src(k - 1, n_in, P), P) for p in range(P)], executor,
+                  Resources(memory=declared))
+        log_phase(workdir, round_phase(k), P, declared, partitions=P)
+        src_units = units
         infos = [done_info(workdir, round_phase(k), u) for u in units]
         stats = {
             "round": k, "op": "large-star" if k % 2 else "small-star",
@@ -290,9 +337,12 @@ def run_components(
     # round k found its input (round k - 1's output) settled: label those stars
     last = k - 1
     units = [f"p{p:05d}" for p in range(P)]
+    declared = task_memory(int(_partition_rows(workdir, last, in_units if last == 0 else units,
+                                               P).max()), "components")
     run_phase(workdir, FINAL_PHASE, units, _final_task,
               [(workdir, last, p, _n_src(last, n_in, P), P, n_shards, groups)
-               for p in range(P)], executor)
+               for p in range(P)], executor, Resources(memory=declared))
+    log_phase(workdir, FINAL_PHASE, P, declared, partitions=P)
     finals = [done_info(workdir, FINAL_PHASE, u) for u in units]
     summary = {"edges": rounds[1]["edges_in"],
                **{key: sum(x[key] for x in finals)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.step import StepStats
+from pipeline.dedup.phases.memory import log_phase, task_memory
 from pipeline.dedup.phases.store import (
     check_config,
     done_info,
@@ -35,7 +36,7 @@ from pipeline.dedup.phases.store import (
 )
 from pipeline.dedup.text import U64, ShingleHasher
 from pipeline.execution import faults
-from pipeline.execution.executor import Executor
+from pipeline.execution.executor import Executor, Resources
 from pipeline.io.atomic import atomic_path
 from pipeline.text.decontamination import (
     DEFAULT_NGRAM,
@@ -170,14 +171,20 @@ def prepare_index(workdir: str, config: IndexConfig, executor: Executor) -> dict
                            "max_partition_bytes": config.max_partition_bytes,
                            "files": [[f, os.path.getsize(f)] for _, f in files]})
     U = len(units)
+    # a split of an evaluation file, read in batches of BATCH_DOCS: its share of the file
+    declared = task_memory(max((os.path.getsize(f) // n for _, f, _, n in units), default=0),
+                           "map.input_byte")
     run_phase(workdir, "ngrams", [f"u{u:05d}" for u in range(U)], _ngrams,
               [(workdir, u, i, f, k, n, config.ngram, config.text_field)
-               for u, (i, f, k, n) in enumerate(units)], executor)
+               for u, (i, f, k, n) in enumerate(units)], executor, Resources(memory=declared))
+    log_phase(workdir, "ngrams", U, declared)
     info = [done_info(workdir, "ngrams", f"u{u:05d}") for u in range(U)]
     total = sum(i["ngrams"] for i in info)
     P = max(1, math.ceil(total * BYTES_PER_NGRAM / config.max_partition_bytes))
+    declared = task_memory(-(-total // P), "decontaminate.index")
     run_phase(workdir, "index", [f"p{p:05d}" for p in range(P)], _index,
-              [(workdir, p, P, U) for p in range(P)], executor)
+              [(workdir, p, P, U) for p in range(P)], executor, Resources(memory=declared))
+    log_phase(workdir, "index", P, declared, ngrams=total)
     sets: dict[str, dict[str, int]] = {}
     for i in info:
         entry = sets.setdefault(config.evals[i["set"]], {"documents": 0, "short_documents": 0,

@@ -1,8 +1,9 @@
 """Exact-duplicate job: ``map`` -> ``reduce`` -> ``final``.
 
 ``map``: 128-bit key per document, rows ``(key, ref)`` split into P partition files by
-key. ``reduce`` (task per partition): sort, keep the smallest ref of each key, emit the
-others with their keeper, routed to shard groups. ``final`` (task per group): one
+key. ``reduce`` (task per partition, or per split of a partition too large for
+``task_memory_gb``, :func:`~pipeline.dedup.phases.shuffle.plan_reduce`): sort, keep the
+smallest ref of each key, emit the others with their keeper, routed to shard groups. ``final`` (task per group): one
 decision file per shard.
 """
 
@@ -17,34 +18,32 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.step import StageShard
+from pipeline.dedup.phases.memory import DEFAULT_TASK_MEMORY_GB, cap_bytes, rows_per_task
 from pipeline.dedup.phases.shuffle import (
     POS_MASK,
     SHIFT,
     Columns,
+    ReduceUnit,
     ShardDecisions,
-    concat,
+    log_reduce,
     map_info,
     n_groups,
-    part_path,
+    plan_reduce,
     read_decisions,
     read_ids,
+    read_split,
     route,
     run_final,
     run_map,
     shard_index,
     sorted_shards,
 )
-from pipeline.dedup.phases.store import (
-    check_config,
-    done_info,
-    mark_done,
-    read_table,
-    run_phase,
-    write_json,
-)
+from pipeline.dedup.phases.store import check_config, done_info, mark_done, run_phase, write_json
 from pipeline.dedup.text import U64, document_key
 from pipeline.execution import faults
-from pipeline.execution.executor import Executor
+from pipeline.execution.executor import Executor, Resources
+
+OPTION = "dedup_exact_v1.task_memory_gb"
 
 
 @dataclass
@@ -53,6 +52,7 @@ class ExactConfig:
 
     partitions: int = 16
     max_map_tasks: int = 4096
+    task_memory_gb: float = DEFAULT_TASK_MEMORY_GB
 
 
 def _rows(shard: StageShard, s: int, config: ExactConfig) -> tuple[Columns, list[str], dict]:
@@ -75,22 +75,25 @@ def _partition(cols: Columns, partitions: int) -> np.ndarray:
     return (cols["hi"] % U64(partitions)).astype(np.int64)
 
 
-def _reduce(workdir: str, p: int, n_shards: int, n_units: int, partitions: int) -> None:
-    """Keep the smallest ref of each key in partition ``p``; route the other copies."""
-    tables = [read_table(part_path(workdir, "map", p, u)) for u in range(n_units)]
-    hi = concat(tables, "hi", U64)
-    lo = concat(tables, "lo", U64)
-    ref = concat(tables, "ref", np.int64)
+def _reduce(workdir: str, r: int, unit: ReduceUnit, n_shards: int, n_units: int,
+            groups: int) -> None:
+    """Keep the smallest ref of each key in reduce unit ``r`` (a map partition, or a split of
+    one by key); route the other copies."""
+    p, j, k = unit
+    cols = read_split(workdir, p, n_units, "lo", j, k)
+    hi = cols.get("hi", np.zeros(0, dtype=U64)).astype(U64, copy=False)
+    lo = cols.get("lo", np.zeros(0, dtype=U64)).astype(U64, copy=False)
+    ref = cols.get("ref", np.zeros(0, dtype=np.int64)).astype(np.int64, copy=False)
     order = np.lexsort((ref, lo, hi))
     hi, lo, ref = hi[order], lo[order], ref[order]
     first = np.ones(len(ref), dtype=bool)
     first[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
     keeper = ref[np.flatnonzero(first)[np.cumsum(first) - 1]] if len(ref) else ref
     dup = ~first
-    groups = n_groups(n_shards, partitions)
-    outputs = route(workdir, "reduce", p, {"ref": ref[dup], "keeper": keeper[dup]}, n_shards, groups)
-    faults.checkpoint("reduce", p)
-    mark_done(workdir, "reduce", f"p{p:05d}", outputs, {"duplicates": int(dup.sum())})
+    outputs = route(workdir, "reduce", r, {"ref": ref[dup], "keeper": keeper[dup]}, n_shards, groups)
+    faults.checkpoint("reduce", r)
+    mark_done(workdir, "reduce", f"p{r:05d}", outputs,
+              {"duplicates": int(dup.sum()), "rows": int(len(ref))})
 
 
 def prepare_exact(
@@ -102,18 +105,25 @@ def prepare_exact(
     """
     ordered = sorted_shards(shards)
     S, P = len(ordered), config.partitions
+    cap = cap_bytes(config.task_memory_gb)
+    rows_per_task(cap, "exact.reduce", OPTION)  # a cap no split can meet fails before any work
     os.makedirs(workdir, exist_ok=True)
     check_config(workdir, {"job": "exact", "partitions": P, "max_map_tasks": config.max_map_tasks,
+                           "task_memory_gb": config.task_memory_gb,
                            "shards": [s.shard_id for s in ordered],
                            "files": [list(s.files) for s in ordered]})
     M = run_map(workdir, ordered, P, config, config.max_map_tasks, _rows, _partition,
-                True, executor)
-    run_phase(workdir, "reduce", [f"p{p:05d}" for p in range(P)], _reduce,
-              [(workdir, p, S, M, P) for p in range(P)], executor)
-    run_final(workdir, "reduce", P, S, n_groups(S, P), executor)
+                True, executor, cap)
+    units, declared = plan_reduce(workdir, M, P, cap, "exact.reduce", OPTION)
+    R, groups = len(units), n_groups(S, P)
+    run_phase(workdir, "reduce", [f"p{r:05d}" for r in range(R)], _reduce,
+              [(workdir, r, unit, S, M, groups) for r, unit in enumerate(units)], executor,
+              Resources(memory=declared))
+    log_reduce(workdir, "reduce", units, declared, P)
+    run_final(workdir, "reduce", R, S, groups, executor)
     summary = {
         "documents": map_info(workdir, M, "docs"),
-        "duplicates": sum(done_info(workdir, "reduce", f"p{p:05d}")["duplicates"] for p in range(P)),
+        "duplicates": sum(done_info(workdir, "reduce", f"p{r:05d}")["duplicates"] for r in range(R)),
     }
     write_json(Path(workdir) / "summary.json", summary)
     return summary

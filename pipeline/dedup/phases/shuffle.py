@@ -15,29 +15,40 @@ decision file per shard, which :class:`ShardDecisions` serves to the shard's tas
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from pipeline.core.step import StageShard
+from pipeline.dedup.phases.memory import log_phase, splits, task_memory
 from pipeline.dedup.phases.store import (
     done_info,
     is_done,
     load_config,
     mark_done,
+    marker_path,
     read_table,
     run_phase,
     write_table,
 )
+from pipeline.dedup.text import U64, mix64
 from pipeline.execution import faults
-from pipeline.execution.executor import Executor
+from pipeline.execution.executor import Executor, Resources
+
+log = logging.getLogger("pipeline.dedup")
 
 SHIFT = 32
 POS_MASK = (1 << SHIFT) - 1
 MAX_GROUPS = 256
+#: rows a reducer reads at a time from one map file when it keeps only a split of them
+READ_BATCH_ROWS = 1 << 16
 
 Columns = dict[str, np.ndarray]
 #: ``rows(shard, shard_index, config) -> (columns, document ids, counters)``
@@ -155,8 +166,10 @@ def _map_task(
             info[key] += v
     names = list(tables[0]) if tables else []
     cols = {n: concat(tables, n, tables[0][n].dtype) for n in names}
-    outputs += split_write(part_fn(cols, partitions), partitions,
-                           lambda p: part_path(workdir, "map", p, u), cols)
+    part = part_fn(cols, partitions) if names else np.zeros(0, dtype=np.int64)
+    outputs += split_write(part, partitions, lambda p: part_path(workdir, "map", p, u), cols)
+    # rows written per partition: the reducers' plan (how many tasks, how much memory)
+    info["bucket_rows"] = np.bincount(part, minlength=partitions).tolist()
     faults.checkpoint("map", u)
     mark_done(workdir, "map", f"m{u:05d}", outputs, dict(info))
 
@@ -164,18 +177,115 @@ def _map_task(
 def run_map(
     workdir: str, ordered: Sequence[StageShard], partitions: int, config: Any,
     max_map_tasks: int, rows_fn: RowsFn, part_fn: PartitionFn, with_ids: bool,
-    executor: Executor,
+    executor: Executor, cap: int,
 ) -> int:
     """Run the ``map`` phase: ``rows_fn`` on every shard, rows split by ``part_fn``.
 
     ``with_ids`` also writes each shard's document ids (for :class:`ShardDecisions`).
-    Returns the number of map units.
+    ``cap`` (bytes) bounds a map task's memory, estimated from its shards' Parquet bytes:
+    runs of shards that would exceed it are cut into more units (one shard per unit at
+    most). Returns the number of map units.
     """
-    units = map_units(len(ordered), max_map_tasks)
+    units, declared = plan_map(ordered, max_map_tasks, cap)
     run_phase(workdir, "map", [f"m{u:05d}" for u in range(len(units))], _map_task,
               [(rows_fn, part_fn, with_ids, list(ordered[lo:hi]), lo, u, workdir, partitions,
-                config) for u, (lo, hi) in enumerate(units)], executor)
+                config) for u, (lo, hi) in enumerate(units)], executor,
+              Resources(memory=declared))
+    log_phase(workdir, "map", len(units), declared, shards=len(ordered))
     return len(units)
+
+
+def plan_map(ordered: Sequence[StageShard], max_map_tasks: int, cap: int,
+             ) -> tuple[list[tuple[int, int]], int]:
+    """Return the map units (runs of shard indexes) and the memory each declares.
+
+    Starts from :func:`map_units` and doubles the number of units while the largest run's
+    estimate (``BASE + Parquet bytes x map.input_byte``) exceeds ``cap``; a single shard
+    over the cap cannot be cut here (the stage wrote it) and is declared as it is.
+    """
+    n = max(1, min(len(ordered), max_map_tasks))
+    while True:
+        units = map_units(len(ordered), n)
+        declared = map_memory(ordered, units)
+        if declared <= cap or n >= len(ordered):
+            break
+        n = min(len(ordered), 2 * n)
+    if declared > cap:
+        log.warning("dedup map: a shard needs about %.0f MB, over the task memory cap of "
+                    "%.0f MB; it runs as one task", declared / 1e6, cap / 1e6)
+    return units, declared
+
+
+def map_memory(ordered: Sequence[StageShard], units: Sequence[tuple[int, int]]) -> int:
+    """Return the memory the largest of ``units`` (runs of shard indexes) declares, from
+    its shards' Parquet bytes."""
+    sizes = np.array([sum(os.path.getsize(f) for f in s.files) for s in ordered], dtype=np.int64)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    biggest = max((int(bounds[hi] - bounds[lo]) for lo, hi in units), default=0)
+    return task_memory(biggest, "map.input_byte")
+
+
+def bucket_rows(workdir: str, n_units: int, partitions: int) -> np.ndarray:
+    """Return the rows the ``map`` units wrote to each partition (from their markers)."""
+    rows = np.zeros(partitions, dtype=np.int64)
+    for u in range(n_units):
+        counts = done_info(workdir, "map", f"m{u:05d}").get("bucket_rows")
+        if counts is None:  # a unit finished before its marker counted rows
+            counts = [pq.ParquetFile(part_path(workdir, "map", p, u)).metadata.num_rows
+                      for p in range(partitions)]
+        rows += np.asarray(counts, dtype=np.int64)
+    return rows
+
+
+#: a reduce unit: (map partition, which split of it, into how many splits)
+ReduceUnit = tuple[int, int, int]
+
+
+def plan_reduce(workdir: str, n_units: int, partitions: int, cap: int, kind: str,
+                option: str) -> tuple[list[ReduceUnit], int]:
+    """Return the reduce units of a shuffle and the memory each declares.
+
+    A map partition whose rows would need more than ``cap`` bytes in one task (``kind``'s
+    bytes per row, :mod:`~pipeline.dedup.phases.memory`) is split by a hash of its key
+    into as many units as keep each within it; units are numbered in (partition, split)
+    order, so without splits unit ``p`` is partition ``p``. Raises
+    :class:`~pipeline.dedup.phases.memory.TaskMemoryError` (naming ``option``) when not even
+    one row fits.
+    """
+    rows = bucket_rows(workdir, n_units, partitions)
+    ks = splits(rows.tolist(), cap, kind, option)
+    units = [(p, j, k) for p, k in enumerate(ks) for j in range(k)]
+    biggest = max((-(-int(r) // k) for r, k in zip(rows, ks, strict=True)), default=0)
+    return units, task_memory(biggest, kind)
+
+
+def read_split(workdir: str, p: int, n_units: int, key: str, j: int, k: int) -> Columns:
+    """Return the rows of map partition ``p`` (every map unit's file) in split ``j`` of ``k``.
+
+    A row is in split ``mix64(row[key]) % k``; with ``k == 1`` every row is. Files are read
+    in batches of :data:`READ_BATCH_ROWS` when split, so a task never holds more than its
+    split and one batch.
+    """
+    tables: list[Columns] = []
+    for u in range(n_units):
+        path = part_path(workdir, "map", p, u)
+        if k == 1:
+            tables.append(read_table(path))
+            continue
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH_ROWS):
+            cols = {n: batch.column(n).to_numpy() for n in batch.schema.names}
+            sel = (mix64(cols[key].view(U64)) % U64(k)) == U64(j)
+            tables.append({n: v[sel] for n, v in cols.items()})
+    if not tables:
+        return {}
+    return {n: concat(tables, n, tables[0][n].dtype) for n in tables[0]}
+
+
+def log_reduce(workdir: str, phase: str, units: Sequence[ReduceUnit], declared: int,
+               partitions: int) -> None:
+    """Log and record a reduce phase's plan (see :func:`~pipeline.dedup.phases.memory.log_phase`)."""
+    log_phase(workdir, phase, len(units), declared, map_partitions=partitions,
+              split_partitions=sum(1 for _, j, k in units if j == 0 and k > 1))
 
 
 def map_info(workdir: str, n_units: int, key: str) -> int:
@@ -215,7 +325,22 @@ def run_final(workdir: str, phase_in: str, partitions: int, n_shards: int, group
     """
     units = [f"g{g:05d}" for g in range(groups)]
     args = [(workdir, phase_in, g, partitions, n_shards, groups) for g in range(groups)]
-    run_phase(workdir, "final", units, _finalize_group, args, executor)
+    routed = routed_bytes(workdir, phase_in, partitions, groups)
+    declared = task_memory(int(routed.max(initial=0)), "final.routed_byte")
+    run_phase(workdir, "final", units, _finalize_group, args, executor, Resources(memory=declared))
+    log_phase(workdir, "final", groups, declared, routed_bytes=int(routed.sum()))
+
+
+def routed_bytes(workdir: str, phase: str, partitions: int, groups: int) -> np.ndarray:
+    """Return the bytes each shard group's routed files of ``phase`` take on disk (from the
+    units' markers, which list their outputs' sizes)."""
+    out = np.zeros(groups, dtype=np.int64)
+    for p in range(partitions):
+        with open(marker_path(workdir, phase, f"p{p:05d}"), encoding="utf-8") as f:
+            outputs = json.load(f)["outputs"]
+        for g in range(groups):
+            out[g] += outputs.get(str(Path(phase) / f"p{p:05d}" / f"g{g:05d}.parquet"), 0)
+    return out
 
 
 def is_prepared(workdir: str) -> bool:
