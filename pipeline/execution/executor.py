@@ -155,7 +155,11 @@ class _Progress:
 
 
 class LocalExecutor(Executor):
-    """Runs every unit in this process, in order (tests, small jobs, debugging)."""
+    """Runs every unit in this process, in order (tests, small jobs, debugging).
+
+    One unit at a time, so a unit's declared ``Resources.memory`` is never shared with
+    another running unit.
+    """
 
     def map(self, fn, args, *, names=None, desc="tasks", unit="task",
             resources=Resources(), shared=(), status=None) -> list[Outcome]:
@@ -225,6 +229,7 @@ class RayExecutor(Executor):
                                 "retry_exceptions": False}
         if resources.memory:
             opts["memory"] = int(resources.memory)
+            self._check_memory(ray, int(resources.memory), desc)
         remote = ray.remote(_call).options(**opts)
         shared_refs = [ray.put(v) for v in shared]
         plan = faults.planned()
@@ -252,6 +257,20 @@ class RayExecutor(Executor):
         finally:
             progress.close()
         return [o for o in outcomes if o is not None]
+
+    def _check_memory(self, ray: Any, memory: int, desc: str) -> None:
+        """Refuse (own local cluster) or warn about (joined cluster, which may grow) units that
+        declare more memory than any node offers: Ray would leave them pending forever."""
+        offered = max((n.get("Resources", {}).get("memory", 0) for n in ray.nodes()
+                       if n.get("Alive")), default=0)
+        if memory <= offered:
+            return
+        msg = (f"{desc}: each unit declares {memory / 2**30:.2f} GiB of memory but the largest "
+               f"node offers {offered / 2**30:.2f} GiB to Ray; lower the step's task memory "
+               "cap (task_memory_gb) or run on nodes with more memory")
+        if self._started:
+            raise ValueError(msg)
+        log.warning("%s (waiting for a node that has it)", msg)
 
     def shutdown(self) -> None:
         """Stop the local cluster this executor started (a joined cluster is left running)."""

@@ -42,9 +42,11 @@ TASK_MEMORY_HELP = ("memory cap per task in GB (worker included): a shuffle part
                     "would need more is split into more tasks; Ray runs a task only where its "
                     "declared memory fits")
 
-#: resident size of a dedup worker before it reads rows: a Ray worker that imported the
-#: dedup modules measured 130 MiB (python, numpy, pyarrow, ray); 1.5x for what reading adds
-BASE_BYTES = 192 << 20
+#: resident size of a dedup worker before it reads rows. A fresh Ray worker that imported
+#: the dedup modules measured 130 MiB, but a worker keeps what its allocators retained from
+#: earlier tasks (Arrow's pool, glibc arenas): the smallest dedup tasks on webmix peaked at
+#: 250 to 400 MB resident in Ray workers (``compare``), so the base is 400 MiB
+BASE_BYTES = 400 << 20
 
 #: bytes per row of each task kind: the measured peak of traced allocations per row
 #: (webmix, one partition holding every row) times about 1.5, because Arrow's buffers

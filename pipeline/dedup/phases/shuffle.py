@@ -303,7 +303,9 @@ def _finalize_group(
     tables = [read_table(routed_path(workdir, phase_in, p, g)) for p in range(partitions)]
     names = list(tables[0]) if tables else ["ref"]
     cols = {n: concat(tables, n, tables[0][n].dtype) for n in names}
-    order = np.argsort(cols["ref"], kind="stable")
+    # a total order (ref, then the other columns), so a decision file's bytes do not depend
+    # on how the reducers split the rows (lines: one row per frequent hash of a shard)
+    order = np.lexsort([cols[n] for n in reversed(names) if n != "ref"] + [cols["ref"]])
     cols = {k: v[order] for k, v in cols.items()}
     shard = cols["ref"] >> SHIFT
     outputs = []
