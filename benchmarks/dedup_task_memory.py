@@ -5,8 +5,9 @@ WARC file), runs the exact, lines and MinHash jobs in this process with one part
 one task holds every row), then runs each kind of task again by itself under
 :mod:`tracemalloc` and prints its peak traced bytes per row (per input byte for ``map``,
 per routed byte on disk for ``final`` and ``verify``): the figures behind
-``pipeline.dedup.phases.memory.BYTES_PER_ROW``. It also prints the resident size of a Ray
-worker that has imported the dedup modules (``BASE_BYTES``).
+``pipeline.dedup.phases.memory.BYTES_PER_ROW``. It also prints the resident size of a fresh
+Ray worker that has imported the dedup modules (``BASE_BYTES`` is set from the larger
+resident sizes ``compare`` measures in workers that ran earlier tasks).
 
 ``compare``: runs the three jobs on Ray (2 CPUs) with the default cap and with a cap a
 quarter of the default's largest reduce task, so partitions split, and checks that every
@@ -183,7 +184,7 @@ def compare(stage: list[StageShard], tmp: Path) -> None:
             t_tiny = time.perf_counter() - t
             same = _decisions(default) == _decisions(small)
             print(f"\n{name}: decisions identical: {same}; wall {t_default:.1f} s (default) "
-                  f"{t_tiny:.1f} s (cap {tiny.task_memory_gb * 1024:.2f} MB)")
+                  f"{t_tiny:.1f} s (cap {tiny.task_memory_gb * 1024:.2f} MiB)")
             print("| phase | tasks default | declared MB | peak RSS MB | tasks tiny cap "
                   "| declared MB | peak RSS MB |")
             print("|---|---|---|---|---|---|---|")

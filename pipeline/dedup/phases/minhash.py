@@ -17,7 +17,7 @@ similarity to the document its cluster kept.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from pipeline.dedup.phases.shuffle import (
     ShardDecisions,
     concat,
     group_of,
+    group_shards,
     log_reduce,
     map_info,
     n_groups,
@@ -232,7 +233,7 @@ def _read_list_column(path: Path, name: str) -> list[np.ndarray]:
 
 
 def _attach_first(
-    workdir: str, a: np.ndarray, b: np.ndarray, g: int, shards: Sequence[StageShard],
+    workdir: str, a: np.ndarray, b: np.ndarray, g: int, shards: Mapping[int, StageShard],
     n_shards: int, config: MinHashConfig, path_of: Any,
 ) -> list[Path]:
     """First half of a two-sided join: attach the payload of each pair's ``a`` (a document of
@@ -258,7 +259,7 @@ def _attach_first(
 
 
 def _similarities(
-    paths: Sequence[Path], h: int, shards: Sequence[StageShard], n_shards: int,
+    paths: Sequence[Path], h: int, shards: Mapping[int, StageShard], n_shards: int,
     config: MinHashConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Second half: read the pairs :func:`_attach_first` sent to group ``h``, attach each
@@ -288,7 +289,7 @@ def _similarities(
 
 
 def _verify1(
-    workdir: str, g: int, shards: Sequence[StageShard], n_shards: int, config: MinHashConfig,
+    workdir: str, g: int, shards: Mapping[int, StageShard], n_shards: int, config: MinHashConfig,
 ) -> None:
     """Attach the payload of each edge's first endpoint (in group ``g``); route by the second."""
     tables = [read_table(routed_path(workdir, "candidates", p, g)) for p in range(config.partitions)]
@@ -302,7 +303,7 @@ def _verify1(
 
 
 def _verify2(
-    workdir: str, h: int, shards: Sequence[StageShard], n_shards: int, config: MinHashConfig,
+    workdir: str, h: int, shards: Mapping[int, StageShard], n_shards: int, config: MinHashConfig,
 ) -> None:
     """Attach the second endpoint's payload (in group ``h``) and keep similar pairs."""
     groups = n_groups(n_shards, config.partitions)
@@ -351,7 +352,7 @@ def _survivor_pairs(workdir: str, g: int, n_shards: int, config: MinHashConfig) 
 
 
 def _survivor_payloads(
-    workdir: str, h: int, shards: Sequence[StageShard], n_shards: int, config: MinHashConfig,
+    workdir: str, h: int, shards: Mapping[int, StageShard], n_shards: int, config: MinHashConfig,
 ) -> None:
     """Attach the payload of every root in group ``h``; route the pairs to the members'
     groups."""
@@ -365,7 +366,7 @@ def _survivor_payloads(
 
 
 def _survivor_similarity(
-    workdir: str, g: int, shards: Sequence[StageShard], n_shards: int, config: MinHashConfig,
+    workdir: str, g: int, shards: Mapping[int, StageShard], n_shards: int, config: MinHashConfig,
 ) -> None:
     """Compare every member of group ``g`` with its root; one similarity file per shard."""
     groups = n_groups(n_shards, config.partitions)
@@ -385,20 +386,24 @@ def _survivor_similarity(
 
 
 def run_survivor_similarity(
-    workdir: str, ordered: Sequence[StageShard], config: MinHashConfig, executor: Executor
+    workdir: str, ordered: Sequence[StageShard], config: MinHashConfig, executor: Executor,
+    resources: Resources | None = None,
 ) -> None:
     """Record each removed member's similarity to its cluster's survivor
-    (:func:`similarity_path`), in three phases through ``executor``."""
+    (:func:`similarity_path`), in three phases through ``executor``; ``resources`` is what
+    one unit declares (a group's pairs with their payloads, as for verification)."""
     S = len(ordered)
     groups = n_groups(S, config.partitions)
     units = [f"g{g:05d}" for g in range(groups)]
     run_phase(workdir, "survivor_pairs", units, _survivor_pairs,
-              [(workdir, g, S, config) for g in range(groups)], executor)
+              [(workdir, g, S, config) for g in range(groups)], executor, resources)
     run_phase(workdir, "survivor_payloads", [f"h{h:05d}" for h in range(groups)],
-              _survivor_payloads, [(workdir, h, ordered, S, config) for h in range(groups)],
-              executor)
+              _survivor_payloads,
+              [(workdir, h, group_shards(ordered, h, S, groups), S, config)
+               for h in range(groups)], executor, resources)
     run_phase(workdir, "survivor_similarity", units, _survivor_similarity,
-              [(workdir, g, ordered, S, config) for g in range(groups)], executor)
+              [(workdir, g, group_shards(ordered, g, S, groups), S, config)
+               for g in range(groups)], executor, resources)
 
 
 def _edge_files(workdir: str, n_shards: int, config: MinHashConfig) -> list[Path]:
@@ -409,7 +414,7 @@ def _edge_files(workdir: str, n_shards: int, config: MinHashConfig) -> list[Path
 
 
 def prepare_minhash(
-    shards: Sequence[StageShard], workdir: str, config: MinHashConfig, executor: Executor
+    shards: Mapping[int, StageShard], workdir: str, config: MinHashConfig, executor: Executor
 ) -> dict[str, Any]:
     """Run the MinHash-LSH job over ``shards`` under ``workdir``; return a summary.
 
@@ -438,20 +443,25 @@ def prepare_minhash(
               Resources(memory=declared))
     log_reduce(workdir, "candidates", units, declared, map_partitions)
     groups = n_groups(S, P)
+    # a group's candidate pairs with the payload of one end (the survivor phases join
+    # fewer pairs the same way); units get only their group's shards, not the job's list
+    routed = (routed_bytes(workdir, "candidates", P, groups) if config.verify != "none"
+              else np.zeros(1, dtype=np.int64))
+    verify = Resources(memory=task_memory(int(routed.max(initial=0)), "minhash.verify"))
     if config.verify != "none":
-        routed = routed_bytes(workdir, "candidates", P, groups)
-        verify = Resources(memory=task_memory(int(routed.max(initial=0)), "minhash.verify"))
         run_phase(workdir, "verify1", [f"g{g:05d}" for g in range(groups)], _verify1,
-                  [(workdir, g, ordered, S, config) for g in range(groups)], executor, verify)
+                  [(workdir, g, group_shards(ordered, g, S, groups), S, config)
+                   for g in range(groups)], executor, verify)
         log_phase(workdir, "verify1", groups, verify.memory, routed_bytes=int(routed.sum()))
         run_phase(workdir, "verify2", [f"h{h:05d}" for h in range(groups)], _verify2,
-                  [(workdir, h, ordered, S, config) for h in range(groups)], executor, verify)
+                  [(workdir, h, group_shards(ordered, h, S, groups), S, config)
+                   for h in range(groups)], executor, verify)
         log_phase(workdir, "verify2", groups, verify.memory)
     edge_files = _edge_files(workdir, S, config)
     cc = components_partitions(edge_files, P, cap, OPTION)
     comp = run_components(workdir, edge_files, cc, S, groups, executor)
     run_final(workdir, "components", cc, S, groups, executor)
-    run_survivor_similarity(workdir, ordered, config, executor)
+    run_survivor_similarity(workdir, ordered, config, executor, verify)
     summary = {
         "documents": map_info(workdir, M, "docs"),
         "bucket_rows": map_info(workdir, M, "rows"),

@@ -86,6 +86,13 @@ def shards_in_group(g: int, n_shards: int, groups: int) -> list[int]:
     return [s for s in range(n_shards) if (s * groups) // n_shards == g]
 
 
+def group_shards(ordered: Sequence[StageShard], g: int, n_shards: int,
+                 groups: int) -> dict[int, StageShard]:
+    """Return group ``g``'s shards by index: what a unit of a per-group phase is given,
+    rather than the job's whole shard list (which grows with the job)."""
+    return {s: ordered[s] for s in shards_in_group(g, n_shards, groups)}
+
+
 def part_path(workdir: str, phase: str, p: int, u: int) -> Path:
     """Return the file of partition ``p`` that unit ``u`` of ``phase`` wrote."""
     return Path(workdir) / phase / f"p{p:05d}" / f"m{u:05d}.parquet"

@@ -28,10 +28,6 @@ from pipeline.steps.dedup_exact import ExactDedup
 from pipeline.steps.dedup_lines import LineDedup
 from pipeline.steps.dedup_minhash import MinHashDedup
 
-#: phases added by the MinHash survivor-similarity change after the memory declarations;
-#: they run without a declared memory until they get one (remove them from here then)
-NOT_YET_DECLARED = {"dedup survivor_pairs", "dedup survivor_payloads", "dedup survivor_similarity"}
-
 
 class RecordingExecutor(LocalExecutor):
     """Runs units in this process and records, per call, the memory each unit declared and
@@ -109,9 +105,8 @@ def test_a_tiny_cap_splits_partitions_and_keeps_every_decision(corpus, tmp_path,
     # every phase declares memory, and no unit ships data through the executor: its
     # arguments are paths, options and shard descriptors
     for call in default.calls + tiny.calls:
-        if call["desc"] not in NOT_YET_DECLARED:
-            assert call["memory"] and call["memory"] >= BASE_BYTES, call
-        assert call["max_arg_bytes"] < 16_384, call
+        assert call["memory"] and call["memory"] >= BASE_BYTES, call
+        assert call["max_arg_bytes"] < 4_096, call
 
 
 def test_a_cap_below_one_row_names_the_option(corpus, tmp_path) -> None:
