@@ -18,7 +18,9 @@ One :class:`MoE` module replaces the SwiGLU feed-forward on the layers
 * ``moe_capacity_factor``: ``None`` (default) is dropless token choice. A number caps every
   expert at ``C = ceil(factor * N * k / E)`` of the ``N * k`` (token, expert) assignments of a
   batch of ``N`` tokens, kept in token order; the rest are dropped (the token keeps its
-  residual and its other experts). The dropped fraction is counted per layer.
+  residual and its other experts). The dropped fraction is counted per layer. Dropping
+  applies in training mode only: evaluation and generation route dropless, so that a token's
+  output never depends on the other tokens of the batch.
 * ``router_score``: ``softmax`` (probabilities over experts) or ``sigmoid`` (DeepSeek-V3:
   per-expert affinities; the combine weights are the chosen affinities normalised over the
   chosen experts when ``norm_topk_prob``).
@@ -293,7 +295,7 @@ class MoE(nn.Module):
             0, order, torch.arange(order.numel(), device=order.device))
         xs = _SortPairs.apply(x.to(dtype), order, inverse, k)
         weights = r.weights
-        if self.capacity_factor is None:  # dropless: at most N pairs per expert
+        if self.capacity_factor is None or not self.training:  # dropless: <= N per expert
             ys = self._expert_mlp(xs, r.counts, cap=N)
             dropped = x.new_zeros((), dtype=torch.float32)
         else:

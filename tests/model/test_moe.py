@@ -114,6 +114,10 @@ def test_capacity_drops_pairs_past_capacity_in_token_order(factor, tiny: Callabl
     expected_dropped = float((r.counts - cap).clamp(min=0).sum())
     assert expected_dropped > 0  # the skewed router overfills some expert
     assert moe.drop_counts.tolist() == [expected_dropped, 48.0]
+    with torch.no_grad():  # evaluation and generation route dropless
+        y_eval, _, _ = moe.eval()(x)
+    torch.testing.assert_close(y_eval.double(), _naive_token_choice(moe, x), rtol=1e-4,
+                               atol=1e-5)
 
 
 def test_dropped_fraction_reported_per_layer_and_zero_when_dropless(tiny: Callable):
