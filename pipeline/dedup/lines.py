@@ -70,10 +70,13 @@ def remove_lines(text: str, frequent: Collection[int]) -> LineRemoval:
     """Return ``text`` without its lines whose hash is in ``frequent``, and what was removed."""
     if not frequent:
         return LineRemoval(text, 0, 0)
+    hashes = line_hashes(text)
+    if isinstance(frequent, set | frozenset) and frequent.isdisjoint(hashes):
+        return LineRemoval(text, 0, 0)  # the common case, without a Python loop over lines
     lines = text.split("\n")
     kept: list[str] = []
     removed = chars = 0
-    for line, h in zip(lines, line_hashes(text), strict=True):
+    for line, h in zip(lines, hashes, strict=True):
         if h is not None and h in frequent:
             removed += 1
             chars += len(line) + 1
