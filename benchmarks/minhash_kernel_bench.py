@@ -180,8 +180,7 @@ def main() -> None:
     args = ap.parse_args()
     if not native_available():
         sys.exit("pipeline.dedup._minhash is not built: run `pip install -e .` first")
-    import datasketch
-    import rensa
+    from importlib.metadata import version
 
     texts = load_documents(args.docs)
     n = len(texts)
@@ -190,8 +189,8 @@ def main() -> None:
     from pipeline.dedup import _minhash
 
     print(f"machine: {platform.machine()} {os.cpu_count()} cpus, python "
-          f"{platform.python_version()}, numpy {np.__version__}, rensa "
-          f"{getattr(rensa, '__version__', '0.5.x')}, datasketch {datasketch.__version__}, "
+          f"{platform.python_version()}, numpy {np.__version__}, rensa {version('rensa')}, "
+          f"datasketch {version('datasketch')}, "
           f"native kernel {_minhash.kernels()[-1]}")
     print(f"documents: {n} ({mb:.1f} MB UTF-8, {shingles:,} word 5-gram shingles), "
           f"median of {args.rounds} alternating rounds, CPU time, one core")

@@ -296,6 +296,14 @@ static PyObject *signatures(PyObject *self, PyObject *args, PyObject *kwargs) {
             items = NULL;
             goto free_params;
         }
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_READY(t) < 0) { /* legacy strings get their canonical form */
+            for (Py_ssize_t e = 0; e < d; e++) Py_DECREF(items[e]);
+            PyMem_Free(items);
+            items = NULL;
+            goto free_params;
+        }
+#endif
         Py_INCREF(t);
         items[d] = t;
     }
