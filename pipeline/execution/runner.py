@@ -53,6 +53,7 @@ from pipeline.core.step import (
     StepStats,
     UndeclaredMetadataError,
 )
+from pipeline.execution import faults
 from pipeline.execution.executor import Executor, make_executor
 from pipeline.execution.inspect import SAMPLES_DIR, write_samples_parquet
 from pipeline.io.atomic import atomic_write_json, remove_stale_temps, temp_path
@@ -359,6 +360,7 @@ def process_unit(
         base_read = scratch.to_dict()
         progress["read"] = read_stats.to_dict()
         progress["steps"] = [c.stats.to_dict() for c in ctxs]
+        faults.checkpoint(f"stage-{stage}", part)  # the part is written, not yet recorded
         atomic_write_json(progress, ppath)
     read_stats.merge(_delta(scratch.to_dict(), base_read))
     progress["read"] = read_stats.to_dict()
