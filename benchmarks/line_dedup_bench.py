@@ -17,14 +17,15 @@ On that corpus it times, as CPU seconds of this one process (``time.process_time
 * ``native remove_lines``: the whole apply call with a set of frequent hashes;
 * ``datatrove`` (only if installed, never installed by this script): datatrove 0.10's
   line normalisation ``simplify_text`` + ``sha1_hash64`` per line, as its sentence dedup
-  does (a different normalisation: its hashes are not compared);
+  does (a different normalisation: its hashes are not compared); with ``--peer-every N``
+  on every Nth document only, with the reference and native timed again on that subset;
 
 and checks that the native hash of every line of every document equals the reference's
 (``None`` lines included), printing how many lines were compared.
 
 Usage::
 
-    python benchmarks/line_dedup_bench.py [--limit-mb N] [--no-peer]
+    python benchmarks/line_dedup_bench.py [--limit-mb N] [--no-peer] [--peer-every N]
 """
 
 from __future__ import annotations
@@ -210,6 +211,8 @@ def main() -> None:
     parser.add_argument("--limit-mb", type=float, default=None,
                         help="stop reading after this many MB of text (default: all of it)")
     parser.add_argument("--no-peer", action="store_true", help="skip the datatrove figure")
+    parser.add_argument("--peer-every", type=int, default=1,
+                        help="time the (slow) datatrove peer on every Nth document only")
     args = parser.parse_args()
     if not native_lines.available():
         sys.exit("pipeline.dedup._lines is not built: run `pip install -e .` (or "
@@ -258,11 +261,23 @@ def main() -> None:
     rows.append(("native remove_lines (apply phase)", time.process_time() - t))
 
     peer = None if args.no_peer else _datatrove_peer()
+    peer_rows: list[tuple[str, float]] = []
     if peer is not None:
+        # on a subset (every Nth document) when asked: both sides timed on the same documents
+        sample = texts[::args.peer_every]
+        peer_mb = sum(len(x.encode("utf-8", "surrogatepass")) for x in sample) / 1e6
         t = time.process_time()
-        for x in texts:
+        for x in sample:
+            reference_line_hashes(x)
+        peer_rows.append(("reference (Python)", time.process_time() - t))
+        t = time.process_time()
+        for x in sample:
+            nonempty_line_hashes(x)
+        peer_rows.append(("native count (nonempty_line_hashes)", time.process_time() - t))
+        t = time.process_time()
+        for x in sample:
             peer(x)
-        rows.append(("datatrove simplify_text+sha1 (peer)", time.process_time() - t))
+        peer_rows.append(("datatrove simplify_text+sha1 (peer)", time.process_time() - t))
 
     # every line: same emptiness, same hash; the count phase's hashes are the non-empty ones
     n_lines = len(ref_h)
@@ -277,6 +292,11 @@ def main() -> None:
     print(f"{'path':<38} {'CPU s':>8} {'MB/s per core':>14} {'x reference':>12}")
     for name, sec in rows:
         print(f"{name:<38} {sec:8.2f} {mb / sec:14.1f} {ref_s / sec:12.2f}")
+    if peer_rows:
+        print(f"\npeer, on every {args.peer_every}th document ({len(sample):,} documents, "
+              f"{peer_mb:.1f} MB), same run:")
+        for name, sec in peer_rows:
+            print(f"{name:<38} {sec:8.2f} {peer_mb / sec:14.1f} {peer_rows[0][1] / sec:12.2f}")
     print(f"\nlines compared: {n_lines:,} ({int(ref_ok.sum()):,} non-empty) in {len(texts):,} "
           f"documents; per-line hashes identical: {same}; count-phase hashes identical: "
           f"{same_count}; mismatched lines: {mismatched}")
