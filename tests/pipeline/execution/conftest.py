@@ -142,10 +142,12 @@ class RayTestCluster:
         self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
                         RAY_USAGE_STATS_ENABLED="0")
-        # the GCS declares a node dead after 2 failed health checks 1 s apart (Ray's default:
-        # 5, 3 s apart, which adds about 15 s to every lost node)
-        self.env.update(RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="2",
-                        RAY_health_check_initial_delay_ms="1000")
+        # the GCS declares a node dead after 2 failed health checks 1 s apart, unless the
+        # environment says otherwise (Ray's default: 5, 3 s apart)
+        for key, value in (("RAY_health_check_period_ms", "1000"),
+                           ("RAY_health_check_failure_threshold", "2"),
+                           ("RAY_health_check_initial_delay_ms", "1000")):
+            self.env.setdefault(key, value)
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: dict[str, Path] = {}  # worker name -> its current temp dir
