@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +14,19 @@ from pipeline.io.atomic import atomic_write_json
 
 
 def aggregate(
-    steps: list[Step], stages: list[tuple[int, int]], all_progress: list[list[dict[str, Any]]]
+    steps: list[Step], stages: list[tuple[int, int]], records: Iterable[tuple[int, dict[str, Any]]]
 ) -> tuple[StepStats, list[StepStats]]:
-    """Sum the shards' progress records into read stats and per-step stats (job order)."""
+    """Sum the shards' progress records, ``(stage, record)`` pairs consumed one at a time
+    (memory does not grow with the shard count), into read stats and per-step stats (job
+    order). A job stopped by failed shards has records for its first stages only."""
     read = StepStats()
     per_step = [StepStats() for _ in steps]
-    # a job stopped by failed shards has progress for its first stages only
-    for stage, ((start, _end), progress) in enumerate(zip(stages, all_progress, strict=False)):
-        for record in progress:
-            if stage == 0 and record.get("read"):
-                read.merge(StepStats.from_dict(record["read"]))
-            for offset, s in enumerate(record.get("steps") or []):
-                per_step[start + offset].merge(StepStats.from_dict(s))
+    for stage, record in records:
+        start = stages[stage][0]
+        if stage == 0 and record.get("read"):
+            read.merge(StepStats.from_dict(record["read"]))
+        for offset, s in enumerate(record.get("steps") or []):
+            per_step[start + offset].merge(StepStats.from_dict(s))
     return read, per_step
 
 
@@ -33,12 +35,17 @@ def write_report(
     job: Any,
     steps: list[Step],
     stages: list[tuple[int, int]],
-    all_progress: list[list[dict[str, Any]]],
+    records: Iterable[tuple[int, dict[str, Any]]],
+    shards: int,
     failures: list[tuple[str, str]],
     wall_seconds: float,
 ) -> dict[str, Any]:
-    """Write stats.json, summary.md, stats.png and report.html under ``out``; return the stats."""
-    read, per_step = aggregate(steps, stages, all_progress)
+    """Write stats.json, summary.md, stats.png and report.html under ``out``; return the stats.
+
+    ``records`` are the finished shards' ``(stage, progress record)`` pairs (see
+    :func:`aggregate`), ``shards`` the number of input shards that finished.
+    """
+    read, per_step = aggregate(steps, stages, records)
     languages: Counter = Counter()
     for s in per_step:
         for key, n in s.counters.items():
@@ -50,7 +57,7 @@ def write_report(
     stats = {
         "job": job.name,
         "output": str(out),
-        "shards": sum(len(p) for p in all_progress[:1]),
+        "shards": shards,
         "failed_shards": [{"shard": s, "error": e} for s, e in failures],
         "documents_in": docs_in,
         "documents_out": docs_out,

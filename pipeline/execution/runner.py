@@ -1,5 +1,10 @@
 """Runs a crawl job: one executor task per input shard, resumable at part granularity.
 
+An input shard is a file, a split of a big JSONL or Parquet file, or with
+``read.target_shard_bytes`` a run of consecutive small files. The driver keeps a shard id
+per shard, not its records: tasks leave their progress on disk, and the stats are summed
+from there one record at a time, so a job of many files costs the driver little.
+
 Layout of an output folder::
 
     _job.json                     the validated job and its fingerprint
@@ -26,6 +31,7 @@ same job into the same folder twice at once is not supported (the runs would sha
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -65,26 +71,76 @@ log = logging.getLogger("pipeline.execution.runner")
 
 @dataclass(frozen=True)
 class InputShard:
-    """One Ray task's share of the input: a file, or one split of a large file."""
+    """One task's share of the input: a file, one split of a large file, or a group of
+    small files (``read.target_shard_bytes``): ``path`` and then each of ``more``, whole,
+    in input order."""
 
     shard_id: str
     path: str
     fmt: str
     split: int = 0
     n_splits: int = 1
+    more: tuple[tuple[str, str], ...] = ()  # further (path, format) files read after path
+
+    def documents(self, read: ReadOptions, stats: StepStats) -> Iterator[Document]:
+        """Yield the shard's documents in order, counting the reading into ``stats``."""
+        yield from read_shard(self.path, self.fmt, self.split, self.n_splits, read, stats)
+        for path, fmt in self.more:
+            yield from read_shard(path, fmt, 0, 1, read, stats)
 
 
 def plan_input_shards(files: list[str], read: ReadOptions) -> list[InputShard]:
-    """Return one InputShard per file, or several for files the reader can split."""
+    """Return the job's input shards in input order: one per file, several for a file the
+    reader splits, and with ``read.target_shard_bytes`` one per run of consecutive small
+    files whose sizes add up to at most that (a shard never mixes in a split file).
+
+    Shard ids are ``<index of the first file>-<its stem>`` (``-sNNNN`` for a split,
+    ``-nK`` for a group of K files), zero-padded so they sort in input order.
+    """
+    width = max(5, len(str(len(files) - 1)))
+    target = read.target_shard_bytes
     shards: list[InputShard] = []
+    group: list[tuple[int, str, str]] = []  # (index, path, format) of the open group
+    group_bytes = 0
+
+    def close_group() -> None:
+        nonlocal group_bytes
+        if group:
+            i, path, fmt = group[0]
+            stem = os.path.basename(path).split(".")[0]
+            suffix = f"-n{len(group)}" if len(group) > 1 else ""
+            more = tuple((p, f) for _, p, f in group[1:])
+            shards.append(InputShard(f"{i:0{width}d}-{stem}{suffix}", path, fmt, more=more))
+            group.clear()
+        group_bytes = 0
+
     for i, path in enumerate(files):
         fmt = read.format or detect_format(path)
         n = max(1, plan_splits(path, fmt, read))
+        if target is not None and n == 1:
+            size = _size_on_disk(path)
+            if group and group_bytes + size > target:
+                close_group()
+            group.append((i, path, fmt))
+            group_bytes += size
+            if group_bytes >= target:
+                close_group()
+            continue
+        close_group()
         stem = os.path.basename(path).split(".")[0]
         for k in range(n):
-            sid = f"{i:05d}-{stem}" + (f"-s{k:04d}" if n > 1 else "")
+            sid = f"{i:0{width}d}-{stem}" + (f"-s{k:04d}" if n > 1 else "")
             shards.append(InputShard(sid, path, fmt, k, n))
+    close_group()
     return shards
+
+
+def _size_on_disk(path: str) -> int:
+    """The file's size in bytes; 0 when it cannot be read (its task then counts the error)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def split_stages(steps: list[Step]) -> list[tuple[int, int]]:
@@ -99,9 +155,12 @@ def split_stages(steps: list[Step]) -> list[tuple[int, int]]:
 
 def job_fingerprint(job: JobConfig, files: list[str]) -> str:
     """Return a hash of everything that decides the output (not where Ray runs)."""
+    read = job.read.model_dump()
+    if read["target_shard_bytes"] is None:  # unset: the fingerprint of jobs from before it
+        del read["target_shard_bytes"]
     key = {
         "inputs": files,
-        "read": job.read.model_dump(),
+        "read": read,
         "steps": job.steps,
         "write": job.write.model_dump(),
     }
@@ -123,14 +182,22 @@ def input_columns(job: JobConfig) -> dict[str, Any]:
     """
     if not job.read.keep_columns:
         return {}
+    return _passthrough_columns(tuple(job.inputs), job.read.model_dump_json())
+
+
+@functools.lru_cache(maxsize=4)
+def _passthrough_columns(inputs: tuple[str, ...], read_json: str) -> dict[str, Any]:
+    """:func:`input_columns` once per worker process: globbing every input in every task
+    would cost a job of N files N^2 directory entries."""
     import pyarrow.parquet as pq
 
     from pipeline.io.readers.parquet import passthrough_columns
 
-    for path in expand_inputs(job.inputs):
-        if (job.read.format or detect_format(path)) == "parquet":
+    read = ReadOptions.model_validate_json(read_json)
+    for path in expand_inputs(list(inputs)):
+        if (read.format or detect_format(path)) == "parquet":
             schema = pq.read_schema(path)
-            return {n: schema.field(n).type for n in passthrough_columns(schema, job.read)}
+            return {n: schema.field(n).type for n in passthrough_columns(schema, read)}
     return {}
 
 
@@ -315,9 +382,7 @@ def process_unit(
     if stage == 0:
         assert isinstance(unit, InputShard)
         scratch = StepStats()
-        source: Iterator[Document] = read_shard(
-            unit.path, unit.fmt, unit.split, unit.n_splits, job.read, scratch
-        )
+        source: Iterator[Document] = unit.documents(job.read, scratch)
     else:
         assert isinstance(unit, StageShard)
         scratch = StepStats()
@@ -455,15 +520,41 @@ def _check_output_dir(out: Path, job: JobConfig, files: list[str], fingerprint: 
     )
 
 
-def _docs_done(out: Path, stage: int) -> dict[str, Any]:
-    """Progress-bar status: input documents the stage's shards have finished so far."""
-    docs = 0
-    for p in (out / "_progress" / f"stage-{stage}").glob("*.json"):
+class _DocsDone:
+    """Progress-bar status: input documents the stage's shards have finished so far.
+
+    Polled every two seconds while a stage runs: a progress file is parsed again only when
+    its modification time changed, so a poll over N shards costs one directory scan, not N
+    JSON reads (which for 10,000 small files kept the driver busy).
+    """
+
+    def __init__(self, out: Path, stage: int) -> None:
+        self.folder = out / "_progress" / f"stage-{stage}"
+        self.seen: dict[str, tuple[int, int]] = {}  # file name -> (mtime_ns, records_done)
+
+    def __call__(self) -> dict[str, Any]:
         try:
-            docs += json.loads(p.read_text(encoding="utf-8"))["records_done"]
-        except (OSError, ValueError, KeyError):
-            pass
-    return {"docs": docs}
+            entries = list(os.scandir(self.folder))
+        except OSError:
+            return {"docs": 0}
+        for entry in entries:
+            if not entry.name.endswith(".json") or entry.name.startswith("."):
+                continue
+            try:
+                mtime = entry.stat().st_mtime_ns
+                if self.seen.get(entry.name, (None, 0))[0] != mtime:
+                    with open(entry.path, encoding="utf-8") as f:
+                        self.seen[entry.name] = (mtime, json.load(f)["records_done"])
+            except (OSError, ValueError, KeyError):
+                pass
+        return {"docs": sum(n for _, n in self.seen.values())}
+
+
+def shard_task(job_data: dict[str, Any], unit: InputShard | StageShard, stage: int,
+               step_range: tuple[int, int], out_dir: str, final: bool) -> str:
+    """:func:`process_unit` as an executor unit: the job travels once per stage (``shared``)
+    and the progress record stays on disk, so the driver holds a shard id per shard."""
+    return process_unit(unit, stage, step_range, job_data, out_dir, final)["shard_id"]
 
 
 def _run_units(
@@ -475,20 +566,28 @@ def _run_units(
     out: Path,
     final: bool,
     desc: str,
-) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """Run one stage's shard tasks through the executor; return progress and failures."""
-    job_data = job.model_dump()
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Run one stage's shard tasks through the executor; return the ids of the shards that
+    finished (in input order) and the failures."""
     outcomes = executor.map(
-        process_unit,
-        [(u, stage, step_range, job_data, str(out), final) for u in units],
+        shard_task,
+        [(u, stage, step_range, str(out), final) for u in units],
         names=[u.shard_id for u in units],
         desc=desc,
         unit="shard",
-        status=lambda: _docs_done(out, stage),
+        shared=(job.model_dump(),),
+        status=_DocsDone(out, stage),
     )
-    results = [o.value for o in outcomes if o.ok]
+    done = [o.value for o in outcomes if o.ok]
     failures = [(o.name, o.error) for o in outcomes if not o.ok]
-    return results, failures
+    return done, failures
+
+
+def progress_records(out: Path, stage: int, shard_ids: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Yield the progress records of ``shard_ids`` for ``stage``, read one at a time."""
+    for shard_id in shard_ids:
+        with open(_progress_path(out, stage, shard_id), encoding="utf-8") as f:
+            yield json.load(f)
 
 
 def job_executor(job: JobConfig, address: str | None = None) -> Executor:
@@ -534,7 +633,7 @@ def run_job(
                        "stage_steps": [[s.name for s in steps[a:b]] for a, b in stages]},
                       out / "_plan.json")
     failures: list[tuple[str, str]] = []
-    all_progress: list[list[dict[str, Any]]] = []
+    finished: list[list[str]] = []  # per stage, the ids of the shards that finished
     for stage, (start, end) in enumerate(stages):
         final = stage == len(stages) - 1
         if stage > 0:
@@ -545,11 +644,11 @@ def run_job(
             workdir.mkdir(parents=True, exist_ok=True)
             glob_step.prepare(list(units), str(workdir), executor)
         names = ", ".join(s.name for s in steps[start:end]) or "read"
-        progress, stage_failures = _run_units(
+        done, stage_failures = _run_units(
             executor, units, stage, (start, end), job, out, final, f"stage {stage + 1}/{len(stages)} [{names}]"
         )
         failures.extend(stage_failures)
-        all_progress.append(progress)
+        finished.append(done)
         if stage_failures and not final:
             # A global step must see every shard: stop here; a rerun retries the failed
             # shards (finished ones are skipped) and then runs the global step on all.
@@ -557,9 +656,11 @@ def run_job(
                       len(stage_failures), steps[stages[stage + 1][0]].name)
             break
         if not final:
-            ordered = sorted(progress, key=lambda p: p["shard_id"])
-            units = [StageShard(p["shard_id"], tuple(p["files"])) for p in ordered]
-    stats = write_report(out, job, steps, stages, all_progress, failures, time.time() - started)
+            units = [StageShard(p["shard_id"], tuple(p["files"]))
+                     for p in progress_records(out, stage, sorted(done))]
+    records = ((k, r) for k, done in enumerate(finished) for r in progress_records(out, k, done))
+    stats = write_report(out, job, steps, stages, records, len(finished[0]), failures,
+                         time.time() - started)
     if not failures:
         (out / "_SUCCESS").write_text("ok\n")
     return stats

@@ -41,6 +41,10 @@ class ReadOptions(StepOptions):
     ``html_only``: WARC/ARC keep only HTML/XHTML payloads (others: ``skipped:non_html``).
     ``keep_columns``: Parquet inputs carry their other columns into each document's
     metadata, and the job writes them out again (chained jobs keep earlier steps' scores).
+    ``target_shard_bytes``: consecutive input files (in input order) are read by one task
+    until their sizes on disk add up to this, so many small files do not each cost a task;
+    a file of this size or more, or one that ``split_bytes`` splits, is a task of its own.
+    ``None`` (default): one task per file.
     """
 
     format: Format | None = None
@@ -51,6 +55,7 @@ class ReadOptions(StepOptions):
     url_field: str = Field(default="url", min_length=1)
     html_only: bool = True
     keep_columns: bool = False
+    target_shard_bytes: int | None = Field(default=None, gt=0)
 
     @field_validator("format")
     @classmethod
