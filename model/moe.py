@@ -161,12 +161,12 @@ class _PermuteRows(torch.autograd.Function):
         return grad[inverse], None, None
 
 
-def capacity(n_tokens: int, cfg_factor: float | None, k: int, n_experts: int) -> int:
+def capacity(n_tokens: int, factor: float | None, k: int, n_experts: int) -> int:
     """Slots per expert for a batch of ``n_tokens``: ``ceil(factor * N * k / E)`` capped at
     ``N`` (no expert takes a token twice); ``N`` when ``factor`` is None (dropless)."""
-    if cfg_factor is None:
+    if factor is None:
         return n_tokens
-    return max(1, min(n_tokens, math.ceil(cfg_factor * n_tokens * k / n_experts)))
+    return max(1, min(n_tokens, math.ceil(factor * n_tokens * k / n_experts)))
 
 
 class MoE(nn.Module):
