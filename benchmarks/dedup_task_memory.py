@@ -4,7 +4,7 @@
 WARC file), runs the exact, lines and MinHash jobs in this process with one partition (so
 one task holds every row), then runs each kind of task again by itself under
 :mod:`tracemalloc` and prints its peak traced bytes per row (per input byte for ``map``,
-per routed byte on disk for ``final`` and ``verify``): the figures behind
+per routed byte on disk for ``final``, per candidate pair for ``verify``): the figures behind
 ``pipeline.dedup.phases.memory.BYTES_PER_ROW``. It also prints the resident size of a fresh
 Ray worker that has imported the dedup modules (``BASE_BYTES`` is set from the larger
 resident sizes ``compare`` measures in workers that ran earlier tasks).
@@ -124,11 +124,12 @@ def measure(stage: list[StageShard], tmp: Path) -> dict[str, float]:
     rows = int(shuffle.bucket_rows(work, S, 1).sum())
     out["minhash.candidates"] = traced(minhash._candidates, work, 0, (0, 0, 1), S, S,
                                        config) / rows
-    routed = int(shuffle.routed_bytes(work, "candidates", 1, 1).sum())
-    out["minhash.verify(verify1)"] = traced(minhash._verify1, work, 0, ordered, S,
-                                            config) / max(routed, 1)
-    out["minhash.verify(verify2)"] = traced(minhash._verify2, work, 0, ordered, S,
-                                            config) / max(routed, 1)
+    pairs = done_info(work, "candidates", "p00000")["edges"]  # one group: all of them
+    shards = dict(enumerate(ordered))
+    out["minhash.verify(verify1)"] = traced(minhash._verify1, work, 0, shards, S,
+                                            config) / max(pairs, 1)
+    out["minhash.verify(verify2)"] = traced(minhash._verify2, work, 0, shards, S,
+                                            config) / max(pairs, 1)
     out["map.input_byte(minhash)"] = max(
         traced(shuffle._map_task, minhash._rows, minhash._partition, True, [s], i, i, work, 1,
                config) / sum(os.path.getsize(f) for f in s.files)

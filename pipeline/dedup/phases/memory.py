@@ -63,9 +63,10 @@ BYTES_PER_ROW: dict[str, int] = {
     "components": 128,
     # final: per byte on disk of one shard group's routed decision files [7.0 exact, 6.1 lines]
     "final.routed_byte": 12,
-    # verify1/verify2: per byte on disk of a group's routed candidate pairs, which carry the
-    # shingle set (or signature) of an end: zstd packs sorted pairs tightly [7,939 / 20,900]
-    "minhash.verify": 32768,
+    # verify1/verify2: one candidate pair of the group with the shingle set of an end (exact
+    # verification; webmix payloads are whole HTML pages, extracted text needs less)
+    # [41,537 verify1, 109,352 verify2]
+    "minhash.verify": 160 << 10,
     # map tasks: per byte of the stage's Parquet input (documents decoded to text, their
     # rows) [12.9 exact, 9.8 lines, 11.0 minhash: the largest shard's figure]
     "map.input_byte": 20,

@@ -60,7 +60,6 @@ from pipeline.dedup.phases.shuffle import (
     read_ids,
     read_split,
     route,
-    routed_bytes,
     routed_path,
     run_final,
     run_map,
@@ -178,7 +177,8 @@ def _candidates(workdir: str, p: int, unit: ReduceUnit, n_shards: int, n_units: 
     empty = np.zeros(0, dtype=np.int64)
     edges = bucket_edges(cols.get("band", empty), cols.get("key", empty).astype(U64),
                          cols.get("ref", empty))
-    outputs = []
+    outputs: list[Path] = []
+    info: dict[str, Any] = {}
     if config.verify == "none":
         path = _edges_path(workdir, p)
         write_table(path, {"a": edges[:, 0], "b": edges[:, 1]})
@@ -187,8 +187,11 @@ def _candidates(workdir: str, p: int, unit: ReduceUnit, n_shards: int, n_units: 
         groups = n_groups(n_shards, config.partitions)
         outputs += route(workdir, "candidates", p, {"ref": edges[:, 0], "b": edges[:, 1]},
                          n_shards, groups)
+        # pairs per shard group: what each verify task will hold
+        info["routed_rows"] = np.bincount(group_of(edges[:, 0] >> SHIFT, n_shards, groups),
+                                          minlength=groups).tolist()
     faults.checkpoint("candidates", p)
-    mark_done(workdir, "candidates", f"p{p:05d}", outputs, {"edges": int(len(edges))})
+    mark_done(workdir, "candidates", f"p{p:05d}", outputs, {"edges": int(len(edges)), **info})
 
 
 def _payloads(
@@ -445,14 +448,16 @@ def prepare_minhash(
     groups = n_groups(S, P)
     # a group's candidate pairs with the payload of one end (the survivor phases join
     # fewer pairs the same way); units get only their group's shards, not the job's list
-    routed = (routed_bytes(workdir, "candidates", P, groups) if config.verify != "none"
-              else np.zeros(1, dtype=np.int64))
+    routed = np.zeros(groups, dtype=np.int64)  # candidate pairs per group, an upper bound
+    if config.verify != "none":
+        for p in range(P):
+            routed += done_info(workdir, "candidates", f"p{p:05d}").get("routed_rows", 0)
     verify = Resources(memory=task_memory(int(routed.max(initial=0)), "minhash.verify"))
     if config.verify != "none":
         run_phase(workdir, "verify1", [f"g{g:05d}" for g in range(groups)], _verify1,
                   [(workdir, g, group_shards(ordered, g, S, groups), S, config)
                    for g in range(groups)], executor, verify)
-        log_phase(workdir, "verify1", groups, verify.memory, routed_bytes=int(routed.sum()))
+        log_phase(workdir, "verify1", groups, verify.memory, candidate_pairs=int(routed.sum()))
         run_phase(workdir, "verify2", [f"h{h:05d}" for h in range(groups)], _verify2,
                   [(workdir, h, group_shards(ordered, h, S, groups), S, config)
                    for h in range(groups)], executor, verify)

@@ -11,6 +11,7 @@ later phases stay valid.
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import hashlib
 import json
@@ -154,14 +155,26 @@ def _rss() -> int:
         return 0
 
 
+def release_memory() -> None:
+    """Return freed memory to the system: Arrow's pool and glibc's arenas keep what a task
+    freed, so a worker's resident size would carry its largest task into the next ones."""
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def metered_call(fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
     """Call ``fn(*args)``; return ``{"value", "cpu_s", "wall_s", "peak_rss", "rss_start"}``.
 
     ``cpu_s`` is the process's CPU time (every thread) during the call; ``peak_rss`` its
     peak resident bytes during the call: a Ray worker runs many tasks, so the kernel's
     high-water mark is reset first (``/proc/self/clear_refs``; where that is refused it is
-    the process's lifetime peak, an upper bound).
+    the process's lifetime peak, an upper bound). Memory the previous task freed is handed
+    back to the system first, so a task's peak does not include what allocators kept.
     """
+    release_memory()
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")
