@@ -11,6 +11,7 @@ whatever Unicode version the interpreter carries. When the extension is not buil
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 import numpy as np
@@ -33,7 +34,7 @@ def available() -> bool:
     return _lines is not None
 
 
-def _mark(table: np.ndarray, chars: str, pattern, value: int) -> None:
+def _mark(table: np.ndarray, chars: str, pattern: re.Pattern[str], value: int) -> None:
     """Set ``table[cp] = value`` for every code point that ``pattern`` matches in ``chars``
     (``chars`` holds every code point in order, so string index == code point)."""
     for m in pattern.finditer(chars):
