@@ -5,9 +5,10 @@ position embeddings -> residual; pre-norm RMSNorm -> SwiGLU feed-forward or mixt
 experts -> residual] -> RMSNorm -> LM head (optionally tied to the embedding). No biases.
 
 Attention goes through ``torch.nn.functional.scaled_dot_product_attention`` (FlashAttention /
-cuDNN kernels on an H100) for plain causal attention, and through FlexAttention with a block
-mask when document boundaries are given (document masking: a token attends only to earlier
-tokens of its own document).
+cuDNN kernels on an H100) for plain causal attention, and on CUDA through compiled
+FlexAttention for ALiBi, sliding windows, soft-capping and document masks (a token attends only
+to earlier tokens of its own document); kernels, masks and the KV cache are in
+``model/attention.py``.
 
 Mixture of experts (``model/moe.py``): token-choice top-k or expert-choice routing in float32,
 shared and fine-grained experts, optional capacity factor with token dropping, the
@@ -32,8 +33,9 @@ Architecture knobs (defaults give the architecture above, through the same kerne
   included) on the layers ``sliding_window_layers`` (default: all), full attention elsewhere.
 
 With the defaults, attention is ``scaled_dot_product_attention(is_causal=True)``; ALiBi,
-sliding windows and a KV cache past the prompt use an explicit mask, and attention-logit
-soft-capping computes the attention in plain torch (no fused kernel applies a tanh cap).
+sliding windows, attention-logit soft-capping and document masks use FlexAttention (a
+``score_mod`` and a block mask) on CUDA with ``attn_impl: flex`` (the default), and an explicit
+dense mask on CPU, with ``attn_impl: sdpa`` and for KV-cache steps past the prompt.
 
 Generation uses :class:`KVCache` (keys and values of the ``n_kv_heads`` heads only, after the
 position encoding); see ``model/generate.py``.
@@ -51,15 +53,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.attention import (
+    FLEX_MIN_HEAD_DIM,
+    AttnMask,
+    KVCache,
+    attend,
+    dense_document_mask,
+    flex_masks,
+    rows_at,
+)
 from model.moe import MoE, MoEStats, aux_loss_weight, consume_moe_stats, validate_moe_config
-
-try:  # FlexAttention (torch >= 2.5) is only needed for document masking.
-    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
-except ImportError:  # pragma: no cover - old torch
-    BlockMask = None  # type: ignore[assignment,misc]
-    create_block_mask = None  # type: ignore[assignment]
-    flex_attention = None  # type: ignore[assignment]
-
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -96,8 +99,8 @@ class ModelConfig:
     tie_embeddings: bool = True
     qk_norm: bool = False
     init_std: float = 0.02
-    # "sdpa": scaled_dot_product_attention (dense boolean mask if document-masked);
-    # "flex": FlexAttention block mask when document boundaries are given.
+    # "flex": FlexAttention for ALiBi / sliding windows / soft-cap / document masks on CUDA;
+    # "sdpa": explicit dense masks for them (the reference). Plain causal is SDPA either way.
     attn_impl: str = "flex"
     # Mixture of experts
     n_experts: int = 0
@@ -289,36 +292,6 @@ def sinusoidal_table(max_seq_len: int, dim: int) -> torch.Tensor:
     return table.float()
 
 
-class KVCache:
-    """Keys and values of past tokens for incremental decoding.
-
-    One buffer per layer of shape ``[B, n_kv_heads, max_len, head_dim]``: only the key/value
-    heads are stored (with grouped-query attention the query heads share them), after the
-    position encoding (rotary keys are cached rotated). ``pos`` is the number of tokens cached;
-    :meth:`Transformer.forward` advances it after a pass over new tokens.
-    """
-
-    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int | None = None,
-                 device: torch.device | str | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
-        self.max_len = cfg.max_seq_len if max_len is None else max_len
-        shape = (batch_size, cfg.n_kv_heads, self.max_len, cfg.head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
-        self.pos = 0
-
-    def update(self, layer_id: int, k: torch.Tensor,
-               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store ``k``, ``v`` ``[B, KV, T, D]`` at positions ``pos..pos+T-1`` of layer
-        ``layer_id``; return all cached keys and values ``[B, KV, pos+T, D]``."""
-        end = self.pos + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache full: {end} tokens > max_len {self.max_len}")
-        self.k[layer_id][:, :, self.pos:end] = k
-        self.v[layer_id][:, :, self.pos:end] = v
-        return self.k[layer_id][:, :, :end], self.v[layer_id][:, :, :end]
-
-
 def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine and sine tables ``[max_seq_len, head_dim // 2]`` for rotary embeddings."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
@@ -339,9 +312,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     c = cos[None, :, None, :]
     s = sin[None, :, None, :]
     return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).type_as(x)
-
-
-AttnMask = Any  # None (plain causal), a FlexAttention BlockMask, or a bool tensor [B, 1, T, T]
 
 
 class Attention(nn.Module):
@@ -369,41 +339,10 @@ class Attention(nn.Module):
         # Plain causal attention: the fused kernel with is_causal=True (the default path).
         self.plain = self.alibi_slopes is None and self.window is None and self.softcap is None
 
-    def _explicit_mask(self, T: int, Tk: int, start: int, mask: AttnMask,
-                       device: torch.device) -> torch.Tensor:
-        """Mask for queries at positions ``start..start+T-1`` over keys ``0..Tk-1``: a bool
-        tensor (True = attend) or, with ALiBi, a float bias with ``-inf`` where masked."""
-        q_pos = torch.arange(start, start + T, device=device)[:, None]
-        k_pos = torch.arange(Tk, device=device)[None, :]
-        dist = q_pos - k_pos  # >= 0 for the past
-        allowed = dist >= 0
-        if self.window is not None:
-            allowed = allowed & (dist < self.window)
-        if mask is not None:  # dense document mask [B, 1, T, T]
-            allowed = allowed & mask
-        if self.alibi_slopes is None:
-            return allowed
-        bias = -self.alibi_slopes[:, None, None] * dist.float()  # [H, T, Tk]: -slope * distance
-        return torch.where(allowed, bias.unsqueeze(0), float("-inf"))  # [1 or B, H, T, Tk]
-
-    def _math_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        mask: torch.Tensor) -> torch.Tensor:
-        """Attention written out (float32 scores), with the tanh soft-cap on the scores."""
-        rep = self.n_heads // self.n_kv_heads
-        if rep > 1:
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(self.head_dim)
-        if self.softcap is not None:
-            scores = self.softcap * torch.tanh(scores / self.softcap)
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        else:
-            scores = scores + mask
-        return (scores.softmax(dim=-1) @ v.float()).type_as(q)
-
     def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
                 mask: AttnMask = None, cache: KVCache | None = None) -> torch.Tensor:
-        """Attend over ``x`` ``[B, T, d_model]``; ``mask`` as described by :data:`AttnMask`.
+        """Attend over ``x`` ``[B, T, d_model]``; ``mask`` as :func:`model.attention.attend`
+        takes it.
 
         ``cos``/``sin`` are the rotary tables at the positions of ``x`` (unused unless RoPE).
         With ``cache``, ``x`` holds the tokens at positions ``cache.pos..cache.pos+T-1`` and
@@ -422,20 +361,8 @@ class Attention(nn.Module):
         if cache is not None:
             start = cache.pos
             k, v = cache.update(self.layer_id, k, v)
-        gqa = KV != H
-        if mask is None and self.plain and start == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        elif BlockMask is not None and isinstance(mask, BlockMask):
-            y = flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa)
-        elif mask is None and self.plain and T == 1:  # one new token sees the whole cache
-            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
-        else:
-            explicit = self._explicit_mask(T, k.shape[2], start, mask, x.device)
-            if self.softcap is not None:
-                y = self._math_attention(q, k, v, explicit)
-            else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=explicit.to(
-                    q.dtype) if explicit.dtype != torch.bool else explicit, enable_gqa=gqa)
+        y = attend(q, k, v, start=start, mask=mask, window=self.window,
+                   alibi_slopes=self.alibi_slopes, softcap=self.softcap)
         return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
 
 
@@ -511,15 +438,6 @@ class LMOutput(NamedTuple):
     aux_loss: torch.Tensor  # sum over MoE layers (0 for dense models)
     z_loss: torch.Tensor  # router z-loss, sum over MoE layers (0 for dense models)
     output_z_loss: torch.Tensor | None = None  # mean logsumexp(logits)^2 over scored tokens
-
-
-def document_mask_mod(doc_ids: torch.Tensor):
-    """FlexAttention mask_mod: causal and within the same document (``doc_ids`` ``[B, T]``)."""
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        return (q_idx >= kv_idx) & (doc_ids[b, q_idx] == doc_ids[b, kv_idx])
-
-    return mask_mod
 
 
 class Transformer(nn.Module):
@@ -604,26 +522,42 @@ class Transformer(nn.Module):
                 xavier(ffn.w2.weight, f, d, beta)
 
     # ---- masks ------------------------------------------------------------------------------
-    def document_mask(self, doc_ids: torch.Tensor, impl: str | None = None) -> AttnMask:
-        """The attention mask for document-masked inputs (``doc_ids`` ``[B, T]``, ints).
+    def attention_mask(self, T: int, doc_ids: torch.Tensor | None = None,
+                       impl: str | None = None,
+                       device: torch.device | str | None = None) -> AttnMask:
+        """The ``attn_mask`` for a forward pass over ``T`` tokens from position 0.
 
-        ``impl`` defaults to ``config.attn_impl``. ``"flex"`` gives a FlexAttention BlockMask
-        (CUDA only by default: FlexAttention has no CPU backward, so on CPU the dense mask is
-        used unless ``impl="flex"`` is passed explicitly); ``"sdpa"`` a dense boolean
-        ``[B, 1, T, T]`` mask for scaled_dot_product_attention. Build it outside
-        ``torch.compile`` and pass it to :meth:`forward` as ``attn_mask`` to reuse it.
+        ``impl`` defaults to ``config.attn_impl`` on CUDA and ``"sdpa"`` on CPU (FlexAttention
+        has no CPU backward; ``impl="flex"`` forces it there for inference) and for head dims
+        below ``FLEX_MIN_HEAD_DIM`` (which the CUDA kernel refuses). ``"flex"`` gives a
+        :class:`~model.attention.FlexMask` (block masks for the layers that need FlexAttention;
+        with ``doc_ids`` ``[B, T]`` for every layer), ``"sdpa"`` a dense bool ``[B, 1, T, T]``
+        document mask, or None without documents (layers then build their explicit masks).
+        Build it outside ``torch.compile`` and pass it to :meth:`forward` to reuse it.
         """
-        B, T = doc_ids.shape
+        if device is None:
+            device = doc_ids.device if doc_ids is not None else self.tok_emb.weight.device
+        device = torch.device(device)
+        small_heads = device.type == "cuda" and self.config.head_dim < FLEX_MIN_HEAD_DIM
         if impl is None:
-            impl = self.config.attn_impl if doc_ids.device.type == "cuda" else "sdpa"
-        if not all(layer.attn.plain for layer in self.layers):
-            impl = "sdpa"  # ALiBi / sliding window / soft-cap combine with a dense mask only
-        if impl == "flex" and create_block_mask is not None:
-            return create_block_mask(document_mask_mod(doc_ids), B, None, T, T,
-                                     device=doc_ids.device)
-        causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
-        same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
-        return (same_doc & causal)[:, None]
+            impl = self.config.attn_impl if device.type == "cuda" and not small_heads else "sdpa"
+        if impl not in ("flex", "sdpa"):
+            raise ValueError(f"attention impl must be 'flex' or 'sdpa', not {impl!r}")
+        if impl == "flex" and small_heads:
+            raise ValueError(f"FlexAttention on CUDA needs head_dim >= {FLEX_MIN_HEAD_DIM} "
+                             f"(got {self.config.head_dim}); use impl='sdpa'")
+        attns = [layer.attn for layer in self.layers]
+        if impl == "flex":
+            windows = {a.window for a in attns if doc_ids is not None or not a.plain}
+            if not windows:
+                return None  # every layer is plain causal: SDPA
+            return flex_masks(T, windows, doc_ids, device)
+        return None if doc_ids is None else dense_document_mask(doc_ids)
+
+    def document_mask(self, doc_ids: torch.Tensor, impl: str | None = None) -> AttnMask:
+        """The attention mask for document-masked inputs (``doc_ids`` ``[B, T]``, ints); see
+        :meth:`attention_mask`."""
+        return self.attention_mask(doc_ids.shape[1], doc_ids, impl)
 
     # ---- forward ----------------------------------------------------------------------------
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
@@ -634,22 +568,24 @@ class Transformer(nn.Module):
         With ``targets`` (``[B, T]``, ``-100`` ignored) returns :class:`LMOutput` with the loss.
         ``doc_ids`` (``[B, T]``) or a prebuilt ``attn_mask`` turns on document masking. With a
         :class:`KVCache`, ``idx`` continues the cached tokens (positions ``cache.pos`` on) and
-        the cache is advanced by ``T``.
+        the cache is advanced by ``T`` (a static cache's tensor position is never read on the
+        host: the caller keeps it within ``max_seq_len``).
         """
         B, T = idx.shape
         start = 0 if cache is None else cache.pos
-        if start + T > self.config.max_seq_len:
+        if isinstance(start, int) and start + T > self.config.max_seq_len:
             raise ValueError(f"sequence length {start + T} > max_seq_len {self.config.max_seq_len}")
-        if attn_mask is None and doc_ids is not None:
-            attn_mask = self.document_mask(doc_ids)
+        if attn_mask is None and (doc_ids is not None or (
+                isinstance(start, int) and start == 0 and idx.device.type == "cuda")):
+            attn_mask = self.attention_mask(T, doc_ids, device=idx.device)
         cos = sin = None
         if self.rope_cos is not None:
-            cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+            cos, sin = rows_at(self.rope_cos, start, T), rows_at(self.rope_sin, start, T)
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
-            x = x + self.pos_emb.weight[start:start + T]
+            x = x + rows_at(self.pos_emb.weight, start, T)
         elif self.pos_table is not None:
-            x = x + self.pos_table[start:start + T].to(x.dtype)
+            x = x + rows_at(self.pos_table, start, T).to(x.dtype)
         aux_total: torch.Tensor | None = None
         z_total: torch.Tensor | None = None
         for layer in self.layers:
@@ -658,7 +594,7 @@ class Transformer(nn.Module):
                 aux_total = aux if aux_total is None else aux_total + aux
                 z_total = z if z_total is None else z_total + z
         if cache is not None:
-            cache.pos += T
+            cache.advance(T)
         logits = self.lm_head(self.norm(x))
         cap = self.config.final_logit_softcap
         if cap is not None:

@@ -152,7 +152,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         return 2
     eos = None if args.no_eos else tok.special_tokens.get(args.eos)
     texts = generate_text(model, tok, args.prompt, args.max_new_tokens, args.temperature,
-                          args.top_k, args.top_p, args.seed, eos)
+                          args.top_k, args.top_p, args.seed, eos, decode=args.decode,
+                          num_beams=args.num_beams, length_penalty=args.length_penalty)
     for prompt, text in zip(args.prompt, texts, strict=True):
         print(prompt + text)
     return 0
@@ -230,6 +231,14 @@ def build_parser(with_training_commands: bool = True) -> argparse.ArgumentParser
                         help="special token that ends a continuation")
     sample.add_argument("--no-eos", action="store_true", help="never stop early")
     sample.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    sample.add_argument("--num-beams", type=int, default=1,
+                        help="beam search with this many beams (> 1; sampling options unused)")
+    sample.add_argument("--length-penalty", type=float, default=1.0,
+                        help="beam score = log-prob sum / new tokens ** this")
+    sample.add_argument("--decode", default="eager",
+                        choices=["eager", "static", "cuda_graph", "compiled"],
+                        help="decoding mode: compiled = static KV cache + torch.compile + "
+                             "CUDA graph (CUDA only)")
     sample.set_defaults(func=_cmd_sample)
     if with_training_commands:
         _register_optional(sub)

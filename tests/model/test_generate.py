@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from model import Transformer
-from model.generate import filter_logits, generate, generate_text, load_checkpoint
+from model.generate import (
+    StaticDecoder,
+    beam_search,
+    filter_logits,
+    generate,
+    generate_text,
+    load_checkpoint,
+)
 from model.model import KVCache
 
 # a seeded, one-thread torch for every test here (tests/model/conftest.py)
@@ -159,6 +166,10 @@ def test_pipeline_sample_command(tmp_path, capsys, tiny: Callable):
     assert main(args + ["--tokenizer", str(tok_dir), "--temperature", "1", "--seed", "2",
                         "--top-k", "5", "--top-p", "0.9"]) == 0
     assert capsys.readouterr().out.startswith("hi there")
+    assert main(args + ["--num-beams", "4", "--length-penalty", "0.5", "--no-eos"]) == 0
+    beams = generate(model, [tok.encode("hi there")], max_new_tokens=6, num_beams=4,
+                     length_penalty=0.5)[0]
+    assert capsys.readouterr().out == "hi there" + tok.decode(beams) + "\n"
     run2, _ = _fake_run(tmp_path / "b", None, tiny)
     assert main(["sample", str(run2), "--prompt", "x"]) == 2  # no tokenizer known
     assert "pass --tokenizer" in capsys.readouterr().err
@@ -190,3 +201,132 @@ def test_gpu_cached_generation_equals_uncached(kw, monkeypatch, tiny: Callable):
     step = torch.cat(parts, dim=1).float()
     rel = ((step - full).norm() / full.norm()).item()
     assert rel < 2e-2, f"cached bf16 logits differ from the full pass: relative error {rel:.4f}"
+
+
+# ---- static-cache decoding (CPU: the fixed-shape step without graph capture) ----------------
+
+
+@pytest.mark.parametrize("kw", CACHE_CONFIGS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "default")
+def test_static_cache_decoding_equals_dynamic_cache(kw, tiny: Callable):
+    model = Transformer(tiny(**kw)).eval()
+    prompts = [[5, 17, 3, 88, 1, 40, 2], [9, 9, 9, 9, 9, 9, 9], [1, 2, 3], [4, 5, 6]]
+    for args in (dict(temperature=0), dict(temperature=1.0, top_k=20, seed=3)):
+        want = generate(model, prompts, max_new_tokens=12, **args)
+        assert generate(model, prompts, max_new_tokens=12, decode="static", **args) == want
+
+
+def test_static_decoder_is_reusable_and_checks_its_shapes(tiny: Callable):
+    model = Transformer(tiny()).eval()
+    decoder = StaticDecoder(model, batch_size=2, max_len=40)
+    assert decoder.graph is None  # no CUDA graph on CPU
+    a = torch.tensor([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]])
+    b = torch.tensor([[2, 7], [1, 8]])
+    for idx in (a, b, a):  # the buffers are overwritten by each prefill
+        want = generate(model, idx.tolist(), max_new_tokens=9, temperature=0)
+        assert decoder.generate(idx, 9).tolist() == want
+    eos = want[0][2]
+    got = decoder.generate(a, 9, eos_id=eos)[0].tolist()
+    assert got[:3] == want[0][:3] and set(got[3:]) == {eos}  # rows repeat eos once done
+    with pytest.raises(ValueError, match="max_len"):
+        decoder.generate(a, 36)
+    with pytest.raises(ValueError, match="batch"):
+        decoder.generate(a[:1], 3)
+    with pytest.raises(ValueError, match="CUDA"):
+        StaticDecoder(model, 1, cuda_graph=True)
+    with pytest.raises(ValueError, match="decode"):
+        generate(model, [[1]], decode="fast")
+
+
+# ---- beam search ------------------------------------------------------------------------------
+
+
+def _exhaustive(model: Transformer, prompt: list[int], n: int, alpha: float,
+                eos: int | None) -> list[tuple[float, list[int]]]:
+    """Every continuation of up to ``n`` tokens (ending at ``eos`` or at length ``n``) scored
+    from full forward passes: ``sum log p / len ** alpha``, best first."""
+    V = model.config.vocab_size
+    seqs: list[list[int]] = [[]]
+    done: list[list[int]] = []
+    for length in range(1, n + 1):
+        seqs = [s + [t] for s in seqs for t in range(V)]
+        done += [s for s in seqs if s[-1] == eos or length == n]
+        seqs = [s for s in seqs if s[-1] != eos]
+    out = []
+    with torch.no_grad():
+        for length in range(1, n + 1):
+            group = [s for s in done if len(s) == length]
+            if not group:
+                continue
+            idx = torch.tensor([prompt + s for s in group])
+            logp = torch.log_softmax(model(idx).float(), dim=-1)
+            P = len(prompt)
+            tok_lp = logp[:, P - 1:-1].gather(-1, idx[:, P:, None])[..., 0].sum(-1)
+            out += [(lp / length ** alpha, s) for lp, s in zip(tok_lp.tolist(), group,
+                                                                 strict=True)]
+    return sorted(out, key=lambda x: -x[0])
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 2.5, -1.0])
+def test_beam_search_equals_exhaustive_search_when_nothing_is_pruned(alpha, tiny: Callable):
+    model = Transformer(tiny(vocab_size=5, init_std=0.5)).eval()
+    prompt, n, eos = [3, 1, 4], 4, 0
+    beams = (5 - 1) ** (n - 1)  # every live prefix survives
+    ranked = _exhaustive(model, prompt, n, alpha, eos)
+    hyps = beam_search(model, prompt, beams, n, alpha, eos)
+    assert [h.tokens for h in hyps] == [s for _, s in ranked[:beams]]
+    assert [h.score for h in hyps] == pytest.approx([sc for sc, _ in ranked[:beams]], rel=1e-5)
+    # Without eos every sequence has length n: the best is the most likely sequence.
+    ranked = _exhaustive(model, prompt, 3, alpha, None)
+    assert beam_search(model, prompt, 25, 3, alpha)[0].tokens == ranked[0][1]
+
+
+def test_beam_search_length_penalty_cache_and_greedy(tiny: Callable):
+    model = Transformer(tiny(vocab_size=7, init_std=0.5)).eval()
+    prompt = [2, 5, 1, 6]
+    greedy = generate(model, [prompt], max_new_tokens=6, temperature=0)[0]
+    assert beam_search(model, prompt, 1, 6)[0].tokens == greedy
+    # The penalty decides between short and long finished hypotheses.
+    best = {a: _exhaustive(model, prompt, 4, a, 0)[0][1] for a in (-2.0, 3.0)}
+    assert len(best[-2.0]) < len(best[3.0])
+    for a, want in best.items():
+        got = generate(model, [prompt], max_new_tokens=4, num_beams=6 ** 3, length_penalty=a,
+                       eos_id=0)
+        assert got == [want]
+    # A small beam: the cache gives the same beams as recomputing every sequence.
+    cached = beam_search(model, prompt, 3, 8, 1.0, eos_id=0)
+    recomputed = beam_search(model, prompt, 3, 8, 1.0, eos_id=0, use_cache=False)
+    assert [h.tokens for h in cached] == [h.tokens for h in recomputed] and len(cached) == 3
+    assert [h.score for h in cached] == pytest.approx([h.score for h in recomputed], abs=1e-5)
+    with pytest.raises(ValueError, match="num_beams"):
+        beam_search(model, prompt, 0, 3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("decode,kw", [
+    ("cuda_graph", {}),
+    ("cuda_graph", {"pos_encoding": "alibi", "sliding_window": 24, "n_kv_heads": 1}),
+    ("compiled", {}),
+    ("compiled", {"pos_encoding": "learned", "qk_norm": True}),
+], ids=["graph", "graph-alibi-window-mqa", "compiled", "compiled-learned-qknorm"])
+def test_gpu_graph_and_compiled_decode_give_the_eager_tokens(decode, kw, monkeypatch,
+                                                             tiny: Callable):
+    """Greedy tokens of the static-cache step replayed from a CUDA graph (compiled or not)
+    equal the eager dynamic-cache tokens (float32, TF32 off), eos handling included, and a
+    reused decoder gives them again."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    model = Transformer(tiny(**{"max_seq_len": 256, **kw})).cuda().eval()
+    g = torch.Generator().manual_seed(1)
+    prompts = torch.randint(0, 97, (3, 40), generator=g).tolist()
+    want = generate(model, prompts, max_new_tokens=48, temperature=0)
+    eos = want[1][5]
+    want_eos = generate(model, prompts, max_new_tokens=48, temperature=0, eos_id=eos)
+    if decode == "cuda_graph":  # through generate() (builds a decoder per call)
+        assert generate(model, prompts, max_new_tokens=48, temperature=0, decode=decode) == want
+    decoder = StaticDecoder(model, 3, 100, compile=decode == "compiled")
+    assert decoder.graph is not None
+    idx = torch.tensor(prompts, device="cuda")
+    for _ in range(2):
+        assert decoder.generate(idx, 48).tolist() == want
+    got = decoder.generate(idx, 48, eos_id=eos).tolist()
+    assert [t[: t.index(eos) + 1] if eos in t else t for t in got] == want_eos
