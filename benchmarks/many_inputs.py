@@ -154,7 +154,8 @@ def child(job_file: str, ray_tmp: str) -> None:
         "failed": len(stats["failed_shards"])}), flush=True)
 
 
-def _unit(unit: Any, stage: int, step_range: tuple[int, int], out_dir: str, final: bool) -> str:
+def _unit(job: dict, unit: Any, stage: int, step_range: tuple[int, int], out_dir: str,
+          final: bool) -> str:
     """A shard task's arguments in, its return value (the shard id) out, no work."""
     return unit.shard_id
 

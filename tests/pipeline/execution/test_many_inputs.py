@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pipeline.core.config import JobConfig
-from pipeline.execution.executor import LocalExecutor, Outcome
+from pipeline.execution.executor import LocalExecutor, Outcome, RayExecutor
 from pipeline.execution.runner import job_fingerprint, plan_input_shards, run_job
 from pipeline.io.readers import ReadOptions
 
@@ -191,3 +191,18 @@ def test_fingerprint_changes_only_when_grouping_is_set() -> None:
     key = {"inputs": ["x"], "read": read, "steps": plain.steps, "write": plain.write.model_dump()}
     before = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     assert job_fingerprint(plain, ["x"]) == before[:16]
+
+
+def _square_or_fail(x: int) -> int:
+    if x % 7 == 3:
+        raise ValueError(f"unit {x} fails")
+    return x * x
+
+
+def test_ray_executor_submits_a_bounded_window(ray_local) -> None:
+    ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    outcomes = RayExecutor(max_pending=3).map(_square_or_fail, [(x,) for x in range(40)])
+    assert [o.name for o in outcomes] == [str(x) for x in range(40)]
+    assert [o.value for o in outcomes if o.ok] == [x * x for x in range(40) if x % 7 != 3]
+    assert [o.name for o in outcomes if not o.ok] == [str(x) for x in range(40) if x % 7 == 3]
+    assert all("fails" in o.error for o in outcomes if not o.ok)
