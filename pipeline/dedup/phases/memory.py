@@ -43,9 +43,10 @@ TASK_MEMORY_HELP = ("memory cap per task in GB (worker included): a shuffle part
                     "declared memory fits")
 
 #: resident size of a dedup worker before it reads rows. A fresh Ray worker that imported
-#: the dedup modules measured 130 MiB, but a worker keeps what its allocators retained from
-#: earlier tasks (Arrow's pool, glibc arenas): the smallest dedup tasks on webmix peaked at
-#: 250 to 400 MB resident in Ray workers (``compare``), so the base is 400 MiB
+#: the dedup modules measured 130 MiB; workers that ran earlier tasks keep more (cached
+#: MinHash buffers, imported readers) even after freed memory is handed back: the
+#: smallest dedup tasks on webmix peaked at 176 to 281 MB resident (``compare``), hence
+#: 400 MiB. Map tasks on webmix's 7.5 MB shards peaked at 382 to 503 MB (declared 570).
 BASE_BYTES = 400 << 20
 
 #: bytes per row of each task kind: the measured peak of traced allocations per row
