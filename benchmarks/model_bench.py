@@ -12,7 +12,7 @@ warm-up steps that include ``torch.compile``. Cases:
 * MoE 8 experts top-2 ("moe-8x2-125m", expert width half the dense d_ff, so the same active
   parameters as "125m") against dense "125m": tokens/s ratio.
 
-MFU = flops_per_token * tokens/s / 989e12, with flops_per_token = 6 N + 12 L H Q T (PaLM
+MFU = flops_per_token * tokens/s / peak (989e12 on H100 and H200, ``model.train.peak_flops_of``), with flops_per_token = 6 N + 12 L H Q T (PaLM
 appendix B; N = active non-embedding parameters incl. the LM head; see
 ``Transformer.flops_per_token``) and 989 TFLOP/s the H100 SXM dense bf16 peak.
 Results go to the JSON file as they are measured; a table is printed at the end.
@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.model import ModelConfig, Transformer, config_from_preset  # noqa: E402
-from model.train import H100_BF16_PEAK_FLOPS, TrainConfig, build_optimizer  # noqa: E402
+from model.train import TrainConfig, build_optimizer, peak_flops_of  # noqa: E402
 
 SEQ = 2048
 
@@ -112,7 +112,9 @@ def bench_case(label: str, cfg: ModelConfig, kind: str, batch: int, steps: int, 
            "params": n_params, "active_nonemb_params": ref.num_params(active=True, embedding=False),
            "flops_per_token": fpt, "median_step_s": med, "min_step_s": times[0],
            "max_step_s": times[-1], "tokens_per_s": tok_s,
-           "mfu": fpt * tok_s / H100_BF16_PEAK_FLOPS, "warmup_s": warm_s,
+           "mfu": fpt * tok_s / peak if (peak := peak_flops_of(torch.device("cuda"))
+                                         if on_gpu else None) else None,
+           "warmup_s": warm_s,
            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0,
            "final_loss": float(loss)}
     if kind == "llama":
@@ -218,7 +220,7 @@ def main() -> int:
         if "tokens_per_s" in r:
             print(f"{r['case']:<18}{r['params'] / 1e6:>9.1f}M{r['batch']:>6}"
                   f"{1e3 * r['median_step_s']:>9.1f}{r['tokens_per_s']:>11,.0f}"
-                  f"{100 * r['mfu']:>6.1f}%{r['peak_mem_gib']:>9.1f}")
+                  f"{100 * (r['mfu'] or 0):>6.1f}%{r['peak_mem_gib']:>9.1f}")
         else:
             print(f"{r['case']:<18} {r.get('error') or r.get('skipped')}")
     for k, v in ratios.items():

@@ -32,7 +32,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.model import Transformer, config_from_preset  # noqa: E402
-from model.train import H100_BF16_PEAK_FLOPS, TrainConfig, build_optimizer, lr_at  # noqa: E402
+from model.train import TrainConfig, build_optimizer, lr_at, peak_flops_of  # noqa: E402
+
+# MFU's denominator from the card's name; NaN (MFU printed as nan) for unknown cards
+PEAK = (peak_flops_of(torch.device("cuda")) if torch.cuda.is_available() else None) or float("nan")
 
 
 def markov_pool(n_seq: int, seq: int, n_ids: int, branch: int, seed: int,
@@ -101,7 +104,7 @@ def main() -> int:
             tok_s = args.batch * args.seq / (sum(times[-10:]) / len(times[-10:]))
             rec = {"step": step, "loss": float(out.loss), "ce": float(out.ce_loss),
                    "aux": float(out.aux_loss), "tokens_per_s": tok_s,
-                   "mfu": fpt * tok_s / H100_BF16_PEAK_FLOPS,
+                   "mfu": fpt * tok_s / PEAK,
                    "dropped_mean": sum(dropped) / len(dropped), "dropped_max": max(dropped),
                    "dropped_per_layer": dropped,
                    "max_load": float(stats.load.max(-1).values.mean() * stats.load.shape[-1])}
@@ -117,7 +120,7 @@ def main() -> int:
     med = times[len(times) // 2]
     summary = {**info, "steps_run": log[-1]["step"], "median_step_s": med,
                "tokens_per_s": args.batch * args.seq / med,
-               "mfu": fpt * args.batch * args.seq / med / H100_BF16_PEAK_FLOPS,
+               "mfu": fpt * args.batch * args.seq / med / PEAK,
                "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30, "log": log,
                "wall_s": time.perf_counter() - t_start}
     print(json.dumps({k: v for k, v in summary.items() if k not in ("config", "log")}),

@@ -31,6 +31,10 @@ Architecture knobs (defaults give the architecture above, through the same kerne
   ``cap * tanh(x / cap)`` on attention scores / output logits).
 * ``sliding_window``: attention limited to the last ``sliding_window`` tokens (the token itself
   included) on the layers ``sliding_window_layers`` (default: all), full attention elsewhere.
+* GPT-2 style (the ``gpt2-124m`` preset, 124,439,808 parameters like GPT-2 small): ``bias``
+  (biases in every linear layer and LayerNorm), ``mlp: gelu`` (``w2(gelu_tanh(x W1))``
+  instead of SwiGLU), ``dropout`` (embeddings, attention probabilities, both residual
+  branches; training only), with ``pos_encoding: learned`` and ``norm_type: layernorm``.
 
 With the defaults, attention is ``scaled_dot_product_attention(is_causal=True)``; ALiBi,
 sliding windows, attention-logit soft-capping and document masks use FlexAttention (a
@@ -128,6 +132,12 @@ class ModelConfig:
     final_logit_softcap: float | None = None  # Gemma 2 uses 30
     sliding_window: int | None = None  # tokens a query sees on sliding-window layers
     sliding_window_layers: list[int] | None = None  # None: every layer (if sliding_window)
+    # GPT-2 style options (the "gpt2-124m" preset): biases in every linear layer and layer
+    # norm, a GELU (tanh) feed-forward instead of SwiGLU, dropout on embeddings, attention
+    # probabilities and both residual branches
+    bias: bool = False
+    mlp: str = "swiglu"  # swiglu | gelu (dense layers; experts are SwiGLU)
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -157,6 +167,12 @@ class ModelConfig:
             cap = getattr(self, name)
             if cap is not None and not cap > 0:
                 raise ValueError(f"{name} must be positive (or null for no cap)")
+        if self.mlp not in ("swiglu", "gelu"):
+            raise ValueError(f"mlp must be 'swiglu' or 'gelu', not {self.mlp!r}")
+        if self.mlp == "gelu" and self.n_experts:
+            raise ValueError("mlp: gelu is for dense models; MoE experts are SwiGLU")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
         if self.sliding_window is not None and self.sliding_window < 1:
             raise ValueError("sliding_window must be >= 1 (or null for full attention)")
         if self.sliding_window_layers is not None:
@@ -207,6 +223,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 8 experts top-2, expert width half the dense d_ff: same active parameters as "125m".
     "moe-8x2-125m": dict(d_model=768, n_layers=12, n_heads=12, d_ff=2048, max_seq_len=2048,
                          n_experts=8, experts_per_token=2, moe_d_ff=1024),
+    # GPT-2 small exactly: 124,439,808 parameters with the tied embedding (export as
+    # GPT2LMHeadModel with `python -m model.export`)
+    "gpt2-124m": dict(vocab_size=50257, d_model=768, n_layers=12, n_heads=12, d_ff=3072,
+                      max_seq_len=1024, norm_type="layernorm", pos_encoding="learned",
+                      bias=True, mlp="gelu", dropout=0.1, multiple_of=1),
 }
 
 
@@ -238,23 +259,28 @@ class RMSNorm(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """Layer norm (mean-centred, computed in float32) with a learned gain and no bias."""
+    """Layer norm (mean-centred, computed in float32) with a learned gain and, with
+    ``bias``, a learned bias."""
 
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = False) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise the last dimension of ``x``."""
-        y = F.layer_norm(x.float(), (x.shape[-1],), self.weight.float(), None, self.eps)
+        b = None if self.bias is None else self.bias.float()
+        y = F.layer_norm(x.float(), (x.shape[-1],), self.weight.float(), b, self.eps)
         return y.type_as(x)
 
 
 def make_norm(cfg: ModelConfig, dim: int | None = None) -> nn.Module:
     """The normalisation layer ``cfg.norm_type`` selects, over ``dim`` (default d_model)."""
-    cls = LayerNorm if cfg.norm_type == "layernorm" else RMSNorm
-    return cls(cfg.d_model if dim is None else dim, cfg.norm_eps)
+    dim = cfg.d_model if dim is None else dim
+    if cfg.norm_type == "layernorm":
+        return LayerNorm(dim, cfg.norm_eps, bias=cfg.bias)
+    return RMSNorm(dim, cfg.norm_eps)
 
 
 def deepnorm_constants(n_layers: int) -> tuple[float, float]:
@@ -325,8 +351,10 @@ class Attention(nn.Module):
         self.n_kv_heads = cfg.n_kv_heads
         self.head_dim = cfg.head_dim
         qkv_out = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
-        self.wqkv = nn.Linear(cfg.d_model, qkv_out, bias=False)
-        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        self.wqkv = nn.Linear(cfg.d_model, qkv_out, bias=cfg.bias)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=cfg.bias)
+        self.dropout = cfg.dropout
+        self.resid_drop = nn.Dropout(cfg.dropout)
         self.q_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm else None
         self.k_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm else None
         self.rope = cfg.pos_encoding == "rope"
@@ -362,22 +390,44 @@ class Attention(nn.Module):
             start = cache.pos
             k, v = cache.update(self.layer_id, k, v)
         y = attend(q, k, v, start=start, mask=mask, window=self.window,
-                   alibi_slopes=self.alibi_slopes, softcap=self.softcap)
-        return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
+                   alibi_slopes=self.alibi_slopes, softcap=self.softcap,
+                   dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_drop(self.wo(y.transpose(1, 2).reshape(B, T, H * D)))
 
 
 class SwiGLU(nn.Module):
     """Feed-forward ``w2(silu(x W1) * (x W3))`` with W1 and W3 fused into one matrix."""
 
-    def __init__(self, d_model: int, d_ff: int) -> None:
+    def __init__(self, d_model: int, d_ff: int, bias: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
-        self.w13 = nn.Linear(d_model, 2 * d_ff, bias=False)
-        self.w2 = nn.Linear(d_ff, d_model, bias=False)
+        self.w13 = nn.Linear(d_model, 2 * d_ff, bias=bias)
+        self.w2 = nn.Linear(d_ff, d_model, bias=bias)
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the feed-forward to ``x`` ``[..., d_model]``."""
         gate, up = self.w13(x).chunk(2, dim=-1)
-        return self.w2(F.silu(gate) * up)
+        return self.drop(self.w2(F.silu(gate) * up))
+
+
+class GeluMLP(nn.Module):
+    """GPT-2's feed-forward ``w2(gelu_tanh(x W1))`` (``mlp: gelu``)."""
+
+    def __init__(self, d_model: int, d_ff: int, bias: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(d_model, d_ff, bias=bias)
+        self.w2 = nn.Linear(d_ff, d_model, bias=bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the feed-forward to ``x`` ``[..., d_model]``."""
+        return self.drop(self.w2(F.gelu(self.w1(x), approximate="tanh")))
+
+
+def make_mlp(cfg: ModelConfig) -> nn.Module:
+    """The dense feed-forward ``cfg.mlp`` selects."""
+    cls = GeluMLP if cfg.mlp == "gelu" else SwiGLU
+    return cls(cfg.d_model, cfg.d_ff, bias=cfg.bias, dropout=cfg.dropout)
 
 
 class Block(nn.Module):
@@ -395,7 +445,7 @@ class Block(nn.Module):
             self.attn_out_norm = make_norm(cfg)
             self.ffn_out_norm = make_norm(cfg)
         self.is_moe = cfg.is_moe_layer(layer_id)
-        self.ffn: nn.Module = MoE(cfg) if self.is_moe else SwiGLU(cfg.d_model, cfg.d_ff)
+        self.ffn: nn.Module = MoE(cfg) if self.is_moe else make_mlp(cfg)
 
     def _ffn(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         if self.is_moe:
@@ -454,6 +504,7 @@ class Transformer(nn.Module):
                                  persistent=False)
         else:
             self.pos_table = None
+        self.emb_drop = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         # Post-norm blocks already end with a norm; a final one would be a no-op rescale.
         self.norm = (nn.Identity() if config.norm_placement in ("post", "deepnorm")
@@ -478,6 +529,8 @@ class Transformer(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"):
                 p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
             elif name.endswith(("wo.weight", "w2.weight", "ffn.w2")):
                 nn.init.normal_(p, 0.0, out_std)
             else:
@@ -586,6 +639,7 @@ class Transformer(nn.Module):
             x = x + rows_at(self.pos_emb.weight, start, T)
         elif self.pos_table is not None:
             x = x + rows_at(self.pos_table, start, T).to(x.dtype)
+        x = self.emb_drop(x)
         aux_total: torch.Tensor | None = None
         z_total: torch.Tensor | None = None
         for layer in self.layers:

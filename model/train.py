@@ -47,7 +47,18 @@ from model.generate import resolve_checkpoint
 from model.model import PRESETS, ModelConfig, Transformer
 from tokenizer.token_stream import TokenStream
 
-H100_BF16_PEAK_FLOPS = 989e12  # H100 SXM dense bf16 tensor-core peak (datasheet)
+# Dense bf16 tensor-core peaks (datasheets, without sparsity), matched against the CUDA
+# device name; H200 has H100's compute. Other cards: MFU omitted unless train.peak_flops set.
+PEAK_BF16_FLOPS_BY_NAME = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12),
+                           ("L40S", 362e12))
+
+
+def peak_flops_of(device: torch.device) -> float | None:
+    """Dense bf16 peak FLOP/s of ``device`` from its name, or None when it is not known."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS_BY_NAME if key in name), None)
 
 
 @dataclass
@@ -102,7 +113,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: bool = True
     halt_at_step: int | None = None  # stop (with a checkpoint) after this step
-    peak_flops: float | None = None  # per device; default H100 bf16 peak on CUDA
+    peak_flops: float | None = None  # per device; default: by device name (peak_flops_of)
     # A checkpoint (state.pt or run dir) whose model weights start this run when there is no
     # checkpoint to resume from, e.g. `python -m model.upcycle`'s output; its model config
     # must equal this run's.
@@ -479,7 +490,7 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
     do_compile = tcfg.compile if isinstance(tcfg.compile, bool) else device.type == "cuda"
     fwd = torch.compile(wrapped) if do_compile else wrapped
     flops_per_token = model.flops_per_token(seq_len)
-    peak = tcfg.peak_flops or (H100_BF16_PEAK_FLOPS if device.type == "cuda" else None)
+    peak = tcfg.peak_flops or peak_flops_of(device)
     log(f"model: {model.num_params() / 1e6:.2f}M params "
         f"({model.num_params(active=True, embedding=False) / 1e6:.2f}M active non-embedding), "
         f"{flops_per_token / 1e9:.3f} GFLOP/token; device {device}, world {world}, "
@@ -594,10 +605,12 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
             timed_tokens += tokens_per_step
             timed_seconds += dt
 
+        if step == start_step + 1:  # the first step compiles: keep it out of every interval
+            t_log, tokens_since_log = time.perf_counter(), 0
         if step % tcfg.log_every == 0 or step == tcfg.max_steps:
             now = time.perf_counter()
-            tok_s = tokens_since_log / (now - t_log)
-            mfu = flops_per_token * tok_s / (peak * world) if peak else None
+            tok_s = tokens_since_log / (now - t_log) if tokens_since_log else None
+            mfu = flops_per_token * tok_s / (peak * world) if peak and tok_s else None
             rec: dict[str, Any] = {"kind": "train", "step": step, "loss": loss, "ce_loss": ce,
                                    "lr": lr, "grad_norm": gnorm, "tokens": step * tokens_per_step,
                                    "tokens_per_s": tok_s, "mfu": mfu}
@@ -612,8 +625,9 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
                            f"{100 * max(dropped):.2f}%)")
             metrics.write(rec)
             mfu_txt = f"{100 * mfu:.1f}%" if mfu is not None else "n/a"
+            tok_txt = f"{tok_s:,.0f}" if tok_s is not None else "n/a (first step)"
             log(f"step {step}/{tcfg.max_steps} | loss {loss:.4f} | lr {lr:.2e} | gnorm {gnorm:.3f} "
-                f"| {tok_s:,.0f} tok/s | mfu {mfu_txt}{moe_txt}", flush=True)
+                f"| {tok_txt} tok/s | mfu {mfu_txt}{moe_txt}", flush=True)
             t_log, tokens_since_log = time.perf_counter(), 0
 
         if eval_sets and (step % tcfg.eval_every == 0 or step == tcfg.max_steps):
