@@ -127,3 +127,31 @@ def test_options_transformers_cannot_express_are_refused_by_name(options, named,
     err_text = capsys.readouterr().err
     assert err_text.startswith("error: cannot export as") and all(n in err_text for n in named)
     assert not (tmp_path / "hf" / "model.safetensors").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpt2_options_train_compiled_in_bf16_on_cuda() -> None:
+    """Biases, GELU and dropout (SDPA's dropout_p on the fused kernel) under torch.compile
+    and bf16 autocast; in eval the CUDA logits match the CPU's."""
+    torch.manual_seed(0)
+    cpu = Transformer(ModelConfig.from_dict({**GPT2, "max_seq_len": 128}))
+    model = Transformer(ModelConfig.from_dict({**GPT2, "max_seq_len": 128})).cuda()
+    model.load_state_dict(cpu.state_dict())
+    ids = torch.randint(0, 384, (4, 128), device="cuda")
+    step = torch.compile(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(20):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = step(ids, ids)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(out.loss))
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+    model.eval()
+    cpu.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+    with torch.no_grad():
+        diff = (model(ids[:1]).float().cpu() - cpu.eval()(ids[:1].cpu())).abs().max().item()
+    assert diff < 1e-3, diff
