@@ -1,13 +1,27 @@
 """Global top-k selection over every shard of a job, for :class:`~pipeline.core.step.GlobalStep`.
 
 A :class:`Scorer` gives each document a ``value`` (written as metadata) and a ``rank``
-(``None``: never selected). :func:`score_shards` runs one executor unit per shard that
-scores its documents and writes them under ``workdir`` (``scores/<shard>.npz``, atomically;
-a rerun reuses finished shards whose fingerprint matches), and returns each shard's top-k
-ranks; :func:`global_threshold` merges those lists into the k-th largest rank over the
-whole job. At ``load``/``run`` time :class:`ShardDecisions` looks each document up by its
-key (id plus a hash of its text), so the decision does not depend on how the runner cuts
-the shard into chunks or resumes it.
+(``None``: never selected). Every shard is scored in one executor unit that writes its
+documents' keys, values and ranks under ``workdir`` (``scores/<shard>.npz``, atomically; a
+rerun reuses finished shards whose fingerprint matches). At ``load``/``run`` time
+:class:`ShardDecisions` looks each document up by its key (id plus a hash of its text), so
+the decision does not depend on how the runner cuts the shard into chunks or resumes it.
+
+The job-wide cut (the ``k``-th largest finite rank; ranks at or above it are selected) is
+found two ways with the same result:
+
+* :func:`score_shards` + :func:`global_threshold`: each shard returns its top-``k`` ranks
+  and the driver merges them, holding up to ``k`` floats per shard (used when ``k`` is a
+  small number of documents, and kept as the in-memory reference);
+* :func:`cut_top_fraction`: a distributed radix select whose driver memory does not grow
+  with the corpus. Each shard's unit also writes its finite ranks as sorted order-preserving
+  ``uint64`` keys (``cut/<fingerprint>/keys/<shard>.npy``) and a histogram of their top 16
+  bits; the driver sums the histograms one file at a time (65,536 counters), finds the
+  bucket that holds the ``k``-th key, and fans out again to histogram the next 16 bits of
+  only that bucket (a binary search in each sorted file), until the bucket holds at most
+  ``max_candidates`` keys, which the units then write out for the driver to finish on.
+  The driver holds O(65,536 + max_candidates + shards) numbers whatever the corpus size,
+  in at most five fan-outs (64 bits = four digits).
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -60,15 +75,15 @@ def _top(ranks: np.ndarray, k: int) -> np.ndarray:
     return np.sort(part)[::-1]
 
 
-def score_one_shard(scorer: Scorer, shard: StageShard, workdir: str, fingerprint: str,
-                    k: int) -> np.ndarray:
-    """Score one shard (or reuse its finished scores); return its top ``k`` ranks, descending."""
+def _shard_ranks(scorer: Scorer, shard: StageShard, workdir: str,
+                 fingerprint: str) -> np.ndarray:
+    """Score one shard into ``scores/<shard>.npz`` (or reuse finished scores); return ranks."""
     path = _scores_path(workdir, shard.shard_id)
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
                 if str(z["fingerprint"]) == fingerprint:
-                    return _top(z["rank"], k)
+                    return z["rank"]
         except (OSError, ValueError, KeyError):
             pass  # a torn or foreign file: score again
     scorer.setup()
@@ -86,7 +101,13 @@ def score_one_shard(scorer: Scorer, shard: StageShard, workdir: str, fingerprint
         np.savez(tmp, key=np.asarray(keys, dtype=str),
                  value=np.asarray(values, dtype=np.float64), rank=rank_arr,
                  fingerprint=np.asarray(fingerprint))
-    return _top(rank_arr, k)
+    return rank_arr
+
+
+def score_one_shard(scorer: Scorer, shard: StageShard, workdir: str, fingerprint: str,
+                    k: int) -> np.ndarray:
+    """Score one shard (or reuse its finished scores); return its top ``k`` ranks, descending."""
+    return _top(_shard_ranks(scorer, shard, workdir, fingerprint), k)
 
 
 def score_shards(scorer: Scorer, shards: list[StageShard], workdir: str, fingerprint: str,
@@ -133,22 +154,219 @@ def read_decision(workdir: str | os.PathLike) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+DIGIT_BITS = 16
+BUCKETS = 1 << DIGIT_BITS
+MAX_CANDIDATES = 1 << 16
+_SIGN = 1 << 63
+_ALL = (1 << 64) - 1
+
+
+def rank_keys(ranks: np.ndarray) -> np.ndarray:
+    """Return the finite ``ranks`` as ``uint64`` keys that sort as the ranks do (unsorted).
+
+    NaN and ±inf are left out, as :func:`_top` leaves them out of the count; ``-0.0`` is
+    keyed as ``0.0``, which compares equal to it.
+    """
+    finite = np.asarray(ranks, dtype=np.float64)
+    finite = finite[np.isfinite(finite)] + 0.0
+    bits = finite.view(np.uint64)
+    return np.where(bits >= np.uint64(_SIGN), ~bits, bits | np.uint64(_SIGN))
+
+
+def key_rank(key: int) -> float:
+    """Return the rank that the key ``key`` of :func:`rank_keys` stands for."""
+    bits = key ^ _SIGN if key >= _SIGN else key ^ _ALL
+    return float(np.asarray(bits, dtype=np.uint64).view(np.float64))
+
+
+def _cut_dir(workdir: str | os.PathLike, fingerprint: str) -> Path:
+    return Path(workdir) / "cut" / fingerprint
+
+
+def _keys_path(cut: Path, shard_id: str) -> Path:
+    return cut / "keys" / f"{shard_id}.npy"
+
+
+def _round_path(cut: Path, round_no: int, shard_id: str) -> Path:
+    return cut / f"round{round_no}" / f"{shard_id}.npz"
+
+
+def _prefix_slice(keys: np.ndarray, prefix: int, bits: int) -> np.ndarray:
+    """Return the run of the sorted ``keys`` whose top ``bits`` bits are ``prefix``."""
+    if bits == 0:
+        return keys
+    shift = 64 - bits
+    lo, hi = prefix << shift, (prefix + 1) << shift
+    a = int(np.searchsorted(keys, np.uint64(lo), side="left"))
+    b = keys.size if hi > _ALL else int(np.searchsorted(keys, np.uint64(hi), side="left"))
+    return keys[a:b]
+
+
+def _write_round(path: Path, kind: str, prefix: int, bits: int, part: np.ndarray,
+                 docs: int = -1) -> None:
+    """Write one unit's answer for a round: the histogram of the digit after ``prefix``
+    (``kind`` "hist", non-empty buckets only) or the keys themselves ("keys")."""
+    fields: dict[str, np.ndarray] = {}
+    if kind == "hist":
+        # the run is sorted, so each bucket's count is a difference of binary searches:
+        # O(BUCKETS log n) reads of the file, never a copy of the run
+        shift = 64 - bits - DIGIT_BITS
+        starts = (np.uint64(prefix << (64 - bits) if bits else 0)
+                  + (np.arange(BUCKETS, dtype=np.uint64) << np.uint64(shift)))
+        ends = np.append(np.searchsorted(part, starts[1:], side="left"), part.size)
+        hist = ends - np.append(0, ends[:-1])
+        nz = np.flatnonzero(hist)
+        fields = {"idx": nz.astype(np.int32), "cnt": hist[nz].astype(np.int64)}
+    else:
+        fields = {"cand": np.asarray(part, dtype=np.uint64)}
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, kind=np.asarray(kind), prefix=np.asarray(prefix, dtype=np.uint64),
+                 bits=np.asarray(bits), count=np.asarray(part.size), docs=np.asarray(docs),
+                 **fields)
+
+
+def _finished_round(path: Path, kind: str, prefix: int, bits: int) -> tuple[int, int] | None:
+    """Return ``(count, docs)`` of a round file written for the same question, else None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if (str(z["kind"]), int(z["prefix"]), int(z["bits"])) == (kind, prefix, bits):
+                return int(z["count"]), int(z["docs"])
+    except (OSError, ValueError, KeyError):
+        pass  # a torn file: answer again
+    return None
+
+
+def cut_score_shard(scorer: Scorer, shard: StageShard, workdir: str,
+                    fingerprint: str) -> tuple[int, int]:
+    """Unit of :func:`cut_top_fraction`'s first fan-out: score one shard (or reuse its scores),
+    write its finite ranks as sorted keys and the histogram of their top 16 bits.
+
+    Returns ``(documents, finite ranks)``; reuses its own finished files on a rerun.
+    """
+    cut = _cut_dir(workdir, fingerprint)
+    out, keys_path = _round_path(cut, 0, shard.shard_id), _keys_path(cut, shard.shard_id)
+    done = _finished_round(out, "hist", 0, 0)
+    if done is not None and keys_path.is_file():
+        return done[1], done[0]
+    ranks = _shard_ranks(scorer, shard, workdir, fingerprint)
+    keys = np.sort(rank_keys(ranks))
+    with atomic_path(keys_path, suffix=".npy") as tmp:
+        np.save(tmp, keys)
+    _write_round(out, "hist", 0, 0, keys, docs=int(ranks.size))
+    return int(ranks.size), int(keys.size)
+
+
+def cut_refine_shard(workdir: str, fingerprint: str, shard_id: str, round_no: int, prefix: int,
+                     bits: int, kind: str) -> int:
+    """Unit of a refining fan-out: in one shard's sorted keys, take those whose top ``bits``
+    bits are ``prefix`` and write their next digit's histogram (``kind`` "hist") or the keys
+    ("keys") to the round's file. Returns how many keys have the prefix."""
+    cut = _cut_dir(workdir, fingerprint)
+    out = _round_path(cut, round_no, shard_id)
+    done = _finished_round(out, kind, prefix, bits)
+    if done is not None:
+        return done[0]
+    keys = np.load(_keys_path(cut, shard_id), mmap_mode="r", allow_pickle=False)
+    part = _prefix_slice(keys, prefix, bits)
+    _write_round(out, kind, prefix, bits, part)
+    return int(part.size)
+
+
+@dataclass
+class CutStats:
+    """What the driver of :func:`radix_cut` did: fan-outs, and the most values it held."""
+
+    fanouts: int = 0
+    buckets: int = BUCKETS
+    candidates: int = 0
+
+
+def radix_cut(workdir: str, fingerprint: str, finite: dict[str, int], need: int,
+              executor: Executor, desc: str, max_candidates: int = MAX_CANDIDATES,
+              stats: CutStats | None = None) -> float:
+    """Return the ``need``-th largest finite rank of the job from the files that
+    :func:`cut_score_shard` wrote, ``finite`` giving each shard's number of finite ranks.
+
+    Holds one histogram (``BUCKETS`` counters) and at most ``max_candidates`` keys; each
+    refining round is one executor fan-out over the shards that still have keys in the
+    bucket. ``1 <= need <= sum(finite)``.
+    """
+    stats = stats if stats is not None else CutStats()
+    cut = _cut_dir(workdir, fingerprint)
+    active = [sid for sid, n in finite.items() if n]
+    prefix, bits, round_no = 0, 0, 0
+    while True:
+        hist = np.zeros(BUCKETS, dtype=np.int64)
+        for sid in active:
+            with np.load(_round_path(cut, round_no, sid), allow_pickle=False) as z:
+                hist[z["idx"]] += z["cnt"]
+        at_or_above = np.cumsum(hist[::-1])  # [j]: keys whose digit >= BUCKETS - 1 - j
+        j = int(np.searchsorted(at_or_above, need, side="left"))
+        digit = BUCKETS - 1 - j
+        need -= int(at_or_above[j] - hist[digit])
+        prefix, bits, size = (prefix << DIGIT_BITS) | digit, bits + DIGIT_BITS, int(hist[digit])
+        if bits == 64:
+            return key_rank(prefix)
+        round_no += 1
+        kind = "keys" if size <= max_candidates else "hist"
+        found = executor.run(cut_refine_shard,
+                             [(workdir, fingerprint, sid, round_no, prefix, bits, kind)
+                              for sid in active],
+                             names=active, desc=f"{desc} (cut, round {round_no})", unit="shard")
+        stats.fanouts += 1
+        if sum(found) != size:
+            raise RuntimeError(f"the sorted score keys under {str(cut)!r} changed during the "
+                               "cut; delete that folder and rerun")
+        active = [sid for sid, n in zip(active, found, strict=True) if n]
+        if kind == "keys":
+            cand, pos = np.empty(size, dtype=np.uint64), 0
+            for sid in active:
+                with np.load(_round_path(cut, round_no, sid), allow_pickle=False) as z:
+                    part = z["cand"]
+                cand[pos:pos + part.size] = part
+                pos += part.size
+            stats.candidates = max(stats.candidates, size)
+            return key_rank(int(np.partition(cand, size - need)[size - need]))
+
+
 def cut_top_fraction(scorer: Scorer, shards: list[StageShard], workdir: str,
-                     fingerprint: str, fraction: float, executor: Executor, desc: str) -> None:
+                     fingerprint: str, fraction: float, executor: Executor, desc: str,
+                     max_candidates: int = MAX_CANDIDATES) -> CutStats | None:
     """Score every shard and save the job-wide cut that keeps the top ``fraction`` of documents.
 
-    Does nothing when ``workdir`` already holds the decision of this ``fingerprint`` (a
-    rerun). Each shard's top list is bounded only by its size, since how many documents the
-    job has is known once every shard is scored.
+    ``k = ceil(fraction * documents)``; the threshold is the ``k``-th largest finite rank
+    (the smallest finite rank when fewer are finite, ``inf`` when none are): exactly
+    :func:`global_threshold` over every shard's full top list, found by :func:`radix_cut`
+    with driver memory independent of the corpus size. Does nothing when ``workdir``
+    already holds the decision of this ``fingerprint`` (a rerun; returns None); otherwise
+    returns what the cut did. A killed run reuses every finished unit's files.
     """
     old = read_decision(workdir)
     if old is not None and old.get("fingerprint") == fingerprint:
-        return
-    tops, total = score_shards(scorer, shards, workdir, fingerprint, k=2**62,
-                               executor=executor, desc=desc)
+        shutil.rmtree(Path(workdir) / "cut", ignore_errors=True)
+        return None
+    for stale in (Path(workdir) / "cut").glob("*"):
+        if stale.name != fingerprint:
+            shutil.rmtree(stale, ignore_errors=True)
+    counts = executor.run(cut_score_shard, [(s, workdir, fingerprint) for s in shards],
+                          names=[s.shard_id for s in shards], desc=desc, unit="shard",
+                          shared=(scorer,))
+    stats = CutStats(fanouts=1)
+    total = sum(docs for docs, _ in counts)
+    finite = {s.shard_id: n for s, (_, n) in zip(shards, counts, strict=True)}
+    scored = sum(finite.values())
     k = math.ceil(fraction * total)
-    write_decision(workdir, {"fingerprint": fingerprint, "threshold": global_threshold(tops, k),
-                             "k": k, "total": total})
+    threshold = math.inf
+    if k > 0 and scored > 0:
+        threshold = radix_cut(workdir, fingerprint, finite, min(k, scored), executor, desc,
+                              max_candidates, stats)
+    write_decision(workdir, {"fingerprint": fingerprint, "threshold": threshold, "k": k,
+                             "total": total, "finite": scored, "cut_fanouts": stats.fanouts,
+                             "cut_candidates": stats.candidates})
+    shutil.rmtree(Path(workdir) / "cut", ignore_errors=True)
+    return stats
 
 
 @dataclass
