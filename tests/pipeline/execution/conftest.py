@@ -111,6 +111,11 @@ def _alive(pid: int) -> bool:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
 
 
+#: ``ray start`` gives up when a node has not registered within 30 s (not configurable),
+#: which happens on an overloaded machine: a node that fails to start is stopped and tried
+#: again, this many times in all
+START_ATTEMPTS = 3
+
 #: run by :meth:`RayTestCluster.run_job` in its own process: argv[1] is JSON
 #: ``[job, output, address, hold points, signal dir]``
 _DRIVER = """
@@ -155,12 +160,22 @@ class RayTestCluster:
 
     def start(self) -> None:
         """Start the head, then the worker nodes (at the same time)."""
-        self._wait(self._ray_start(self.root / "head", "--head", f"--port={self.port}",
-                                   "--num-cpus=0", "--include-dashboard=false",
-                                   f"--dashboard-port={_free_port()}"))
-        starting = [self._start_worker(f"w{i + 1}") for i in range(self.workers)]
-        for proc in starting:
-            self._wait(proc)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            head = self.root / f"head-{attempt}"
+            try:
+                self._wait(self._ray_start(head, "--head", f"--port={self.port}",
+                                           "--num-cpus=0", "--include-dashboard=false",
+                                           f"--dashboard-port={_free_port()}"))
+                break
+            except RuntimeError:
+                _terminate(self._pids(head))
+                if attempt == START_ATTEMPTS:
+                    raise
+                self.port = _free_port()
+                self.address = f"127.0.0.1:{self.port}"
+        starting = [(f"w{i + 1}", self._start_worker(f"w{i + 1}")) for i in range(self.workers)]
+        for name, proc in starting:
+            self._wait_worker(name, proc)
 
     def _ray_start(self, temp: Path, *args: str) -> subprocess.Popen:
         temp.mkdir(parents=True, exist_ok=True)
@@ -182,9 +197,20 @@ class RayTestCluster:
         self.nodes[name] = temp
         return self._ray_start(temp, f"--address={self.address}", "--num-cpus=1")
 
+    def _wait_worker(self, name: str, proc: subprocess.Popen) -> None:
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._wait(proc)
+                return
+            except RuntimeError:
+                _terminate(self._pids(self.nodes[name]))
+                if attempt == START_ATTEMPTS:
+                    raise
+                proc = self._start_worker(name)
+
     def start_worker(self, name: str) -> None:
         """Start (or restart, in a fresh temp dir) the one-CPU worker node ``name``."""
-        self._wait(self._start_worker(name))
+        self._wait_worker(name, self._start_worker(name))
 
     def _pids(self, under: Path) -> list[int]:
         """Processes whose command line names a path in ``under``, and all their children."""
@@ -253,21 +279,25 @@ class RayTestCluster:
     def stop(self) -> None:
         """Terminate every process of this cluster, by pid (``ray stop`` would stop every
         Ray cluster on the machine, other people's included)."""
-        import signal
-        import time
+        _terminate(self._pids(self.root))
 
-        pids = self._pids(self.root)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + 5
-            while (pids := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if not pids:
-                return
+
+def _terminate(pids: list[int]) -> None:
+    """SIGTERM ``pids``, then SIGKILL those still alive after 5 s."""
+    import signal
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while (pids := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not pids:
+            return
 
 
 @pytest.fixture(scope="module")
