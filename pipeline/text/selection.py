@@ -159,6 +159,7 @@ BUCKETS = 1 << DIGIT_BITS
 MAX_CANDIDATES = 1 << 16
 _SIGN = 1 << 63
 _ALL = (1 << 64) - 1
+_CHUNK = 1 << 20
 
 
 def rank_keys(ranks: np.ndarray) -> np.ndarray:
@@ -188,7 +189,7 @@ def _keys_path(cut: Path, shard_id: str) -> Path:
 
 
 def _round_path(cut: Path, round_no: int, shard_id: str) -> Path:
-    return cut / f"round{round_no}" / f"{shard_id}.npz"
+    return cut / f"round{round_no}" / f"{shard_id}.npy"
 
 
 def _prefix_slice(keys: np.ndarray, prefix: int, bits: int) -> np.ndarray:
@@ -202,27 +203,46 @@ def _prefix_slice(keys: np.ndarray, prefix: int, bits: int) -> np.ndarray:
     return keys[a:b]
 
 
+def _digit_histogram(part: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(digits, counts)`` of the non-empty buckets of the 16 bits after the top
+    ``bits`` of the sorted keys ``part`` (read in chunks: a task's memory stays bounded)."""
+    shift, mask = np.uint64(64 - bits - DIGIT_BITS), np.uint64(BUCKETS - 1)
+    hist = np.zeros(BUCKETS, dtype=np.int64)
+    for i in range(0, part.size, _CHUNK):
+        digits = (np.asarray(part[i:i + _CHUNK]) >> shift) & mask
+        # sorted keys with one prefix have sorted digits: count each run
+        starts = np.flatnonzero(np.diff(digits, prepend=digits[:1] + mask) != 0)
+        hist[digits[starts].astype(np.intp)] += np.diff(starts, append=digits.size)
+    nz = np.flatnonzero(hist)
+    return nz, hist[nz]
+
+
+# a round file is one int64 .npy: kind, prefix, bits, count, docs, then the payload
+_KINDS = {"hist": 0, "keys": 1}
+_HEAD = 5
+
+
 def _write_round(path: Path, kind: str, prefix: int, bits: int, part: np.ndarray,
                  docs: int = -1) -> None:
     """Write one unit's answer for a round: the histogram of the digit after ``prefix``
-    (``kind`` "hist", non-empty buckets only) or the keys themselves ("keys")."""
-    fields: dict[str, np.ndarray] = {}
+    (``kind`` "hist": the non-empty buckets' digits, then their counts) or the keys ("keys")."""
     if kind == "hist":
-        # the run is sorted, so each bucket's count is a difference of binary searches:
-        # O(BUCKETS log n) reads of the file, never a copy of the run
-        shift = 64 - bits - DIGIT_BITS
-        starts = (np.uint64(prefix << (64 - bits) if bits else 0)
-                  + (np.arange(BUCKETS, dtype=np.uint64) << np.uint64(shift)))
-        ends = np.append(np.searchsorted(part, starts[1:], side="left"), part.size)
-        hist = ends - np.append(0, ends[:-1])
-        nz = np.flatnonzero(hist)
-        fields = {"idx": nz.astype(np.int32), "cnt": hist[nz].astype(np.int64)}
+        digits, counts = _digit_histogram(part, bits)
+        payload = np.concatenate([digits, counts])
     else:
-        fields = {"cand": np.asarray(part, dtype=np.uint64)}
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, kind=np.asarray(kind), prefix=np.asarray(prefix, dtype=np.uint64),
-                 bits=np.asarray(bits), count=np.asarray(part.size), docs=np.asarray(docs),
-                 **fields)
+        payload = np.asarray(part, dtype=np.uint64).view(np.int64)
+    head = np.asarray([_KINDS[kind], prefix, bits, part.size, docs], dtype=np.int64)
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, np.concatenate([head, payload]))
+
+
+def _read_round(path: Path) -> tuple[tuple[int, int, int, int, int], np.ndarray]:
+    """Return a round file's head (kind, prefix, bits, count, docs) and its payload."""
+    arr = np.load(path, allow_pickle=False)
+    if arr.dtype != np.int64 or arr.ndim != 1 or arr.size < _HEAD:
+        raise ValueError(f"{str(path)!r} is not a round file of the top-fraction cut")
+    head = tuple(int(v) for v in arr[:_HEAD])
+    return head, arr[_HEAD:]  # type: ignore[return-value]
 
 
 def _finished_round(path: Path, kind: str, prefix: int, bits: int) -> tuple[int, int] | None:
@@ -230,12 +250,12 @@ def _finished_round(path: Path, kind: str, prefix: int, bits: int) -> tuple[int,
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if (str(z["kind"]), int(z["prefix"]), int(z["bits"])) == (kind, prefix, bits):
-                return int(z["count"]), int(z["docs"])
-    except (OSError, ValueError, KeyError):
-        pass  # a torn file: answer again
-    return None
+        head, _ = _read_round(path)
+    except (OSError, ValueError):
+        return None  # a torn file: answer again
+    if head[:3] != (_KINDS[kind], prefix, bits):
+        return None
+    return head[3], head[4]
 
 
 def cut_score_shard(scorer: Scorer, shard: StageShard, workdir: str,
@@ -300,8 +320,9 @@ def radix_cut(workdir: str, fingerprint: str, finite: dict[str, int], need: int,
     while True:
         hist = np.zeros(BUCKETS, dtype=np.int64)
         for sid in active:
-            with np.load(_round_path(cut, round_no, sid), allow_pickle=False) as z:
-                hist[z["idx"]] += z["cnt"]
+            _, payload = _read_round(_round_path(cut, round_no, sid))
+            half = payload.size // 2
+            hist[payload[:half]] += payload[half:]
         at_or_above = np.cumsum(hist[::-1])  # [j]: keys whose digit >= BUCKETS - 1 - j
         j = int(np.searchsorted(at_or_above, need, side="left"))
         digit = BUCKETS - 1 - j
@@ -323,8 +344,8 @@ def radix_cut(workdir: str, fingerprint: str, finite: dict[str, int], need: int,
         if kind == "keys":
             cand, pos = np.empty(size, dtype=np.uint64), 0
             for sid in active:
-                with np.load(_round_path(cut, round_no, sid), allow_pickle=False) as z:
-                    part = z["cand"]
+                _, payload = _read_round(_round_path(cut, round_no, sid))
+                part = payload.view(np.uint64)
                 cand[pos:pos + part.size] = part
                 pos += part.size
             stats.candidates = max(stats.candidates, size)
