@@ -206,3 +206,21 @@ def test_ray_executor_submits_a_bounded_window(ray_local) -> None:
     assert [o.value for o in outcomes if o.ok] == [x * x for x in range(40) if x % 7 != 3]
     assert [o.name for o in outcomes if not o.ok] == [str(x) for x in range(40) if x % 7 == 3]
     assert all("fails" in o.error for o in outcomes if not o.ok)
+
+
+def test_progress_status_rereads_only_changed_files(tmp_path: Path) -> None:
+    from pipeline.execution.runner import _DocsDone
+
+    folder = tmp_path / "_progress" / "stage-0"
+    folder.mkdir(parents=True)
+    for k in range(3):
+        (folder / f"s{k}.json").write_text(json.dumps({"records_done": 10 * (k + 1)}))
+    status = _DocsDone(tmp_path, 0)
+    assert status() == {"docs": 60}
+    (folder / "s0.json").write_text(json.dumps({"records_done": 15}))
+    os.utime(folder / "s0.json", ns=(1, 1))  # a new modification time, whatever the clock
+    (folder / "s1.json").write_text("not json")  # a file being replaced: the last count stays
+    os.utime(folder / "s1.json", ns=(2, 2))
+    status.next_scan = 0.0
+    assert status() == {"docs": 15 + 20 + 30}
+    assert status.seen["s2.json"][1] == 30 and len(status.seen) == 3
