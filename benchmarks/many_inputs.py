@@ -20,7 +20,9 @@ wall time. Planning (globbing and ``plan_input_shards``) is also timed alone.
 
 Every N-file run's output must equal the original run's: the same documents (id, text,
 url, every metadata column; only ``source``, the input file's name, differs) and the same
-per-step counts. The resume check (``--resume N``) kills a grouped N-file run (SIGKILL of
+per-step counts. ``--executor-units N`` also maps a no-op over N one-file shard tasks
+with the Ray executor (the arguments and shared job of real shard tasks), which isolates
+the driver's cost of one Ray task per file from the workers' work. The resume check (``--resume N``) kills a grouped N-file run (SIGKILL of
 its process group, driver and Ray alike) once a third of the records are done, reruns it,
 and compares its output with the uninterrupted run's.
 
