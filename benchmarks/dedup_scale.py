@@ -649,11 +649,42 @@ def report(root: Path, results_dir: Path) -> str:
                          + (f" ({p['rounds']} rounds)" if phase == "components" else ""))
         lines.append(f"| {step.replace('dedup_', '').replace('_v1', '')} {phase} | "
                      + " | ".join(cells) + " |")
+    fit = _fit(summary)
+    if fit:
+        lines += ["", f"Least-squares fit over {len(summary)} scales, CPU-s = a + b x TB of text: "
+                  f"b = {fit['core_hours_per_tb']:.1f} core-hours per TB (marginal), "
+                  f"a = {fit['intercept_cpu_s']:.1f} CPU-s; largest task's peak RSS = "
+                  f"{fit['rss_mib_at_1x']:.0f} MiB x scale^{fit['rss_exponent']:.3f} "
+                  f"(64x: {fit['rss_mib_at_1x'] * 64 ** fit['rss_exponent']:.0f} MiB, "
+                  f"3e9 documents: {fit['rss_mib_at_dump']:.0f} MiB at the same rows per "
+                  "partition); one dump (12 TB): "
+                  f"{fit['core_hours_per_tb'] * 12:,.0f} core-hours."]
     table = "\n".join(lines)
     with open(results_dir / "dedup_scale.json", "w", encoding="utf-8") as f:
-        json.dump({"commit": _git_commit(), "summary": summary, "runs": runs}, f, indent=1)
+        json.dump({"commit": _git_commit(), "fit": fit, "summary": summary, "runs": runs}, f,
+                  indent=1)
     _plot(summary, results_dir / "dedup_scale.png")
     return table
+
+
+def _fit(summary: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Fit total CPU against text bytes (linear) and peak RSS against scale (power law);
+    extrapolate to one dump (3e9 documents, 12 TB). None with fewer than two scales."""
+    import numpy as np
+
+    if len(summary) < 2:
+        return None
+    tb = np.array([s["text_bytes"] / 1e12 for s in summary])
+    cpu = np.array([s["cpu_dedup_s"] + s["cpu_apply_s"] for s in summary])
+    b, a = np.polyfit(tb, cpu, 1)
+    scale = np.array([s["scale"] for s in summary], dtype=float)
+    rss = np.array([s["max_task_rss"] / 2**20 for s in summary])
+    k, c = np.polyfit(np.log(scale), np.log(rss), 1)
+    dump_scale = 3e9 / summary[0]["documents"] * summary[0]["scale"]
+    return {"core_hours_per_tb": float(b / 3600), "intercept_cpu_s": float(a),
+            "rss_exponent": float(k), "rss_mib_at_1x": float(np.exp(c)),
+            "dump_scale": float(dump_scale),
+            "rss_mib_at_dump": float(np.exp(c) * dump_scale ** k)}
 
 
 def _plot(summary: list[dict[str, Any]], path: Path) -> None:
