@@ -11,8 +11,8 @@ The job-wide cut (the ``k``-th largest finite rank; ranks at or above it are sel
 found two ways with the same result:
 
 * :func:`score_shards` + :func:`global_threshold`: each shard returns its top-``k`` ranks
-  and the driver merges them, holding up to ``k`` floats per shard (used when ``k`` is a
-  small number of documents, and kept as the in-memory reference);
+  and the driver merges them, holding up to ``k`` floats per shard (``dsir_v1`` uses it;
+  it is also the in-memory reference the tests compare the bounded cut with);
 * :func:`cut_top_fraction`: a distributed radix select whose driver memory does not grow
   with the corpus. Each shard's unit also writes its finite ranks as sorted order-preserving
   ``uint64`` keys (``cut/<fingerprint>/keys/<shard>.npy``) and a histogram of their top 16
@@ -21,7 +21,7 @@ found two ways with the same result:
   only that bucket (a binary search in each sorted file), until the bucket holds at most
   ``max_candidates`` keys, which the units then write out for the driver to finish on.
   The driver holds O(65,536 + max_candidates + shards) numbers whatever the corpus size,
-  in at most five fan-outs (64 bits = four digits).
+  in at most four fan-outs (the scoring one, then one per further 16-bit digit).
 """
 
 from __future__ import annotations

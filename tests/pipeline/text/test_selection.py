@@ -218,7 +218,7 @@ def test_driver_data_bounded_whatever_the_corpus(tmp_path: Path) -> None:
         assert stats is not None
         assert max(ex.sizes) < 100  # one int or a pair of ints per unit
         assert stats.candidates <= 32 and stats.buckets == BUCKETS
-        assert stats.fanouts == len(ex.calls) <= 5
+        assert stats.fanouts == len(ex.calls) <= 4
         tops, total = score_shards(_MetaScorer(), shards, str(folder / "work"), "fp", 2**62,
                                    LocalExecutor())
         assert read_decision(folder / "work")["threshold"] == global_threshold(
@@ -244,3 +244,17 @@ def test_a_killed_cut_resumes_from_its_files(tmp_path: Path) -> None:
     ex = _Recording()
     assert cut_top_fraction(again, shards, work, "fp", 0.25, ex, "test") is None
     assert ex.calls == []
+
+
+def test_on_ray_the_cut_is_the_same(ray_local, real_scores: dict, tmp_path: Path) -> None:
+    from pipeline.execution.executor import RayExecutor
+    from pipeline.steps.select_top import _FieldScorer
+
+    scores = real_scores["letters"]
+    shards = _shards([scores[s::3] for s in range(3)], tmp_path)
+    thresholds = []
+    for name, ex in (("ray", RayExecutor()), ("local", LocalExecutor())):
+        cut_top_fraction(_FieldScorer("score", True), shards, str(tmp_path / name), "fp", 0.2,
+                         ex, "test", max_candidates=8)
+        thresholds.append(read_decision(tmp_path / name)["threshold"])
+    assert thresholds[0] == thresholds[1]
