@@ -5,8 +5,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint clean browser
 
-# setup.py builds the optional native BPE merge loop and encoder (tokenizer/_bpe.c, _encode.c).
-$(STAMP): pyproject.toml setup.py tokenizer/_bpe.c tokenizer/_encode.c
+# setup.py builds the optional native extensions: BPE merge loop and encoder (tokenizer/_bpe.c,
+# _encode.c), line-dedup hashing and MinHash signatures (pipeline/dedup/_lines.c, _minhash.c).
+$(STAMP): pyproject.toml setup.py tokenizer/_bpe.c tokenizer/_encode.c pipeline/dedup/_lines.c \
+		pipeline/dedup/_minhash.c
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU wheel on disk; an unpinned torch would pull several GB of CUDA packages.
