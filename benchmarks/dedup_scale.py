@@ -306,6 +306,8 @@ def _near_jaccard_sample(folder: Path, pairs: list[list], k: int = 200) -> dict[
     need = set(want) | set(want.values())
     texts: dict[str, str] = {}
     for path in sorted(folder.glob("*.jsonl")):
+        if len(texts) == len(need):  # the first near pairs lie in the first shards
+            break
         with open(path, encoding="utf-8") as f:
             for line in f:
                 d = json.loads(line)
