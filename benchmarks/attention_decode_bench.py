@@ -39,6 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from model_bench import time_steps  # noqa: E402  (benchmarks/, the script's folder)
+
 from model.generate import StaticDecoder, generate  # noqa: E402
 from model.model import KVCache, ModelConfig, Transformer, config_from_preset  # noqa: E402
 from model.train import TrainConfig, build_optimizer  # noqa: E402
@@ -137,25 +139,7 @@ def train_case(label: str, cfg: ModelConfig, batch: int, seq: int, steps: int, w
         opt.zero_grad(set_to_none=True)
         return out.loss.detach()
 
-    t0 = time.perf_counter()
-    for i in range(warmup):
-        loss = step(i)
-    _sync(dev)
-    warm_s = time.perf_counter() - t0
-    times = []
-    for i in range(steps):
-        if dev.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            loss = step(warmup + i)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t = time.perf_counter()
-            loss = step(warmup + i)
-            times.append(time.perf_counter() - t)
-    times.sort()
+    times, warm_s, loss = time_steps(step, warmup, steps, dev.type == "cuda")
     med = times[len(times) // 2]
     return {"case": label, "batch": batch, "seq": seq, "compile": compile_mode,
             "median_step_s": med, "min_step_s": times[0], "tokens_per_s": batch * seq / med,

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -36,6 +35,8 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.dedup.phases.store import peak_rss
 
 SHARDS = 4096
 INPUT_FILES = 16
@@ -78,19 +79,6 @@ def write_inputs(folder: Path, a: np.ndarray, b: np.ndarray) -> list[str]:
     return paths
 
 
-def _rss() -> int:
-    """This process's peak resident size in bytes: ``VmHWM`` (``ru_maxrss`` of a child
-    started by fork + exec can report the parent's size at the fork)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def run_old(inputs: list[str], work: str) -> dict:
     """The former single ``components`` task, measured in this process."""
     from pipeline.dedup.components import components_of_refs
@@ -98,7 +86,7 @@ def run_old(inputs: list[str], work: str) -> dict:
     from pipeline.dedup.phases.shuffle import concat, route
     from pipeline.dedup.phases.store import read_table
 
-    base = _rss()
+    base = peak_rss()
     tracemalloc.start()
     cpu, wall = time.process_time(), time.perf_counter()
     tables = [read_table(f) for f in inputs]
@@ -113,7 +101,7 @@ def run_old(inputs: list[str], work: str) -> dict:
            "edges": int(len(edges)), "clusters": int(len(np.unique(roots))),
            "removed": int((refs != roots).sum())}
     tracemalloc.stop()
-    return {**out, "rss_peak": _rss(), "rss_base": base}
+    return {**out, "rss_peak": peak_rss(), "rss_base": base}
 
 
 def run_new(inputs: list[str], work: str, partitions: int) -> dict:
@@ -121,13 +109,13 @@ def run_new(inputs: list[str], work: str, partitions: int) -> dict:
     from pipeline.dedup.phases.components import run_components
     from pipeline.execution.executor import LocalExecutor
 
-    base = _rss()
+    base = peak_rss()
     cpu, wall = time.process_time(), time.perf_counter()
     summary = run_components(work, inputs, partitions, SHARDS, 1, LocalExecutor())
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     stats = json.loads((Path(work) / "components.json").read_text())
     return {**summary, "cpu_s": cpu, "wall_s": wall, "rounds": stats["rounds"],
-            "traced_peak": stats["max_task_peak_bytes"], "rss_peak": _rss(), "rss_base": base,
+            "traced_peak": stats["max_task_peak_bytes"], "rss_peak": peak_rss(), "rss_base": base,
             "max_rows_in": max(r.get("max_rows_in", 0) for r in stats["per_round"])}
 
 

@@ -39,6 +39,33 @@ from model.train import TrainConfig, build_optimizer, peak_flops_of  # noqa: E40
 SEQ = 2048
 
 
+
+def time_steps(step: Any, warmup: int, steps: int, on_gpu: bool) -> tuple[list[float], float, Any]:
+    """Run ``step(i)`` ``warmup`` times, then time ``steps`` calls (CUDA events around each
+    step on a GPU, wall clock on CPU); return (sorted step seconds, warm-up seconds, last
+    return value)."""
+    t0 = time.perf_counter()
+    out = None
+    for i in range(warmup):
+        out = step(i)
+    if on_gpu:
+        torch.cuda.synchronize()
+    warm_s = time.perf_counter() - t0
+    times = []
+    for i in range(steps):
+        if on_gpu:  # device events around each step
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = step(warmup + i)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t = time.perf_counter()
+            out = step(warmup + i)
+            times.append(time.perf_counter() - t)
+    return sorted(times), warm_s, out
+
 def llama_from(cfg: ModelConfig) -> torch.nn.Module:
     """transformers' LlamaForCausalLM with the same shapes as our ModelConfig, SDPA attention."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -83,26 +110,7 @@ def bench_case(label: str, cfg: ModelConfig, kind: str, batch: int, steps: int, 
     on_gpu = dev.type == "cuda"
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for i in range(warmup):
-        loss = step(i)
-    if on_gpu:
-        torch.cuda.synchronize()
-    warm_s = time.perf_counter() - t0
-    times = []
-    for i in range(steps):
-        if on_gpu:  # device events around each step
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            loss = step(warmup + i)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t = time.perf_counter()
-            loss = step(warmup + i)
-            times.append(time.perf_counter() - t)
-    times.sort()
+    times, warm_s, loss = time_steps(step, warmup, steps, on_gpu)
     med = times[len(times) // 2]
     tok_s = batch * seq / med
     with torch.device("meta"):  # same FLOP count for both implementations of one config

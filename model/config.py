@@ -22,6 +22,18 @@ class ConfigError(ValueError):
     """A config file that cannot be parsed."""
 
 
+def parse_set_options(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``--set`` arguments (``["train.max_steps=100", ...]``) into ``{key: scalar}``
+    (values parsed by :func:`parse_scalar`); ConfigError names a pair without ``=``."""
+    out: dict[str, Any] = {}
+    for kv in pairs:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects KEY=VALUE, got {kv!r}")
+        out[key] = parse_scalar(value)
+    return out
+
+
 def parse_scalar(text: str) -> Any:
     """Convert one YAML scalar (already stripped of comments) to Python."""
     t = text.strip()

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from model import parallel
-from model.config import load_config_file, merge_overrides, parse_scalar
+from model.config import ConfigError, load_config_file, merge_overrides, parse_set_options
 from model.data import EvalPlan, eval_plan, eval_subset, make_sampler, read_windows
 from model.generate import resolve_checkpoint
 from model.model import PRESETS, ModelConfig, Transformer
@@ -687,12 +687,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set train.max_steps=100")
     args = ap.parse_args(argv)
-    overrides = {}
-    for kv in args.set:
-        key, sep, value = kv.partition("=")
-        if not sep:
-            ap.error(f"--set expects KEY=VALUE, got {kv!r}")
-        overrides[key] = parse_scalar(value)
+    try:
+        overrides = parse_set_options(args.set)
+    except ConfigError as exc:
+        ap.error(str(exc))
     try:
         summary = run_from_file(args.config, overrides)
     except TrainingDiverged as e:

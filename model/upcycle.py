@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from model.config import parse_scalar
+from model.config import ConfigError, parse_set_options
 from model.generate import resolve_checkpoint
 from model.model import ModelConfig, Transformer
 
@@ -102,12 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override an MoE config field, e.g. --set router_balance=bias")
     args = ap.parse_args(argv)
-    overrides = {}
-    for kv in args.set:
-        key, sep, value = kv.partition("=")
-        if not sep:
-            ap.error(f"--set expects KEY=VALUE, got {kv!r}")
-        overrides[key] = parse_scalar(value)
+    try:
+        overrides = parse_set_options(args.set)
+    except ConfigError as exc:
+        ap.error(str(exc))
     src = resolve_checkpoint(args.dense)
     state = torch.load(src, map_location="cpu", weights_only=True)
     if "model_config" not in state or "model" not in state:

@@ -132,7 +132,7 @@ def run_phase(
     return len(todo)
 
 
-def _peak_rss() -> int:
+def peak_rss() -> int:
     """This process's peak resident size in bytes since the last reset (Linux ``VmHWM``)."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
@@ -184,7 +184,7 @@ def metered_call(fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
     cpu, wall = time.process_time(), time.perf_counter()
     value = fn(*args)
     return {"value": value, "cpu_s": time.process_time() - cpu,
-            "wall_s": time.perf_counter() - wall, "peak_rss": _peak_rss(), "rss_start": rss_start}
+            "wall_s": time.perf_counter() - wall, "peak_rss": peak_rss(), "rss_start": rss_start}
 
 
 def _record_phase_stats(workdir: str | os.PathLike, phase: str, units: Sequence[str],

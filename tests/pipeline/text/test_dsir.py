@@ -8,13 +8,13 @@ crawl job running kenlm_v1, fasttext_quality_v1 and dsir_v1 through the runner, 
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,32 +34,23 @@ from pipeline.text.dsir import (
 )
 
 
-def _texts(path: Path, n: int, field: str = "text", stride: int = 1) -> list[str]:
-    out = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if len(out) >= n:
-                break
-            if i % stride == 0:
-                out.append(json.loads(line)[field])
-    return out
-
-
 @pytest.fixture(scope="module")
-def corpus(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def corpus(shared_data: Path, tmp_path_factory: pytest.TempPathFactory,
+           jsonl_texts: Callable[..., list[str]]) -> dict:
     """Target file (100 wiki_ref articles) and a mixed pool: 30 held-out articles, 60 emails."""
     tmp = tmp_path_factory.mktemp("dsir")
     target = tmp / "target.jsonl"
     target.write_text("".join(json.dumps({"text": t}) + "\n" for t in
-                              _texts(shared_data / "reference" / "wiki_ref.jsonl.gz", 100)))
-    wiki = _texts(shared_data / "eval" / "wiki_val.jsonl.gz", 30)
-    mail = _texts(shared_data / "noisy" / "spamassassin.jsonl.gz", 60, "raw", stride=97)
+                              jsonl_texts(shared_data / "reference" / "wiki_ref.jsonl.gz", 100)))
+    wiki = jsonl_texts(shared_data / "eval" / "wiki_val.jsonl.gz", 30)
+    mail = jsonl_texts(shared_data / "noisy" / "spamassassin.jsonl.gz", 60, "raw", stride=97)
     docs = [Document(f"wiki-{i}", t, source="wiki") for i, t in enumerate(wiki)]
     docs += [Document(f"mail-{i}", t, source="mail") for i, t in enumerate(mail)]
     docs.append(Document("empty", "   \n", source="mail"))
     order = np.random.default_rng(0).permutation(len(docs))
     docs = [docs[i] for i in order]
-    return {"tmp": tmp, "target": target, "docs": docs, "shared": shared_data}
+    return {"tmp": tmp, "target": target, "docs": docs, "shared": shared_data,
+            "texts": jsonl_texts}
 
 
 def _stage_shards(docs: list[Document], folder: Path, n: int = 3) -> list[StageShard]:
@@ -291,7 +282,7 @@ def models(corpus: dict) -> dict:
 
     tmp = corpus["tmp"]
     neg = tmp / "neg.jsonl"
-    neg.write_text("".join(json.dumps({"text": t}) + "\n" for t in _texts(
+    neg.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus["texts"](
         corpus["shared"] / "noisy" / "spamassassin.jsonl.gz", 150, "raw", stride=31)))
     ft = tmp / "q.bin"
     train_classifier([str(corpus["target"])], [str(neg)], ft,

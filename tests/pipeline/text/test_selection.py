@@ -7,10 +7,9 @@ adversarial ones, resume from its files, and keep what reaches the driver bounde
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,23 +108,13 @@ def _check_same_cut(groups: list[list[float | None]], fraction: float, tmp: Path
     return decisions
 
 
-def _texts(path: Path, field: str, n: int, stride: int = 1) -> list[str]:
-    out = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if len(out) >= n:
-                break
-            if i % stride == 0:
-                out.append(json.loads(line)[field])
-    return out
-
-
 @pytest.fixture(scope="module")
-def real_scores(shared_data: Path) -> dict[str, list[float | None]]:
+def real_scores(shared_data: Path,
+                jsonl_texts: Callable[..., list[str]]) -> dict[str, list[float | None]]:
     """Two real per-document numbers of 600 Wikipedia articles and 300 real emails: the word
     count (many ties) and the share of letters (nearly distinct), an empty text unscored."""
-    texts = _texts(shared_data / "reference" / "wiki_ref.jsonl.gz", "text", 600)
-    texts += _texts(shared_data / "noisy" / "spamassassin.jsonl.gz", "raw", 300, stride=17)
+    texts = jsonl_texts(shared_data / "reference" / "wiki_ref.jsonl.gz", 600)
+    texts += jsonl_texts(shared_data / "noisy" / "spamassassin.jsonl.gz", 300, "raw", stride=17)
     words: list[float | None] = [float(len(t.split())) for t in texts]
     letters: list[float | None] = [sum(c.isalpha() for c in t) / len(t) if t else None
                                    for t in texts]
