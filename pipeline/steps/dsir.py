@@ -157,8 +157,8 @@ class DSIRSelect(GlobalStep):
         """
         from pipeline.text.dsir import log_probs
         from pipeline.text.selection import (
+            cut_top_k,
             fingerprint_of,
-            global_threshold,
             read_decision,
             score_shards,
             write_decision,
@@ -191,14 +191,18 @@ class DSIRSelect(GlobalStep):
             k = math.ceil(o.fraction * total)
         else:
             k = total
-        annotate_only = o.num_documents is None and o.fraction is None
         scorer = _Scorer(log_ratio, feats, o.seed, o.length_features)
-        tops, scored = score_shards(scorer, shards, workdir, fp, 0 if annotate_only else k,
-                                    executor, desc=f"{self.name} scoring")
-        threshold = -math.inf if annotate_only else global_threshold(tops, k)
-        write_decision(workdir, {"fingerprint": fp, "threshold": threshold, "k": k,
-                                 "total": scored, "raw_features": int(raw.sum()),
-                                 "target_features": int(target.sum())})
+        features = {"raw_features": int(raw.sum()), "target_features": int(target.sum())}
+        if o.num_documents is None and o.fraction is None:  # annotate only: keep everything
+            _, scored = score_shards(scorer, shards, workdir, fp, 0, executor,
+                                     desc=f"{self.name} scoring")
+            write_decision(workdir, {"fingerprint": fp, "threshold": -math.inf, "k": k,
+                                     "total": scored, **features})
+            return
+        # the job-wide k-th weight by a distributed radix select: the driver holds a bounded
+        # histogram and candidate set, never every document's weight
+        cut_top_k(scorer, shards, workdir, fp, lambda _: k, executor, f"{self.name} scoring",
+                  extra=features)
 
     def load(self, workdir: str, shard_id: str) -> None:
         """Load this shard's weights and the job-wide cut."""

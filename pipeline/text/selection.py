@@ -31,6 +31,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -357,12 +358,24 @@ def cut_top_fraction(scorer: Scorer, shards: list[StageShard], workdir: str,
                      max_candidates: int = MAX_CANDIDATES) -> CutStats | None:
     """Score every shard and save the job-wide cut that keeps the top ``fraction`` of documents.
 
-    ``k = ceil(fraction * documents)``; the threshold is the ``k``-th largest finite rank
-    (the smallest finite rank when fewer are finite, ``inf`` when none are): exactly
-    :func:`global_threshold` over every shard's full top list, found by :func:`radix_cut`
-    with driver memory independent of the corpus size. Does nothing when ``workdir``
-    already holds the decision of this ``fingerprint`` (a rerun; returns None); otherwise
-    returns what the cut did. A killed run reuses every finished unit's files.
+    ``k = ceil(fraction * documents)``; see :func:`cut_top_k`, which does the work.
+    """
+    return cut_top_k(scorer, shards, workdir, fingerprint, lambda total: math.ceil(
+        fraction * total), executor, desc, max_candidates)
+
+
+def cut_top_k(scorer: Scorer, shards: list[StageShard], workdir: str, fingerprint: str,
+              k_of: Callable[[int], int], executor: Executor, desc: str,
+              max_candidates: int = MAX_CANDIDATES,
+              extra: dict[str, Any] | None = None) -> CutStats | None:
+    """Score every shard and save the job-wide cut that keeps the top ``k_of(documents)``.
+
+    The threshold is the ``k``-th largest finite rank (the smallest finite rank when fewer
+    are finite, ``inf`` when none are or ``k`` is 0): exactly :func:`global_threshold` over
+    every shard's full top list, found by :func:`radix_cut` with driver memory independent
+    of the corpus size. ``extra`` is added to the saved decision. Does nothing when
+    ``workdir`` already holds the decision of this ``fingerprint`` (a rerun; returns None);
+    otherwise returns what the cut did. A killed run reuses every finished unit's files.
     """
     old = read_decision(workdir)
     if old is not None and old.get("fingerprint") == fingerprint:
@@ -378,14 +391,14 @@ def cut_top_fraction(scorer: Scorer, shards: list[StageShard], workdir: str,
     total = sum(docs for docs, _ in counts)
     finite = {s.shard_id: n for s, (_, n) in zip(shards, counts, strict=True)}
     scored = sum(finite.values())
-    k = math.ceil(fraction * total)
+    k = k_of(total)
     threshold = math.inf
     if k > 0 and scored > 0:
         threshold = radix_cut(workdir, fingerprint, finite, min(k, scored), executor, desc,
                               max_candidates, stats)
     write_decision(workdir, {"fingerprint": fingerprint, "threshold": threshold, "k": k,
                              "total": total, "finite": scored, "cut_fanouts": stats.fanouts,
-                             "cut_candidates": stats.candidates})
+                             "cut_candidates": stats.candidates, **(extra or {})})
     shutil.rmtree(Path(workdir) / "cut", ignore_errors=True)
     return stats
 

@@ -160,6 +160,15 @@ def test_dsir_step_selects_k_across_shards(corpus: dict, tmp_path: Path) -> None
     assert all(isinstance(d.metadata["dsir_log_weight"], float) for d in kept)
     decision = json.loads((work / "decision.json").read_text())
     assert decision["k"] == 25 and decision["total"] == len(corpus["docs"])
+    # the job-wide cut is the bounded radix select, equal to merging every weight in memory
+    from pipeline.text.selection import global_threshold
+
+    ranks = []
+    for path in sorted((work / "scores").glob("*.npz")):
+        with np.load(path) as z:
+            ranks.append(z["rank"])
+    assert decision["cut_fanouts"] >= 1 and decision["raw_features"] > 0
+    assert decision["threshold"] == global_threshold(ranks, 25)
     # rerun: finished work is reused, same decision
     stamp = {p: p.stat().st_mtime_ns for p in (work / "scores").glob("*.npz")}
     kept2 = _run_global(cls(step.options), shards, work, chunk=50)
