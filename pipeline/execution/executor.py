@@ -234,7 +234,7 @@ class RayExecutor(Executor):
         if resources.memory:
             opts["memory"] = int(resources.memory)
             self._check_memory(ray, int(resources.memory), desc)
-        remote = ray.remote(_call).options(**opts)
+        remote = ray.remote(_call)
         shared_refs = [ray.put(v) for v in shared]
         plan = faults.planned()
         waiting = iter(enumerate(args))
@@ -242,7 +242,9 @@ class RayExecutor(Executor):
 
         def submit() -> None:
             for i, a in islice(waiting, max(0, max(1, self.max_pending) - len(pending))):
-                pending[remote.remote(fn, plan, *shared_refs, *a)] = i
+                # named after the unit, so Ray's own retry and error messages say which one
+                task = remote.options(**opts, name=labels[i])
+                pending[task.remote(fn, plan, *shared_refs, *a)] = i
 
         outcomes: list[Outcome | None] = [None] * len(args)
         progress = _Progress(len(args), desc, unit, status)
