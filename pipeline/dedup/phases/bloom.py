@@ -47,6 +47,7 @@ from pipeline.dedup.phases.shuffle import (
     read_ids,
     route,
     run_final,
+    shard_bytes,
     shard_index,
     sorted_shards,
 )
@@ -214,7 +215,7 @@ def prepare_bloom(
                            "files": [list(s.files) for s in ordered]})
     units = map_units(S, config.max_map_tasks)
     M = len(units)
-    declared = map_memory(ordered, units)
+    declared = map_memory(shard_bytes(ordered), units)
     run_phase(workdir, "map", [f"m{u:05d}" for u in range(M)], _map,
               [(ordered[lo:hi], lo, u, workdir, config.mode) for u, (lo, hi) in enumerate(units)],
               executor, Resources(memory=declared))

@@ -32,7 +32,6 @@ the end is the size of the largest component (its star's centre holds every leaf
 
 from __future__ import annotations
 
-import json
 import logging
 import resource
 import time
@@ -49,8 +48,8 @@ from pipeline.dedup.phases.memory import log_phase, partitions_for, task_memory
 from pipeline.dedup.phases.shuffle import route
 from pipeline.dedup.phases.store import (
     done_info,
+    done_outputs,
     mark_done,
-    marker_path,
     read_table,
     run_phase,
     write_json,
@@ -260,8 +259,7 @@ def _partition_rows(workdir: str, k: int, units: Sequence[str], partitions: int)
     de-duplication), from the sizes the writing units' markers list."""
     rows = np.zeros(partitions, dtype=np.int64)
     for src, unit in enumerate(units):
-        with open(marker_path(workdir, round_phase(k), unit), encoding="utf-8") as f:
-            outputs = json.load(f)["outputs"]
+        outputs = done_outputs(workdir, round_phase(k), unit)
         for q in range(partitions):
             rel = str(edge_path(workdir, k, q, src).relative_to(workdir))
             rows[q] += max(outputs.get(rel, 0) - _NPY_HEADER, 0) // 16

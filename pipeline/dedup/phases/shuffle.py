@@ -15,7 +15,6 @@ decision file per shard, which :class:`ShardDecisions` serves to the shard's tas
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import defaultdict
@@ -30,10 +29,10 @@ from pipeline.core.step import StageShard
 from pipeline.dedup.phases.memory import log_phase, splits, task_memory
 from pipeline.dedup.phases.store import (
     done_info,
+    done_outputs,
     is_done,
     load_config,
     mark_done,
-    marker_path,
     read_table,
     run_phase,
     write_table,
@@ -211,9 +210,10 @@ def plan_map(ordered: Sequence[StageShard], max_map_tasks: int, cap: int,
     over the cap cannot be cut here (the stage wrote it) and is declared as it is.
     """
     n = max(1, min(len(ordered), max_map_tasks))
+    sizes = shard_bytes(ordered)
     while True:
         units = map_units(len(ordered), n)
-        declared = map_memory(ordered, units)
+        declared = map_memory(sizes, units)
         if declared <= cap or n >= len(ordered):
             break
         n = min(len(ordered), 2 * n)
@@ -223,10 +223,14 @@ def plan_map(ordered: Sequence[StageShard], max_map_tasks: int, cap: int,
     return units, declared
 
 
-def map_memory(ordered: Sequence[StageShard], units: Sequence[tuple[int, int]]) -> int:
+def shard_bytes(ordered: Sequence[StageShard]) -> np.ndarray:
+    """Return each shard's Parquet bytes on disk, in ``ordered``'s order."""
+    return np.array([sum(os.path.getsize(f) for f in s.files) for s in ordered], dtype=np.int64)
+
+
+def map_memory(sizes: np.ndarray, units: Sequence[tuple[int, int]]) -> int:
     """Return the memory the largest of ``units`` (runs of shard indexes) declares, from
-    its shards' Parquet bytes."""
-    sizes = np.array([sum(os.path.getsize(f) for f in s.files) for s in ordered], dtype=np.int64)
+    its shards' Parquet bytes (:func:`shard_bytes`)."""
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     biggest = max((int(bounds[hi] - bounds[lo]) for lo, hi in units), default=0)
     return task_memory(biggest, "map.input_byte")
@@ -345,8 +349,7 @@ def routed_bytes(workdir: str, phase: str, partitions: int, groups: int) -> np.n
     units' markers, which list their outputs' sizes)."""
     out = np.zeros(groups, dtype=np.int64)
     for p in range(partitions):
-        with open(marker_path(workdir, phase, f"p{p:05d}"), encoding="utf-8") as f:
-            outputs = json.load(f)["outputs"]
+        outputs = done_outputs(workdir, phase, f"p{p:05d}")
         for g in range(groups):
             out[g] += outputs.get(str(Path(phase) / f"p{p:05d}" / f"g{g:05d}.parquet"), 0)
     return out

@@ -102,6 +102,13 @@ def done_info(workdir: str | os.PathLike, phase: str, unit: str) -> dict[str, An
         return json.load(f).get("info", {})
 
 
+def done_outputs(workdir: str | os.PathLike, phase: str, unit: str) -> dict[str, int]:
+    """Return the outputs a finished unit's marker lists: path relative to ``workdir`` ->
+    size in bytes."""
+    with open(marker_path(workdir, phase, unit), encoding="utf-8") as f:
+        return json.load(f).get("outputs", {})
+
+
 def run_phase(
     workdir: str | os.PathLike,
     phase: str,
@@ -197,8 +204,7 @@ def _record_phase_stats(workdir: str | os.PathLike, phase: str, units: Sequence[
     written = 0
     for u in units:
         try:
-            with open(marker_path(workdir, phase, u), encoding="utf-8") as f:
-                written += sum(json.load(f).get("outputs", {}).values())
+            written += sum(done_outputs(workdir, phase, u).values())
         except (OSError, json.JSONDecodeError):
             pass
     stats = {
