@@ -376,6 +376,28 @@ class StageShard:
         for path in self.files:
             yield from read_documents_parquet(path)
 
+    def text_batches(self, columns: Iterable[str] = ("id", "text"),
+                     batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
+        """Yield the shard's ``columns`` as Arrow record batches, without building Documents.
+
+        Rows come in :meth:`documents` order (so a row's running position is its document's
+        position); a batch holds at most ``batch_size`` rows and never spans two parts. The
+        ``text`` column is Arrow ``string`` (int32 offsets into one UTF-8 buffer), so native
+        code can read it without a Python ``str`` per document. Only the named columns are
+        decoded from Parquet. A part lacking one of ``columns`` raises ``ValueError``
+        naming the part.
+        """
+        import pyarrow.parquet as pq
+
+        names = list(columns)
+        for path in self.files:
+            pf = pq.ParquetFile(path)
+            missing = [c for c in names if c not in pf.schema_arrow.names]
+            if missing:
+                raise ValueError(f"{path}: stage part has no column {missing[0]!r}; it was not "
+                                 "written by the pipeline's writer (rerun the stage)")
+            yield from pf.iter_batches(batch_size=batch_size, columns=names)
+
 
 class GlobalStep(Step):
     """A step whose decisions need every shard of the job at once (deduplication).

@@ -16,6 +16,7 @@ from pipeline.core.document import Document
 from pipeline.core.step import (
     Filter,
     Mapper,
+    StageShard,
     StepContext,
     StepStats,
     UndeclaredMetadataError,
@@ -186,3 +187,29 @@ def test_writer_refuses_metadata_it_would_drop(tmp_path: Path) -> None:
     with pytest.raises(UndeclaredMetadataError, match="'undeclared'"):
         write_documents_parquet([doc], tmp_path / "part.parquet", {"length": pa.int64()})
     assert not (tmp_path / "part.parquet").exists()
+
+
+def test_stage_shard_text_batches_follow_documents_order(shared_data: Path,
+                                                        tmp_path: Path) -> None:
+    """``text_batches`` yields the id and text columns of every part, in ``documents`` order,
+    in batches of at most ``batch_size`` rows, without the metadata columns."""
+    docs = _wiki_docs(shared_data, 25)
+    for i, doc in enumerate(docs):
+        doc.metadata["length"] = i
+    parts = []
+    for k, (lo, hi) in enumerate([(0, 10), (10, 10), (10, 25)]):  # one part is empty
+        parts.append(str(tmp_path / f"part-{k}.parquet"))
+        write_documents_parquet(docs[lo:hi], parts[-1], {"length": pa.int64()})
+    shard = StageShard("s0", tuple(parts))
+    batches = list(shard.text_batches(batch_size=4))
+    assert all(b.num_rows <= 4 for b in batches)
+    assert all(b.schema.names == ["id", "text"] for b in batches)
+    assert all(b.schema.field("text").type == pa.string() for b in batches)
+    ids = [i for b in batches for i in b.column("id").to_pylist()]
+    texts = [t for b in batches for t in b.column("text").to_pylist()]
+    assert ids == [d.id for d in shard.documents()] == [d.id for d in docs]
+    assert texts == [d.text for d in docs]
+    only_text = list(shard.text_batches(columns=("text",)))
+    assert [t for b in only_text for t in b.column("text").to_pylist()] == texts
+    with pytest.raises(ValueError, match="part-0.parquet.*'missing'"):
+        next(shard.text_batches(columns=("text", "missing")))
