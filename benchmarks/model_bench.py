@@ -81,8 +81,16 @@ def llama_from(cfg: ModelConfig) -> torch.nn.Module:
 
 
 def bench_case(label: str, cfg: ModelConfig, kind: str, batch: int, steps: int, warmup: int,
-               compile_: bool) -> dict[str, Any]:
-    """Time ``steps`` training steps of our model (``kind="ours"``) or the equivalent Llama."""
+               compile_: bool, sdpa: str = "auto") -> dict[str, Any]:
+    """Time ``steps`` training steps of our model (``kind="ours"``) or the equivalent Llama;
+    ``sdpa="cudnn"`` puts cuDNN attention first in SDPA's backend order for the case."""
+    if sdpa != "auto":
+        from model.attention import sdpa_backend
+
+        with sdpa_backend(sdpa):
+            res = bench_case(label, cfg, kind, batch, steps, warmup, compile_)
+        res["sdpa"] = sdpa
+        return res
     torch.manual_seed(0)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = (Transformer(cfg) if kind == "ours" else llama_from(cfg)).to(dev)
@@ -181,6 +189,11 @@ def main() -> int:
              ("moe-8x2-125m", "moe-8x2-125m", "ours", True, 16, 90),
              ("llama-125m", "125m", "llama", False, 16, 25),
              ("ours-350m-b16", "350m", "ours", True, 16, 90),
+             ("ours-350m-b16-cudnn", "350m", "ours", True, 16, 90),
+             ("ours-350m-b24", "350m", "ours", True, 24, 100),
+             ("ours-350m-b24-cudnn", "350m", "ours", True, 24, 100),
+             ("ours-125m-cudnn", "125m", "ours", True, 16, 70),
+             ("moe-8x2-125m-cudnn", "moe-8x2-125m", "ours", True, 16, 90),
              ("ours-350m-eager", "350m", "ours", False, 8, 30),
              ("llama-350m-compiled", "350m", "llama", True, 8, 100)]
     only = {s for s in args.only.split(",") if s}
@@ -197,7 +210,7 @@ def main() -> int:
         print(f"running {label} ...", flush=True)
         try:
             r = bench_case(label, _CFGS[cname], kind, batch, args.steps, 3,
-                           comp and not args.smoke)
+                           comp and not args.smoke, "cudnn" if "cudnn" in label else "auto")
             gc.collect()
             torch.cuda.empty_cache()
         except torch.cuda.OutOfMemoryError as e:
@@ -220,6 +233,13 @@ def main() -> int:
                                               / by["llama-350m-compiled"]["tokens_per_s"])
     if "moe-8x2-125m" in by and "ours-125m" in by:
         ratios["moe/dense 125m"] = by["moe-8x2-125m"]["tokens_per_s"] / by["ours-125m"]["tokens_per_s"]
+    if "moe-8x2-125m-cudnn" in by and "ours-125m-cudnn" in by:
+        ratios["moe/dense 125m (cudnn attention)"] = (by["moe-8x2-125m-cudnn"]["tokens_per_s"]
+                                                      / by["ours-125m-cudnn"]["tokens_per_s"])
+    for b in ("16", "24"):
+        if f"ours-350m-b{b}-cudnn" in by and f"ours-350m-b{b}" in by:
+            ratios[f"cudnn/default attention 350m b{b}"] = (
+                by[f"ours-350m-b{b}-cudnn"]["tokens_per_s"] / by[f"ours-350m-b{b}"]["tokens_per_s"])
     out.write_text(json.dumps({"env": env, "results": results, "ratios": ratios}, indent=2))
     print(f"\n{env['device']} | torch {env['torch']} | transformers {env['transformers']} "
           f"| matmul {env['matmul_bf16_tflops']:.0f} TFLOP/s")

@@ -29,8 +29,9 @@ Imports only torch.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import torch
@@ -44,6 +45,29 @@ except ImportError:  # pragma: no cover - old torch
     flex_attention = None  # type: ignore[assignment]
 
 Position = Any  # int (dynamic KV cache or no cache) or a 0-d long tensor (static KV cache)
+
+SDPA_BACKENDS = ("auto", "cudnn", "flash")
+
+
+@contextlib.contextmanager
+def sdpa_backend(name: str) -> Iterator[None]:
+    """Within the block, put SDPA backend ``name`` first in PyTorch's priority order for the
+    fused causal kernel (``"cudnn"``: cuDNN attention, ``"flash"``: FlashAttention-2,
+    ``"auto"``: PyTorch's own order); the others stay enabled as fallbacks. A compiled model
+    keeps the kernel chosen while it was traced, so enter this before its first call."""
+    if name not in SDPA_BACKENDS:
+        raise ValueError(f"sdpa backend must be one of {SDPA_BACKENDS}, not {name!r}")
+    if name == "auto":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    first = SDPBackend.CUDNN_ATTENTION if name == "cudnn" else SDPBackend.FLASH_ATTENTION
+    rest = [b for b in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+                        SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH) if b != first]
+    with sdpa_kernel([first, *rest], set_priority=True):
+        yield
+
 
 # The compiled FlexAttention kernel (torch 2.11 inductor) refuses head dims below 16; such
 # (toy) models keep the dense path on CUDA. Eager FlexAttention on CPU has no such limit.

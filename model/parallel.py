@@ -3,8 +3,10 @@
 Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is NCCL on CUDA and gloo on CPU.
 ``mode`` ``"ddp"`` wraps the model in DistributedDataParallel; ``"fsdp"`` shards each block
 and then the root with FSDP2 (``fully_shard``), with bf16 parameters and float32 gradient
-reduction on CUDA. Checkpoints are written as full (unsharded) state dicts by rank 0 in both
-modes, so a run can resume under either.
+reduction on CUDA. :class:`ParallelOptions` holds the communication settings (DDP bucket size,
+static graph, gradients as bucket views; FSDP2 resharding after forward, prefetch depth and
+reduction dtype); ``benchmarks/model_scaling.py`` measured them. Checkpoints are written as
+full (unsharded) state dicts by rank 0 in both modes, so a run can resume under either.
 """
 
 from __future__ import annotations
@@ -94,9 +96,50 @@ def barrier() -> None:
         dist.barrier()
 
 
+RESHARD_CHOICES = ("all", "all_but_last", "none")
+
+
+@dataclass(frozen=True)
+class ParallelOptions:
+    """Communication settings of :func:`parallelize` (the trainer's ``train.ddp_*`` and
+    ``train.fsdp_*`` fields).
+
+    DDP: ``ddp_bucket_cap_mb`` (gradient all-reduce bucket size), ``ddp_static_graph`` and
+    ``ddp_grad_as_bucket_view`` (gradients alias the buckets: no copy into them).
+    FSDP2: ``fsdp_reshard`` says which blocks free their gathered parameters after forward
+    (``"all"``; ``"all_but_last"``: the last block, whose backward comes first, keeps them;
+    ``"none"``: every block keeps them, ZeRO-2 memory); the root module never reshards
+    after forward (the tied embedding is the LM head, used again first in backward).
+    ``fsdp_prefetch`` blocks are all-gathered ahead in forward and backward (1 is FSDP2's own
+    implicit prefetch); ``fsdp_reduce_dtype`` is the gradient reduce-scatter dtype.
+    """
+
+    ddp_bucket_cap_mb: float = 25.0
+    ddp_static_graph: bool = False
+    ddp_grad_as_bucket_view: bool = False
+    fsdp_reshard: str = "all"
+    fsdp_prefetch: int = 1
+    fsdp_reduce_dtype: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.fsdp_reshard not in RESHARD_CHOICES:
+            raise ValueError(f"train.fsdp_reshard must be one of {RESHARD_CHOICES}, "
+                             f"not {self.fsdp_reshard!r}")
+        if self.fsdp_reduce_dtype not in ("fp32", "bf16"):
+            raise ValueError(f"train.fsdp_reduce_dtype must be fp32 or bf16, "
+                             f"not {self.fsdp_reduce_dtype!r}")
+        if self.fsdp_prefetch < 1:
+            raise ValueError(f"train.fsdp_prefetch must be >= 1, not {self.fsdp_prefetch}")
+        if self.ddp_bucket_cap_mb <= 0:
+            raise ValueError(f"train.ddp_bucket_cap_mb must be > 0, not {self.ddp_bucket_cap_mb}")
+
+
 def parallelize(model: nn.Module, mode: str, info: DistInfo,
-                param_dtype: torch.dtype | None = None) -> nn.Module:
-    """Wrap ``model`` for data parallelism (``"none"``, ``"ddp"`` or ``"fsdp"``)."""
+                param_dtype: torch.dtype | None = None,
+                options: ParallelOptions | None = None) -> nn.Module:
+    """Wrap ``model`` for data parallelism (``"none"``, ``"ddp"`` or ``"fsdp"``) with
+    ``options`` (defaults: :class:`ParallelOptions`); returns the module to call."""
+    opts = options or ParallelOptions()
     if mode == "none" or not info.distributed:
         return model
     if mode == "ddp":
@@ -104,14 +147,27 @@ def parallelize(model: nn.Module, mode: str, info: DistInfo,
 
         # Buffers are not broadcast: the MoE load counters are rank-local until all-reduced.
         ids = [info.device.index] if info.device.type == "cuda" else None
-        return DDP(model, device_ids=ids, broadcast_buffers=False)
+        return DDP(model, device_ids=ids, broadcast_buffers=False,
+                   bucket_cap_mb=opts.ddp_bucket_cap_mb, static_graph=opts.ddp_static_graph,
+                   gradient_as_bucket_view=opts.ddp_grad_as_bucket_view)
     if mode == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
-        for block in model.layers:  # type: ignore[attr-defined]
-            fully_shard(block, mp_policy=mp)
-        fully_shard(model, mp_policy=mp)
+        reduce = torch.float32 if opts.fsdp_reduce_dtype == "fp32" or param_dtype is None \
+            else torch.bfloat16
+        mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce)
+        blocks = list(model.layers)  # type: ignore[attr-defined]
+        for i, block in enumerate(blocks):
+            last = i == len(blocks) - 1
+            reshard = opts.fsdp_reshard == "all" or (opts.fsdp_reshard == "all_but_last"
+                                                     and not last)
+            fully_shard(block, mp_policy=mp, reshard_after_forward=reshard)
+        fully_shard(model, mp_policy=mp, reshard_after_forward=False)
+        if opts.fsdp_prefetch > 1:  # explicit prefetch lists replace FSDP2's one-ahead default
+            n = opts.fsdp_prefetch
+            for i, block in enumerate(blocks):
+                block.set_modules_to_forward_prefetch(blocks[i + 1:i + 1 + n])
+                block.set_modules_to_backward_prefetch(blocks[max(0, i - n):i][::-1])
         return model
     raise ValueError(f"unknown parallel mode {mode!r} (none, ddp, fsdp)")
 

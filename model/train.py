@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from model import parallel
+from model.attention import SDPA_BACKENDS, sdpa_backend
 from model.config import ConfigError, load_config_file, merge_overrides, parse_set_options
 from model.data import EvalPlan, eval_plan, eval_subset, make_sampler, read_windows
 from model.generate import resolve_checkpoint
@@ -98,8 +99,17 @@ class TrainConfig:
     fused_adamw: bool = True
     grad_clip: float = 1.0
     dtype: str = "bf16"  # autocast dtype: bf16 | fp32
+    # fused causal attention kernel tried first: auto (PyTorch's order) | cudnn | flash
+    sdpa_backend: str = "auto"
     compile: Any = "auto"  # true | false | auto (on for CUDA)
     parallel: str = "ddp"  # ddp | fsdp | none (only used under torchrun)
+    # communication settings (model.parallel.ParallelOptions; benchmarks/model_scaling.py)
+    ddp_bucket_cap_mb: float = 25.0
+    ddp_static_graph: bool = False
+    ddp_grad_as_bucket_view: bool = False
+    fsdp_reshard: str = "all"  # all | all_but_last | none: blocks that free params after fwd
+    fsdp_prefetch: int = 1  # blocks all-gathered ahead (1 = FSDP2's implicit prefetch)
+    fsdp_reduce_dtype: str = "fp32"  # fp32 | bf16 gradient reduce-scatter
     eval_every: int = 200
     # Intermediate evaluations score a fixed subset of each eval stream's windows, drawn
     # by eval_seed: eval_windows of them (default eval_batches * batch_size). The last step
@@ -179,6 +189,37 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     fused = cfg.fused_adamw and device.type in ("cuda", "cpu")
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                              fused=fused)
+
+
+def parallel_options(cfg: TrainConfig) -> parallel.ParallelOptions:
+    """The ``train.ddp_*`` / ``train.fsdp_*`` fields as :class:`model.parallel.ParallelOptions`
+    (raises ValueError naming a bad field)."""
+    return parallel.ParallelOptions(
+        ddp_bucket_cap_mb=float(cfg.ddp_bucket_cap_mb), ddp_static_graph=cfg.ddp_static_graph,
+        ddp_grad_as_bucket_view=cfg.ddp_grad_as_bucket_view, fsdp_reshard=cfg.fsdp_reshard,
+        fsdp_prefetch=int(cfg.fsdp_prefetch), fsdp_reduce_dtype=cfg.fsdp_reduce_dtype)
+
+
+def accumulate_gradients(fwd: Any, wrapped: nn.Module, mode: str, micro_batches: Any,
+                         accum: int, autocast: Any, device: torch.device,
+                         sync: bool = True) -> torch.Tensor:
+    """Forward and backward over ``accum`` micro-batches (an iterable of ``(x, y, mask)``),
+    each loss scaled by ``1 / accum``, gradients synchronised across ranks on the last one
+    only (never with ``sync=False``: the communication-free reference of
+    ``benchmarks/model_scaling.py``). ``fwd`` is the (compiled) callable, ``wrapped`` the
+    DDP/FSDP module behind it. Returns this rank's mean ``[loss, ce, aux, z]`` over the
+    micro-batches (not all-reduced).
+    """
+    stats = torch.zeros(4, device=device)
+    for m, (x, y, mask) in enumerate(micro_batches):
+        sync_now = sync and m == accum - 1
+        sync_ctx = parallel.set_grad_sync(wrapped, mode, sync_now)
+        with sync_ctx():
+            with autocast():
+                out = fwd(x, y, attn_mask=mask)
+            (out.loss / accum).backward()
+        stats += torch.stack([out.loss, out.ce_loss, out.aux_loss, out.z_loss]).detach() / accum
+    return stats
 
 
 def build_model_config(model_section: dict[str, Any], seq_len: int,
@@ -441,9 +482,13 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     if not data_cfg.train:
         raise ValueError("data.train (token stream directory) is required")
 
+    if tcfg.sdpa_backend not in SDPA_BACKENDS:
+        raise ValueError(f"train.sdpa_backend must be one of {SDPA_BACKENDS}, "
+                         f"not {tcfg.sdpa_backend!r}")
     info = parallel.init_distributed(tcfg.device)
     try:
-        return _train(config, data_cfg, tcfg, info)
+        with sdpa_backend(tcfg.sdpa_backend):  # active while the model compiles and runs
+            return _train(config, data_cfg, tcfg, info)
     finally:
         parallel.destroy()
 
@@ -483,7 +528,8 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
         else contextlib.nullcontext
     mode = tcfg.parallel if info.distributed else "none"
     wrapped = parallel.parallelize(model, mode, info,
-                                   param_dtype=torch.bfloat16 if use_bf16 else None)
+                                   param_dtype=torch.bfloat16 if use_bf16 else None,
+                                   options=parallel_options(tcfg))
     optimizer = build_optimizer(model, tcfg, device)
     if not (isinstance(tcfg.compile, bool) or tcfg.compile == "auto"):
         raise ValueError(f"train.compile must be true, false or auto, not {tcfg.compile!r}")
@@ -572,16 +618,9 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
             g["lr"] = lr
         sampler_state = sampler.state_dict()
         starts = sampler.draw_starts(global_batch)
-        stats = torch.zeros(4, device=device)
-        for m in range(accum):
-            sl = starts[(m * world + info.rank) * B:(m * world + info.rank + 1) * B]
-            x, y, mask = batch_for(sl, train_stream, data_cfg.doc_masking)
-            sync = parallel.set_grad_sync(wrapped, mode, m == accum - 1)
-            with sync():
-                with autocast():
-                    out = fwd(x, y, attn_mask=mask)
-                (out.loss / accum).backward()
-            stats += torch.stack([out.loss, out.ce_loss, out.aux_loss, out.z_loss]).detach() / accum
+        micro = (batch_for(starts[(m * world + info.rank) * B:(m * world + info.rank + 1) * B],
+                           train_stream, data_cfg.doc_masking) for m in range(accum))
+        stats = accumulate_gradients(fwd, wrapped, mode, micro, accum, autocast, device)
         parallel.all_reduce_mean(stats)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
         if hasattr(grad_norm, "full_tensor"):
