@@ -6,9 +6,11 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test lint clean browser
 
 # setup.py builds the optional native extensions: BPE merge loop and encoder (tokenizer/_bpe.c,
-# _encode.c), line-dedup hashing and MinHash signatures (pipeline/dedup/_lines.c, _minhash.c).
+# _encode.c), line-dedup hashing, MinHash signatures and exact-dedup keys (pipeline/dedup/_lines.c,
+# _minhash.c, _exact.c).
 $(STAMP): pyproject.toml setup.py tokenizer/_bpe.c tokenizer/_encode.c pipeline/dedup/_lines.c \
-		pipeline/dedup/_minhash.c
+		pipeline/dedup/_minhash.c pipeline/dedup/_exact.c pipeline/dedup/_exact_tables.h \
+		pipeline/dedup/_blake2b.h
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU wheel on disk; an unpinned torch would pull several GB of CUDA packages.

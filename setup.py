@@ -28,6 +28,14 @@ setup(
             extra_compile_args=["-O2"],
             optional=True,
         ),
+        # exact-dedup keys over Arrow text columns; pipeline.dedup.text falls back to Python
+        Extension(
+            "pipeline.dedup._exact",
+            sources=["pipeline/dedup/_exact.c"],
+            depends=["pipeline/dedup/_blake2b.h", "pipeline/dedup/_exact_tables.h"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
         # MinHash signatures in one pass; pipeline.dedup.minhash falls back to numpy
         Extension(
             "pipeline.dedup._minhash",

@@ -4,7 +4,8 @@ Three views of a document's text are hashed:
 
 * the whole document for exact deduplication (:func:`normalize_document`,
   :func:`document_key`): Unicode case folding and whitespace collapsed, nothing else, so
-  "exact" means the same words, punctuation and digits;
+  "exact" means the same words, punctuation and digits; :func:`document_keys` gives the
+  same keys for a whole Arrow text column, natively (``_exact.c``) when it is built;
 * each line for line deduplication (:func:`normalize_line`, :func:`line_hash`): as CCNet
   does, case folded, digits replaced by ``0``, punctuation dropped and whitespace
   collapsed, so "Posted on 3 May" and "Posted on 17 June" stay different but
@@ -25,12 +26,21 @@ is coarser than words; see docs/dedup-at-scale.md.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow as pa
+
+try:
+    from pipeline.dedup import _exact
+except ImportError:  # built by setup.py when a C compiler is there
+    _exact = None
 
 U64 = np.uint64
+log = logging.getLogger(__name__)
 
 _WS = re.compile(r"\s+")
 _LINE_PUNCT = re.compile(r"[^\w\s]+")
@@ -51,6 +61,83 @@ def document_key(text: str) -> tuple[int, int]:
     d = hashlib.blake2b(normalize_document(text).encode("utf-8", "surrogatepass"), digest_size=16)
     raw = d.digest()
     return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+
+
+def native_keys_available() -> bool:
+    """Whether :func:`document_keys` runs natively: ``pipeline.dedup._exact`` is built and its
+    tables come from this Python's Unicode version (else the keys could differ)."""
+    return _exact is not None and _exact.UNIDATA_VERSION == unicodedata.unidata_version
+
+
+if _exact is not None and not native_keys_available():
+    log.warning("pipeline.dedup._exact was generated for Unicode %s but Python has %s: exact "
+                "keys use the slower Python path; run `python -m pipeline.dedup.exact_tables` "
+                "and rebuild (`pip install -e .`)", _exact.UNIDATA_VERSION,
+                unicodedata.unidata_version)
+
+
+def _string_chunks(texts: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    """Return the chunks of an Arrow string column; raise ``ValueError`` on another type or
+    on nulls (a document's text is never null)."""
+    chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
+    for chunk in chunks:
+        if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
+            raise ValueError(f"document keys need a string column, got {chunk.type}")
+        if chunk.null_count:
+            raise ValueError(f"the text column has {chunk.null_count} null values; every "
+                             "document needs a text (empty is fine)")
+    return chunks
+
+
+def document_keys(texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the (hi, lo) uint64 halves of :func:`document_key` for every string of an Arrow
+    ``string``/``large_string`` column, in order.
+
+    The native path (``pipeline/dedup/_exact.c``) normalises and hashes straight from the
+    column's UTF-8 buffer, with no Python ``str`` per document; a value that is not valid
+    UTF-8 goes through Python (which decodes it as pyarrow does, so it raises as reading the
+    document would). Without the extension every value goes through :func:`document_key`.
+    """
+    out = []
+    for chunk in _string_chunks(texts):
+        n = len(chunk)
+        if n == 0:
+            continue
+        if native_keys_available():
+            digests = np.empty((n, 2), dtype="<u8")
+            _, offsets, data = chunk.buffers()
+            bad = _exact.keys(offsets, data if data is not None else b"",
+                              pa.types.is_large_string(chunk.type), chunk.offset, n, digests)
+            for i in np.frombuffer(bad, dtype=np.int64):
+                digests[i] = document_key(chunk[int(i)].as_py())
+        else:
+            digests = np.array([document_key(t) for t in chunk.to_pylist()],
+                               dtype=U64).reshape(n, 2)
+        out.append(digests)
+    keys = np.concatenate(out) if out else np.zeros((0, 2), dtype=U64)
+    return keys[:, 0].astype(U64), keys[:, 1].astype(U64)
+
+
+def normalize_documents(texts: pa.Array | pa.ChunkedArray) -> list[str]:
+    """Return :func:`normalize_document` of every string of an Arrow string column, computed
+    by the native normaliser that :func:`document_keys` hashes (so tests can show where the
+    two paths would differ); requires the extension."""
+    if not native_keys_available():
+        raise RuntimeError("pipeline.dedup._exact is not built for this Python's Unicode")
+    result: list[str] = []
+    for chunk in _string_chunks(texts):
+        if len(chunk) == 0:
+            continue
+        _, offsets, data = chunk.buffers()
+        text, bounds, bad = _exact.normalize(offsets, data if data is not None else b"",
+                                             pa.types.is_large_string(chunk.type),
+                                             chunk.offset, len(chunk))
+        b = np.frombuffer(bounds, dtype=np.int64)
+        rows = [text[b[i]:b[i + 1]].decode("utf-8") for i in range(len(chunk))]
+        for i in np.frombuffer(bad, dtype=np.int64):
+            rows[i] = normalize_document(chunk[int(i)].as_py())
+        result.extend(rows)
+    return result
 
 
 def normalize_line(line: str) -> str:

@@ -1,0 +1,148 @@
+"""Generates ``pipeline/dedup/_exact_tables.h``, the Unicode tables of the native exact key.
+
+The native key (``pipeline/dedup/_exact.c``) must normalise text exactly as
+:func:`pipeline.dedup.text.normalize_document` does: ``" ".join(text.casefold().split())``.
+Both rules come from the interpreter's Unicode database, so this script derives them from
+the running Python, code point by code point, and writes them as C arrays:
+
+* case folding: ``chr(cp).casefold()`` (full folding: ``ß`` -> ``ss``; context-free, unlike
+  ``str.lower``'s final sigma), one to three code points;
+* whitespace: the code points ``str.split()`` splits on (tested as ``("a" + c + "b").split()``,
+  the definition itself, not a list copied from elsewhere).
+
+Layout: ``EXACT_ASCII[128]`` gives each ASCII byte's folded byte, or ``EXACT_ASCII_WS`` for
+whitespace. Above ASCII, ``EXACT_STAGE1[cp >> 8]`` is a block number, or
+``EXACT_IDENTITY`` where every code point of the 256-block folds to itself and none is
+whitespace; ``EXACT_STAGE2[block][cp & 255]`` is the folded code point minus ``cp``,
+``EXACT_WS`` for whitespace, or ``EXACT_EXPAND + i`` when the code point folds to several:
+``EXACT_EXPANSIONS[i]`` lists them (zero-padded to 3). Surrogates are left as identity: the
+native code refuses them (they are not valid UTF-8) and the Python reference handles them.
+
+``python -m pipeline.dedup.exact_tables`` rewrites the header; a test regenerates it and
+compares, so a Python whose Unicode version differs is caught (at run time, the native path
+is used only when the header's ``EXACT_UNIDATA_VERSION`` equals ``unicodedata``'s).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+HEADER = Path(__file__).with_name("_exact_tables.h")
+N_CODEPOINTS = 0x110000
+MAX_EXPANSION = 3
+# stage-2 sentinels: far outside the range of deltas (|delta| < 0x110000)
+WS = -(1 << 31)
+EXPAND = -(1 << 30)
+ASCII_WS = 0xFF
+
+
+def whitespace() -> list[int]:
+    """Return the code points that ``str.split()`` (no argument) splits on, ascending."""
+    return [cp for cp in range(N_CODEPOINTS) if len(("a" + chr(cp) + "b").split()) == 2]
+
+
+def tables() -> tuple[list[int], list[int], list[list[int]], list[list[int]], int]:
+    """Return (ascii, stage1, stage2 blocks, expansions, max UTF-8 growth) as module
+    docstring describes; raise ``RuntimeError`` where the encoding's assumptions fail."""
+    ws = set(whitespace())
+    values = [0] * N_CODEPOINTS
+    expansions: list[list[int]] = []
+    growth = 1
+    for cp in range(N_CODEPOINTS):
+        if cp % 256 == 0:  # a block that folds to itself without whitespace needs no look
+            block = "".join(map(chr, range(cp, cp + 256)))
+            plain = block.casefold() == block and not ws.intersection(range(cp, cp + 256))
+        if plain or 0xD800 <= cp < 0xE000:
+            continue
+        c = chr(cp)
+        folded = c.casefold()
+        if cp in ws:
+            if folded != c:
+                raise RuntimeError(f"whitespace U+{cp:04X} does not fold to itself")
+            values[cp] = WS
+            continue
+        if any(f in ws for f in map(ord, folded)):
+            raise RuntimeError(f"U+{cp:04X} folds to whitespace")
+        growth = max(growth, -(-len(folded.encode()) // len(c.encode())))
+        if len(folded) == 1:
+            values[cp] = ord(folded) - cp
+        elif len(folded) <= MAX_EXPANSION:
+            values[cp] = EXPAND + len(expansions)
+            expansions.append([ord(f) for f in folded] + [0] * (MAX_EXPANSION - len(folded)))
+        else:
+            raise RuntimeError(f"U+{cp:04X} folds to {len(folded)} code points")
+    ascii_ = [ASCII_WS if values[cp] == WS else cp + values[cp] for cp in range(128)]
+    if any(v != ASCII_WS and v >= 128 for v in ascii_):
+        raise RuntimeError("an ASCII character folds outside ASCII")
+    stage1: list[int] = []
+    blocks: list[list[int]] = []
+    for start in range(0, N_CODEPOINTS, 256):
+        block = values[start:start + 256]
+        if not any(block):
+            stage1.append(-1)
+            continue
+        if block not in blocks:
+            blocks.append(block)
+        stage1.append(blocks.index(block))
+    return ascii_, stage1, blocks, expansions, growth
+
+
+def _rows(values: list[int], per_line: int, indent: str = "    ") -> str:
+    return "\n".join(indent + ", ".join(map(str, values[i:i + per_line])) + ","
+                     for i in range(0, len(values), per_line))
+
+
+def render() -> str:
+    """Return the text of ``_exact_tables.h`` for the running Python's Unicode database."""
+    ascii_, stage1, blocks, expansions, growth = tables()
+    identity = 0xFFFF
+    if len(blocks) >= identity:
+        raise RuntimeError("too many stage-2 blocks for uint16 indexes")
+    s1 = [identity if b < 0 else b for b in stage1]
+    stage2 = ",\n".join("  {\n" + _rows(b, 16, "    ") + "\n  }" for b in blocks)
+    exp_rows = "\n".join("    {" + ", ".join(map(str, e)) + "}," for e in expansions)
+    return f"""\
+/* Generated by `python -m pipeline.dedup.exact_tables` from Python's Unicode database
+ * (unicodedata {unicodedata.unidata_version}); do not edit. See pipeline/dedup/exact_tables.py. */
+#ifndef REFINERY_EXACT_TABLES_H
+#define REFINERY_EXACT_TABLES_H
+#include <stdint.h>
+
+#define EXACT_UNIDATA_VERSION "{unicodedata.unidata_version}"
+#define EXACT_ASCII_WS {ASCII_WS}
+#define EXACT_IDENTITY {identity}
+#define EXACT_WS INT32_MIN
+#define EXACT_EXPAND ({EXPAND})
+#define EXACT_MAX_EXPANSION {MAX_EXPANSION}
+/* the most UTF-8 bytes folding makes of one input byte (a 2-byte letter -> three 2-byte) */
+#define EXACT_MAX_GROWTH {growth}
+
+static const uint8_t EXACT_ASCII[128] = {{
+{_rows(ascii_, 16)}
+}};
+
+static const uint16_t EXACT_STAGE1[{len(s1)}] = {{
+{_rows(s1, 16)}
+}};
+
+static const int32_t EXACT_STAGE2[{len(blocks)}][256] = {{
+{stage2}
+}};
+
+static const uint32_t EXACT_EXPANSIONS[{len(expansions)}][{MAX_EXPANSION}] = {{
+{exp_rows}
+}};
+
+#endif
+"""
+
+
+def main() -> None:
+    """Write the header next to this file."""
+    HEADER.write_text(render(), encoding="ascii")
+    print(f"wrote {HEADER}")
+
+
+if __name__ == "__main__":
+    main()
