@@ -39,7 +39,7 @@ from pipeline.dedup.phases.shuffle import (
     sorted_shards,
 )
 from pipeline.dedup.phases.store import check_config, done_info, mark_done, run_phase, write_json
-from pipeline.dedup.text import U64, document_key
+from pipeline.dedup.text import U64, document_keys
 from pipeline.execution import faults
 from pipeline.execution.executor import Executor, Resources
 
@@ -56,17 +56,21 @@ class ExactConfig:
 
 
 def _rows(shard: StageShard, s: int, config: ExactConfig) -> tuple[Columns, list[str], dict]:
-    """One shard's exact-dedup rows: 128-bit key and ref of every document."""
+    """One shard's exact-dedup rows: 128-bit key and ref of every document.
+
+    Keys come from the shard's Arrow text column (:func:`document_keys`: native, no Python
+    string or Document per row); only the ids become Python strings, for the ids file.
+    """
     ids: list[str] = []
-    hi: list[int] = []
-    lo: list[int] = []
-    for doc in shard.documents():
-        h, lo_ = document_key(doc.text)
-        ids.append(doc.id)
+    hi: list[np.ndarray] = [np.zeros(0, dtype=U64)]
+    lo: list[np.ndarray] = [np.zeros(0, dtype=U64)]
+    for batch in shard.text_batches(("id", "text")):
+        h, lo_ = document_keys(batch.column("text"))
+        ids.extend(batch.column("id").to_pylist())
         hi.append(h)
         lo.append(lo_)
     n = len(ids)
-    cols = {"hi": np.array(hi, dtype=U64), "lo": np.array(lo, dtype=U64),
+    cols = {"hi": np.concatenate(hi), "lo": np.concatenate(lo),
             "ref": (np.int64(s) << SHIFT) | np.arange(n, dtype=np.int64)}
     return cols, ids, {"docs": n}
 

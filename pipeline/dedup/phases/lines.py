@@ -55,12 +55,17 @@ class LinesConfig:
 
 
 def _rows(shard: StageShard, s: int, config: LinesConfig) -> tuple[Columns, list[str], dict]:
-    """One shard's distinct normalised-line hashes with their counts."""
+    """One shard's distinct normalised-line hashes with their counts.
+
+    Reads only the text column (no Document or metadata per row); the line hasher takes
+    each text as a Python string.
+    """
     parts: list[np.ndarray] = []
     n = 0
-    for doc in shard.documents():
-        n += 1
-        parts.append(nonempty_line_hashes(doc.text))
+    for batch in shard.text_batches(("text",)):
+        texts = batch.column("text").to_pylist()
+        n += len(texts)
+        parts.extend(map(nonempty_line_hashes, texts))
     allh = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     uniq, counts = np.unique(allh, return_counts=True)
     cols = {"hash": uniq, "count": counts.astype(np.int64),
