@@ -120,11 +120,10 @@ def run_new(inputs: list[str], work: str, partitions: int) -> dict:
 
 
 def _same_rows(old_work: str, new_work: str, partitions: int) -> bool:
-    from pipeline.dedup.phases.shuffle import concat, routed_path
-    from pipeline.dedup.phases.store import read_table
+    from pipeline.dedup.phases.shuffle import concat, read_routed
 
-    old = read_table(routed_path(old_work, "components", 0, 0))
-    new = [read_table(routed_path(new_work, "components", p, 0)) for p in range(partitions)]
+    old = read_routed(old_work, "components", 0, 0)
+    new = [read_routed(new_work, "components", p, 0) for p in range(partitions)]
     ref = concat(new, "ref", np.int64)
     order = np.argsort(ref)
     return all(np.array_equal(concat(new, k, np.int64)[order], old[k]) for k in old)

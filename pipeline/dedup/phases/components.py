@@ -1,8 +1,10 @@
 """Connected components of the duplicate edges in rounds of resumable phases.
 
 No task ever holds the whole edge list. Edges live as *directed* rows ``(u, v)`` in P
-partition files by a hash of ``u`` (every undirected edge is stored once from each end), so
-one task sees every neighbour of its nodes and about ``2 E / P`` rows. Phases:
+partitions by a hash of ``u`` (every undirected edge is stored once from each end), so
+one task sees every neighbour of its nodes and about ``2 E / P`` rows. Every unit writes
+one partitioned file (:mod:`~pipeline.dedup.phases.partfile`, rows grouped by partition)
+and partition ``p``'s task reads its rows from each of them. Phases:
 
 * ``cc_r000`` (one unit per input edge file): normalise, write both directions to the
   partitions of their first node;
@@ -11,7 +13,7 @@ one task sees every neighbour of its nodes and about ``2 E / P`` rows. Phases:
   MapReduce and Beyond" (SoCC 2014). With ``m(u)`` the smallest of ``u`` and its
   neighbours, large-star links every larger neighbour of ``u`` to ``m(u)``, small-star links
   every smaller neighbour and ``u`` itself to ``m(u)``. Both keep each component connected
-  and rewrite it toward a star around its smallest node; each round writes new partition
+  and rewrite it toward a star around its smallest node; each round writes new partitioned
   files and counts, on its input, the *unsettled* nodes: nodes with a smaller neighbour
   and more than one neighbour. A graph with none is a set of stars each centred on its
   component's smallest node, so the first round that counts zero everywhere ends the loop;
@@ -45,10 +47,10 @@ import pyarrow.parquet as pq
 
 from pipeline.dedup.minhash import unique_pairs
 from pipeline.dedup.phases.memory import log_phase, partitions_for, task_memory
+from pipeline.dedup.phases.partfile import part_rows, read_parts, write_parts
 from pipeline.dedup.phases.shuffle import route
 from pipeline.dedup.phases.store import (
     done_info,
-    done_outputs,
     mark_done,
     read_table,
     run_phase,
@@ -57,7 +59,6 @@ from pipeline.dedup.phases.store import (
 from pipeline.dedup.text import U64, mix64
 from pipeline.execution import faults
 from pipeline.execution.executor import Executor, Resources
-from pipeline.io.atomic import atomic_path
 
 log = logging.getLogger("pipeline.dedup")
 
@@ -67,7 +68,6 @@ FINAL_PHASE = "components"
 MAX_ROUNDS = 200
 
 _EMPTY = np.zeros((0, 2), dtype=np.int64)
-_NPY_HEADER = 128  # bytes before the rows of a 2-D int64 .npy file (format 1.0)
 
 
 def round_phase(k: int) -> str:
@@ -80,9 +80,10 @@ def node_partition(nodes: np.ndarray, partitions: int) -> np.ndarray:
     return (mix64(np.asarray(nodes, dtype=np.int64).astype(U64)) % U64(partitions)).astype(np.int64)
 
 
-def edge_path(workdir: str, k: int, dst: int, src: int) -> Path:
-    """Return the rows of partition ``dst`` that unit ``src`` of round ``k`` wrote."""
-    return Path(workdir) / round_phase(k) / f"p{dst:05d}" / f"s{src:05d}.npy"
+def edge_path(workdir: str, k: int, src: int) -> Path:
+    """Return the partitioned file of directed rows (columns ``u``, ``v``, grouped by the
+    partition of ``u``) that unit ``src`` of round ``k`` wrote."""
+    return Path(workdir) / round_phase(k) / f"s{src:05d}.parts"
 
 
 class _Meter:
@@ -110,11 +111,6 @@ class _Meter:
                 "cpu_s": round(time.process_time() - self.cpu, 4)}
 
 
-def _save(path: Path, rows: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(rows, dtype=np.int64))
-
-
 def _scatter(workdir: str, k: int, src: int, edges: np.ndarray, partitions: int) -> list[Path]:
     """Write undirected ``edges`` (rows ``a < b``) as directed rows into round ``k``'s partitions.
 
@@ -122,22 +118,18 @@ def _scatter(workdir: str, k: int, src: int, edges: np.ndarray, partitions: int)
     sorts and de-duplicates its partition once (sorting here as well costs more than the
     repeats it saves).
     """
-    both = np.concatenate([edges, edges[:, ::-1]]) if len(edges) else _EMPTY
-    part = node_partition(both[:, 0], partitions)
-    order = np.argsort(part, kind="stable")
-    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
-    outputs = []
-    for q in range(partitions):
-        path = edge_path(workdir, k, q, src)
-        _save(path, both[order[bounds[q] : bounds[q + 1]]])
-        outputs.append(path)
-    return outputs
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    u = np.concatenate([edges[:, 0], edges[:, 1]])
+    v = np.concatenate([edges[:, 1], edges[:, 0]])
+    path = edge_path(workdir, k, src)
+    write_parts(path, node_partition(u, partitions), partitions, {"u": u, "v": v})
+    return [path]
 
 
 def _read_partition(workdir: str, k: int, p: int, n_src: int) -> np.ndarray:
     """Return partition ``p`` of round ``k``'s output: distinct directed rows sorted by (u, v)."""
-    parts = [np.load(edge_path(workdir, k, p, s)) for s in range(n_src)]
-    parts = [a for a in parts if len(a)]
+    parts = [read_parts(edge_path(workdir, k, s), p) for s in range(n_src)]
+    parts = [np.stack([c["u"], c["v"]], axis=1) for c in parts if len(c["u"])]
     return unique_pairs(np.concatenate(parts)) if parts else _EMPTY
 
 
@@ -254,15 +246,12 @@ def components_partitions(inputs: Sequence[str | Path], minimum: int, cap: int,
     return partitions_for(2 * edges, minimum, cap, "components", option)
 
 
-def _partition_rows(workdir: str, k: int, units: Sequence[str], partitions: int) -> np.ndarray:
+def _partition_rows(workdir: str, k: int, n_src: int, partitions: int) -> np.ndarray:
     """Return the directed rows each partition of round ``k``'s output holds (before
-    de-duplication), from the sizes the writing units' markers list."""
+    de-duplication), from the offsets of the ``n_src`` writing units' files."""
     rows = np.zeros(partitions, dtype=np.int64)
-    for src, unit in enumerate(units):
-        outputs = done_outputs(workdir, round_phase(k), unit)
-        for q in range(partitions):
-            rel = str(edge_path(workdir, k, q, src).relative_to(workdir))
-            rows[q] += max(outputs.get(rel, 0) - _NPY_HEADER, 0) // 16
+    for src in range(n_src):
+        rows += part_rows(edge_path(workdir, k, src))
     return rows
 
 
@@ -279,8 +268,8 @@ def run_components(
 
     Runs the rounds described in the module docstring through ``executor`` (finished
     units of an earlier run are reused) and leaves ``(ref, cluster, size)`` of every ref
-    that has an edge in the ``components`` phase's routed files: ``partitions`` files per
-    shard group, for :func:`~pipeline.dedup.phases.shuffle.run_final`. ``cluster`` is the
+    that has an edge in the ``components`` phase's routed files: one per partition, rows
+    grouped by shard group, for :func:`~pipeline.dedup.phases.shuffle.run_final`. ``cluster`` is the
     smallest ref of the component. Returns the summary (``edges``, ``clusters``,
     ``documents_in_clusters``, ``removed``), and writes it with the per-round figures to
     ``components.json`` in ``workdir``.
@@ -293,7 +282,6 @@ def run_components(
               [(workdir, i, str(f), P) for i, f in enumerate(inputs)], executor,
               Resources(memory=declared))
     log_phase(workdir, round_phase(0), n_in, declared, partitions=P)
-    src_units = in_units
     first = [done_info(workdir, round_phase(0), f"i{i:05d}") for i in range(n_in)]
     rounds: list[dict[str, Any]] = [{
         "round": 0, "op": "scatter", "edges_in": sum(x["edges_in"] for x in first),
@@ -307,13 +295,12 @@ def run_components(
             raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds "
                                f"(workdir {workdir}); this is a bug")
         units = [f"p{p:05d}" for p in range(P)]
-        declared = task_memory(int(_partition_rows(workdir, k - 1, src_units, P).max()),
-                               "components")
+        declared = task_memory(int(_partition_rows(workdir, k - 1, _n_src(k - 1, n_in, P),
+                                                   P).max()), "components")
         run_phase(workdir, round_phase(k), units, _round_task,
                   [(workdir, k, p, _n_src(k - 1, n_in, P), P) for p in range(P)], executor,
                   Resources(memory=declared))
         log_phase(workdir, round_phase(k), P, declared, partitions=P)
-        src_units = units
         infos = [done_info(workdir, round_phase(k), u) for u in units]
         stats = {
             "round": k, "op": "large-star" if k % 2 else "small-star",
@@ -335,8 +322,8 @@ def run_components(
     # round k found its input (round k - 1's output) settled: label those stars
     last = k - 1
     units = [f"p{p:05d}" for p in range(P)]
-    declared = task_memory(int(_partition_rows(workdir, last, in_units if last == 0 else units,
-                                               P).max()), "components")
+    declared = task_memory(int(_partition_rows(workdir, last, _n_src(last, n_in, P), P).max()),
+                           "components")
     run_phase(workdir, FINAL_PHASE, units, _final_task,
               [(workdir, last, p, _n_src(last, n_in, P), P, n_shards, groups)
                for p in range(P)], executor, Resources(memory=declared))

@@ -3,9 +3,9 @@
 Every phase declares, for its tasks, ``BASE_BYTES + rows x bytes_per_row`` (the executor
 passes it to Ray as the task's ``memory`` resource, so a node never runs more tasks than
 fit). The rows are known before the phase runs: the previous phase recorded them
-(``bucket_rows``, rows written per partition, in the map markers; the sizes of the routed
-or edge files the markers list for the final, verify and components phases; the stage's
-Parquet bytes for map). When a shuffle partition would need more than the cap
+(``bucket_rows``, rows written per partition, in the map markers; the row offsets of the
+routed and edge files (:mod:`~pipeline.dedup.phases.partfile`) for the final and components
+phases; the candidate pairs per group for verify; the stage's Parquet bytes for map). When a shuffle partition would need more than the cap
 (``task_memory_gb`` of the dedup steps), its reduce splits it into more tasks instead of
 failing (:func:`splits`), and the components rounds use more edge partitions
 (:func:`partitions_for`); decisions do not depend on the split, since every row with the
@@ -62,7 +62,9 @@ BYTES_PER_ROW: dict[str, int] = {
     # components rounds: one directed edge row (u, v) read, de-duplicated, star op,
     # scattered (random graph of 400k nodes, 800k edges) [81.0]
     "components": 128,
-    # final: per byte on disk of one shard group's routed decision files [7.0 exact, 6.1 lines]
+    # final: per byte of one shard group's routed rows (rows x row width, as the partitioned
+    # files hold them uncompressed) [8.4 exact, 3.5 lines; 7.0 and 6.1 per zstd Parquet byte
+    # before the shuffle wrote partitioned files]
     "final.routed_byte": 12,
     # verify1/verify2: one candidate pair of the group with the shingle set of an end (exact
     # verification; webmix payloads are whole HTML pages, extracted text needs less)

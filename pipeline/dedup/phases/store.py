@@ -245,5 +245,8 @@ def load_config(workdir: str | os.PathLike) -> dict[str, Any]:
 
 
 def list_phase_files(workdir: str, phase: str) -> list[str]:
-    """Return the data files a phase wrote, sorted (for tests and inspection)."""
-    return sorted(glob.glob(os.path.join(workdir, phase, "**", "*.parquet"), recursive=True))
+    """Return the data files a phase wrote (Parquet, and the shuffle's partitioned ``.parts``
+    files), sorted (for tests and inspection)."""
+    return sorted(f for ext in ("parquet", "parts")
+                  for f in glob.glob(os.path.join(workdir, phase, "**", f"*.{ext}"),
+                                     recursive=True))

@@ -18,7 +18,7 @@ from pipeline.core.step import StageShard
 from pipeline.dedup.components import components_of_refs
 from pipeline.dedup.phases.components import run_components, star_round
 from pipeline.dedup.phases.minhash import MinHashConfig, prepare_minhash
-from pipeline.dedup.phases.shuffle import SHIFT, concat, read_decisions, routed_path
+from pipeline.dedup.phases.shuffle import SHIFT, concat, read_decisions, read_routed
 from pipeline.dedup.phases.store import list_phase_files, marker_path, read_table, write_table
 from pipeline.execution import faults
 from pipeline.execution.executor import LocalExecutor, TaskFailures
@@ -88,7 +88,7 @@ def _distributed(tmp: Path, a: np.ndarray, b: np.ndarray, partitions: int,
         inputs.append(path)
     work = str(tmp / "work")
     summary = run_components(work, inputs, partitions, N_SHARDS, 1, LocalExecutor())
-    tables = [read_table(routed_path(work, "components", p, 0)) for p in range(partitions)]
+    tables = [read_routed(work, "components", p, 0) for p in range(partitions)]
     ref, cluster, size = (concat(tables, k, np.int64) for k in ("ref", "cluster", "size"))
     order = np.argsort(ref)
     stats = json.loads((Path(work) / "components.json").read_text())
@@ -173,7 +173,7 @@ def test_rounds_resume_after_a_crash_in_any_phase(tmp_path) -> None:
                                                         f"{point[1]:05d}"]
         assert not marker_path(work, point[0], err.value.failures[0].name.split("/")[1]).exists()
     run_components(work, inputs, 3, N_SHARDS, 1, LocalExecutor())
-    tables = [read_table(routed_path(work, "components", p, 0)) for p in range(3)]
+    tables = [read_routed(work, "components", p, 0) for p in range(3)]
     ref = concat(tables, "ref", np.int64)
     order = np.argsort(ref)
     np.testing.assert_array_equal(ref[order], clean[0])

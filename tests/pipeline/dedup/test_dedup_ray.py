@@ -20,6 +20,7 @@ import pytest
 from pipeline.dedup.phases.exact import ExactConfig, prepare_exact
 from pipeline.dedup.phases.lines import LinesConfig, prepare_lines
 from pipeline.dedup.phases.minhash import MinHashConfig, load_minhash, prepare_minhash
+from pipeline.dedup.phases.partfile import part_rows, read_parts
 from pipeline.dedup.phases.store import list_phase_files, marker_path
 from pipeline.execution import faults
 from pipeline.execution.executor import LocalExecutor, RayExecutor, TaskFailures
@@ -46,6 +47,9 @@ def _decisions(workdir: str, stage) -> dict[str, tuple]:
 def _table_rows(path: str) -> list:
     import pyarrow.parquet as pq
 
+    if path.endswith(".parts"):  # a shuffle file: every partition's rows
+        return [{k: v.tolist() for k, v in read_parts(path, p).items()}
+                for p in range(len(part_rows(path)))]
     return pq.read_table(path).to_pylist()
 
 
@@ -86,10 +90,10 @@ def test_minhash_job_redoes_deleted_and_truncated_outputs(corpus, tmp_path, exec
     work = str(tmp_path)
     prepare_minhash(stage, work, config, executor)
     reference = _decisions(work, stage)
-    map_file = Path(work) / "map" / "p00001" / "m00002.parquet"
+    map_file = Path(work) / "map" / "m00002.parts"
     with open(map_file, "r+b") as f:  # truncate: the marker's size no longer matches
         f.truncate(os.path.getsize(map_file) // 2)
-    os.remove(Path(work) / "candidates" / "p00001" / "g00000.parquet")
+    os.remove(Path(work) / "candidates" / "p00001.parts")
     shutil.rmtree(Path(work) / "decisions")
     units = (("map", "m00000"), ("map", "m00002"), ("candidates", "p00001"),
              ("components", "p00000"))

@@ -1,0 +1,177 @@
+"""Partitioned column files: the one file a shuffle unit writes, its rows grouped by partition.
+
+A map unit (or a reducer routing decisions to shard groups, or a components round) writes
+ONE file whose rows are sorted by partition, and each reader reads only its partitions'
+rows from every writer's file. The shuffle then has one file per writing unit instead of
+one per (unit, partition), and a reader's cost is its rows plus a small fixed cost per
+file it opens.
+
+Layout (little-endian): :data:`MAGIC` (8 bytes), the header's length (uint64), the header
+(JSON: ``{"columns": [[name, numpy dtype str], ...], "parts": n}``, padded with spaces to
+a multiple of 8 bytes), the row offsets (``n + 1`` int64: partition ``i`` is rows
+``offsets[i]`` to ``offsets[i + 1]``), then each column's values for every row, contiguous,
+in partition order. Reading partitions ``[lo, hi)`` reads the header, two offsets and one
+contiguous slice per column. Columns are fixed-width numpy arrays (numbers), uncompressed.
+
+Why not Parquet row groups or Arrow IPC batches: reading one partition of a 128-partition
+file cost ~900 us with ``ParquetFile.read_row_group`` (the footer describes every row group)
+and ~170 us with an Arrow IPC file (``open_file`` + ``get_batch``), against ~25 us here
+(2-core VM, 2026-11-27, 22 rows of three uint64 columns per partition); at 64x webmix a
+reduce phase reads 128 x 128 such slices.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import struct
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+
+from pipeline.io.atomic import atomic_path
+
+MAGIC = b"RFPART1\n"
+_PREFIX = struct.Struct("<8sQ")
+_OFFSET = struct.Struct("<q")
+#: bytes read at once from a file's start (header and, for <= ~8000 partitions, the offsets)
+_HEAD = 1 << 16
+
+Columns = dict[str, np.ndarray]
+
+
+class PartFileError(ValueError):
+    """A partitioned file is not one :func:`write_parts` wrote whole."""
+
+
+def write_parts(path: str | os.PathLike, key: np.ndarray, n: int, columns: Columns) -> np.ndarray:
+    """Write ``columns`` to ``path`` (atomically) grouped by ``key`` (values ``0..n-1``).
+
+    Rows keep their order within a partition. Returns the rows of each partition (int64,
+    length ``n``). Every column must be a 1-D numeric numpy array as long as ``key``.
+    """
+    key = np.asarray(key, dtype=np.int64)
+    for name, col in columns.items():
+        if col.ndim != 1 or len(col) != len(key) or col.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: column {name!r} must be a 1-D numeric array of "
+                             f"{len(key)} rows, got {col.dtype} of shape {col.shape}")
+    if len(key) and (key.min() < 0 or key.max() >= n):
+        raise ValueError(f"{path}: partition keys must lie in 0..{n - 1}")
+    order = np.argsort(key, kind="stable")
+    counts = np.bincount(key, minlength=n).astype(np.int64)
+    offsets = np.zeros(n + 1, dtype="<i8")
+    np.cumsum(counts, out=offsets[1:])
+    header = json.dumps({"columns": [[k, v.dtype.newbyteorder("<").str]
+                                     for k, v in columns.items()], "parts": n}).encode()
+    header += b" " * (-len(header) % 8)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(_PREFIX.pack(MAGIC, len(header)))
+        f.write(header)
+        f.write(offsets.tobytes())
+        for col in columns.values():
+            f.write(np.ascontiguousarray(col[order], dtype=col.dtype.newbyteorder("<")).tobytes())
+    return counts
+
+
+@functools.lru_cache(maxsize=64)
+def _columns(header: bytes) -> tuple[tuple[tuple[str, np.dtype], ...], int]:
+    meta = json.loads(header)
+    return tuple((name, np.dtype(dt)) for name, dt in meta["columns"]), int(meta["parts"])
+
+
+class _Header:
+    """A partitioned file's columns, partition count and where its offsets and data start.
+
+    The file's first :data:`_HEAD` bytes are read at once: for up to a few thousand
+    partitions they hold the header and every offset, so a reader makes one small read
+    before its column slices.
+    """
+
+    def __init__(self, f: BinaryIO, path: str | os.PathLike) -> None:
+        self.head = f.read(_HEAD)
+        if len(self.head) < _PREFIX.size or self.head[:8] != MAGIC:
+            raise PartFileError(f"{path}: not a partitioned shuffle file (bad magic); delete "
+                                "the job's work directory and rerun")
+        header_len = _PREFIX.unpack_from(self.head)[1]
+        header = self.head[_PREFIX.size : _PREFIX.size + header_len]
+        if len(header) != header_len:
+            header += f.read(header_len - len(header))
+        self.columns, self.parts = _columns(header)
+        self.offsets_at = _PREFIX.size + header_len
+        self.data_at = self.offsets_at + 8 * (self.parts + 1)
+        self.path = path
+        self.f = f
+
+    def offset(self, i: int) -> int:
+        """Row offset ``i`` (0..parts): where partition ``i`` starts, or the row count."""
+        if not 0 <= i <= self.parts:
+            raise ValueError(f"{self.path}: partition {i} outside 0..{self.parts}")
+        at = self.offsets_at + 8 * i
+        if at + 8 <= len(self.head):
+            return _OFFSET.unpack_from(self.head, at)[0]
+        self.f.seek(at)
+        raw = self.f.read(8)
+        if len(raw) != 8:
+            raise PartFileError(f"{self.path}: truncated; delete the unit's marker and rerun")
+        return _OFFSET.unpack(raw)[0]
+
+    def all_offsets(self) -> np.ndarray:
+        """Every row offset (``parts + 1`` int64)."""
+        n = 8 * (self.parts + 1)
+        if self.data_at <= len(self.head):
+            raw = self.head[self.offsets_at : self.data_at]
+        else:
+            self.f.seek(self.offsets_at)
+            raw = self.f.read(n)
+        if len(raw) != n:
+            raise PartFileError(f"{self.path}: truncated; delete the unit's marker and rerun")
+        return np.frombuffer(raw, dtype="<i8").astype(np.int64)
+
+    def read_rows(self, start: int, stop: int) -> Columns:
+        """Rows ``start..stop`` of every column."""
+        total = self.offset(self.parts)
+        out: Columns = {}
+        at = self.data_at
+        for name, dt in self.columns:
+            arr = np.empty(stop - start, dtype=dt)
+            if len(arr):
+                self.f.seek(at + start * dt.itemsize)
+                if self.f.readinto(memoryview(arr).cast("B")) != arr.nbytes:
+                    raise PartFileError(f"{self.path}: truncated; delete the unit's marker "
+                                        "and rerun")
+            out[name] = arr if dt.isnative else arr.astype(dt.newbyteorder("="))
+            at += total * dt.itemsize
+        return out
+
+
+def read_parts(path: str | os.PathLike, lo: int, hi: int | None = None) -> Columns:
+    """Return the rows of partitions ``lo..hi-1`` (``hi`` defaults to ``lo + 1``) of ``path``."""
+    hi = lo + 1 if hi is None else hi
+    with open(path, "rb", buffering=0) as f:
+        h = _Header(f, path)
+        return h.read_rows(h.offset(lo), h.offset(hi))
+
+
+def iter_parts(path: str | os.PathLike, lo: int, hi: int, batch_rows: int) -> Iterator[Columns]:
+    """Yield the rows of partitions ``lo..hi-1`` of ``path`` in batches of at most
+    ``batch_rows`` rows (a reader that keeps a subset never holds all of them)."""
+    with open(path, "rb", buffering=0) as f:
+        h = _Header(f, path)
+        a, b = h.offset(lo), h.offset(hi)
+        for start in range(a, b, batch_rows):
+            yield h.read_rows(start, min(b, start + batch_rows))
+
+
+def part_rows(path: str | os.PathLike) -> np.ndarray:
+    """Return the rows of each partition of ``path`` (int64, one per partition)."""
+    with open(path, "rb", buffering=0) as f:
+        return np.diff(_Header(f, path).all_offsets())
+
+
+def part_bytes(path: str | os.PathLike) -> np.ndarray:
+    """Return the bytes each partition's rows take in ``path`` (rows x the row's width)."""
+    with open(path, "rb", buffering=0) as f:
+        h = _Header(f, path)
+        return np.diff(h.all_offsets()) * sum(dt.itemsize for _, dt in h.columns)
