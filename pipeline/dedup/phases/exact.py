@@ -1,7 +1,7 @@
 """Exact-duplicate job: ``map`` -> ``reduce`` -> ``final``.
 
-``map``: 128-bit key per document, rows ``(key, ref)`` split into P partition files by
-key. ``reduce`` (task per partition, or per split of a partition too large for
+``map``: 128-bit key per document, rows ``(key, ref)`` written to one file per map unit,
+grouped into P partitions by key (:mod:`~pipeline.dedup.phases.partfile`). ``reduce`` (task per partition, or per split of a partition too large for
 ``task_memory_gb``, :func:`~pipeline.dedup.phases.shuffle.plan_reduce`): sort, keep the
 smallest ref of each key, emit the others with their keeper, routed to shard groups. ``final`` (task per group): one
 decision file per shard.

@@ -1,7 +1,7 @@
 """Line-frequency job (CCNet-style line dedup): ``map`` -> ``reduce`` -> ``final``.
 
-``map``: distinct normalised-line hashes of each shard with their counts, split by hash
-into P files. ``reduce`` (task per partition, or per split of a partition too large for
+``map``: distinct normalised-line hashes of each shard with their counts, written to one
+file per map unit, grouped into P partitions by hash. ``reduce`` (task per partition, or per split of a partition too large for
 ``task_memory_gb``): total count per hash over all shards;
 hashes with at least ``min_count`` occurrences are emitted for each shard that has them.
 ``final``: per shard, the hashes of its lines that are frequent across the corpus.
