@@ -62,7 +62,7 @@ def _rows(shard: StageShard, s: int, config: LinesConfig) -> tuple[Columns, list
     """
     parts: list[np.ndarray] = []
     n = 0
-    for batch in shard.text_batches(("text",)):
+    for batch in shard.text_batches(("text",), batch_size=256):  # strings still in cache when hashed
         texts = batch.column("text").to_pylist()
         n += len(texts)
         parts.extend(map(nonempty_line_hashes, texts))
