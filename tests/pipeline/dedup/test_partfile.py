@@ -58,6 +58,25 @@ def test_every_partition_reads_back_its_rows_in_order(key_rows, tmp_path, parts)
         np.testing.assert_array_equal(got, col[want][order])
 
 
+def test_integer_columns_of_a_small_span_are_stored_narrow(key_rows, tmp_path) -> None:
+    refs = key_rows["ref"] + (np.int64(3) << 32)  # one shard's refs: a span of 2**11
+    cols = {"hi": key_rows["hi"], "ref": refs, "neg": -refs, "band": (refs % 20).astype(np.int16),
+            "count": np.full(len(refs), 1 << 40, dtype=np.int64),
+            "sim": np.linspace(0.8, 1.0, len(refs))}
+    key = (key_rows["hi"] % U64(5)).astype(np.int64)
+    narrow, wide = tmp_path / "narrow.parts", tmp_path / "wide.parts"
+    write_parts(narrow, key, 5, cols)
+    write_parts(wide, key, 5, {"hi": cols["hi"], "sim": cols["sim"]})
+    # ref and neg in 2 bytes, band and the constant count in 1: 6 bytes a row, not 26
+    assert narrow.stat().st_size - wide.stat().st_size < 7 * len(refs) + 200
+    np.testing.assert_array_equal(part_bytes(narrow), part_rows(narrow) * (8 + 8 + 8 + 2 + 8 + 8))
+    for p in range(5):
+        got = read_parts(narrow, p)
+        for name, col in cols.items():
+            assert got[name].dtype == col.dtype
+            np.testing.assert_array_equal(got[name], col[key == p])
+
+
 def test_bad_files_and_columns_are_refused_naming_the_file(key_rows, tmp_path) -> None:
     key = (key_rows["lo"] % U64(4)).astype(np.int64)
     path = tmp_path / "m.parts"
