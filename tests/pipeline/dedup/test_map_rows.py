@@ -1,11 +1,10 @@
 """The exact and line-dedup map rows, read as Arrow text columns, equal the per-Document
 definition (``document_key`` / ``nonempty_line_hashes`` of each ``shard.documents()`` text),
-so the decisions built from them are unchanged."""
+so the decisions built from them are unchanged (with or without the native extensions)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from pipeline.core.document import Document
 from pipeline.core.step import StageShard
@@ -13,8 +12,6 @@ from pipeline.dedup.lines import nonempty_line_hashes
 from pipeline.dedup.phases import exact, lines
 from pipeline.dedup.phases.shuffle import SHIFT
 from pipeline.dedup.text import U64, document_key
-
-pytestmark = pytest.mark.native("pipeline.dedup._exact", "pipeline.dedup._lines")
 
 
 def test_exact_rows_equal_per_document_keys(
