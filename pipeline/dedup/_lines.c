@@ -24,6 +24,13 @@
  *                                                      normalise to nothing, in order
  *   every(capsule, text: str) -> (bytes, bytes)       int64 hash per line (0 where empty)
  *                                                      and one byte per line: 1 if non-empty
+ *   cut(capsule, offsets, data, frequent, space, cap) an Arrow string column (int32 offsets,
+ *                                                      UTF-8 data) without the lines whose hash
+ *                                                      is in frequent (sorted int64), and per
+ *                                                      string: lines and characters cut,
+ *                                                      characters and words (at most cap)
+ *                                                      left (space: the str.isspace bitmap);
+ *                                                      see cut() below
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -347,12 +354,249 @@ static PyObject *nonempty(PyObject *self, PyObject *args) { return run(args, 0);
 
 static PyObject *every(PyObject *self, PyObject *args) { return run(args, 1); }
 
+/* ---- cutting frequent lines out of an Arrow string column (the apply side) ---------------- */
+
+/* Decode the UTF-8 code point at p[*i] (p[0..n) valid UTF-8 from Arrow) and advance *i;
+ * returns 0xFFFFFFFF on a malformed or truncated sequence. */
+static inline uint32_t next_cp(const unsigned char *p, size_t n, size_t *i) {
+    unsigned char b = p[*i];
+    if (b < 0x80) {
+        *i += 1;
+        return b;
+    }
+    int len = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 0;
+    if (len == 0 || b > 0xF4 || *i + (size_t)len > n) return 0xFFFFFFFFu;
+    uint32_t c = b & (0x3F >> (len - 1));
+    for (int k = 1; k < len; k++) {
+        unsigned char x = p[*i + (size_t)k];
+        if ((x & 0xC0) != 0x80) return 0xFFFFFFFFu;
+        c = (c << 6) | (x & 0x3F);
+    }
+    *i += (size_t)len;
+    return c < N_CODEPOINTS ? c : 0xFFFFFFFFu;
+}
+
+/* hash of the line p[0..n) as end_line would give it; *cps gets its code point count;
+ * returns 1 non-empty, 0 empty, -1 out of memory, -2 malformed UTF-8 */
+static int hash_utf8_line(const Tables *t, Scan *s, const unsigned char *p, size_t n,
+                          int64_t *h, size_t *cps) {
+    const uint32_t *map = t->map, *exp = t->exp;
+    size_t i = 0, count = 0;
+    s->line.len = 0;
+    s->pending = 0;
+    while (i < n) {
+        uint32_t c = p[i] < 0x80 ? p[i++] : next_cp(p, n, &i);
+        if (c == 0xFFFFFFFFu) return -2;
+        count++;
+        uint32_t v = map[c];
+        if (v == SEP) {
+            s->pending = 1;
+            continue;
+        }
+        if (bytes_reserve(&s->line, MAX_PER_CHAR) < 0) return -1;
+        if (v & EXPAND) {
+            const uint32_t *e = exp + 3 * (size_t)(v & ~EXPAND);
+            for (int k = 0; k < 3 && e[k] != NONE; k++) emit_one(s, e[k]);
+        } else {
+            emit_one(s, v);
+        }
+    }
+    *cps = count;
+    if (s->line.len == 0) return 0;
+    *h = blake2b_8(s->line.p, s->line.len);
+    return 1;
+}
+
+static int in_sorted(const int64_t *a, size_t n, int64_t x) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid] < x) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && a[lo] == x;
+}
+
+static inline int is_space(const unsigned char *space, uint32_t c) {
+    return (space[c >> 3] >> (c & 7)) & 1;
+}
+
+/* code points of p[0..n) between the first and last non-space (len(str.strip())), and the
+ * number of runs of non-space (len(str.split())) counted up to word_cap; space: bitmap over
+ * code points (str.isspace). Only the ends are decoded: the middle's code points are its
+ * bytes that are not UTF-8 continuation bytes. */
+static int measure_utf8(const unsigned char *p, size_t n, const unsigned char *space,
+                        int64_t word_cap, int64_t *stripped, int64_t *words) {
+    size_t i = 0, first = n, end = 0;
+    while (i < n) { /* the first non-space */
+        size_t at = i;
+        uint32_t c = p[i] < 0x80 ? p[i++] : next_cp(p, n, &i);
+        if (c == 0xFFFFFFFFu) return -2;
+        if (!is_space(space, c)) {
+            first = at;
+            break;
+        }
+    }
+    *stripped = 0;
+    *words = 0;
+    if (first == n) return 0;
+    size_t j = n;
+    while (j > first) { /* the end of the last non-space */
+        size_t k = j - 1;
+        while (k > first && (p[k] & 0xC0) == 0x80) k--;
+        size_t at = k;
+        uint32_t c = p[at] < 0x80 ? p[at] : next_cp(p, n, &at);
+        if (c == 0xFFFFFFFFu) return -2;
+        if (!is_space(space, c)) {
+            end = j;
+            break;
+        }
+        j = k;
+    }
+    int64_t count = 0;
+    for (size_t b = first; b < end; b++) count += (p[b] & 0xC0) != 0x80;
+    *stripped = count;
+    int64_t runs = 0;
+    int in_word = 0;
+    for (i = first; i < end && runs < word_cap;) {
+        uint32_t c = p[i] < 0x80 ? p[i++] : next_cp(p, n, &i);
+        if (c == 0xFFFFFFFFu) return -2;
+        if (is_space(space, c)) {
+            in_word = 0;
+        } else if (!in_word) {
+            runs++;
+            in_word = 1;
+        }
+    }
+    *words = runs;
+    return 0;
+}
+
+/* cut(tables, offsets int32[n+1], data, frequent sorted int64, space bitmap, word_cap) ->
+ *   (offsets int32[n+1], data, lines removed int32[n], chars removed int64[n],
+ *    chars left after strip int64[n], words left int64[n], at most word_cap)
+ * For every string: the lines (split on '\n') whose normalised hash is in frequent are cut,
+ * the rest joined with '\n' and '\n' stripped from both ends (an uncut string is left as
+ * is), as pipeline.dedup.lines.remove_lines does; a cut line counts its code points + 1. */
+static PyObject *cut(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    Py_buffer off, data, freq, space;
+    long long word_cap;
+    if (!PyArg_ParseTuple(args, "Oy*y*y*y*L", &capsule, &off, &data, &freq, &space, &word_cap))
+        return NULL;
+    PyObject *result = NULL;
+    Scan s = {{0}, 0, {0}, {0}, 0};
+    Bytes out = {0};
+    int32_t *new_off = NULL, *removed = NULL;
+    int64_t *chars = NULL, *left = NULL, *words = NULL;
+    Tables *t = (Tables *)PyCapsule_GetPointer(capsule, "refinery.LineTables");
+    if (t == NULL) goto done;
+    if (off.len < 4 || off.len % 4 || freq.len % 8 || space.len != N_CODEPOINTS / 8) {
+        PyErr_SetString(PyExc_ValueError, "need int32 offsets, int64 hashes and a 0x110000-bit "
+                                          "space bitmap");
+        goto done;
+    }
+    size_t n = (size_t)off.len / 4 - 1;
+    const int32_t *o = (const int32_t *)off.buf;
+    const unsigned char *d = (const unsigned char *)data.buf;
+    for (size_t r = 0; r < n; r++) {
+        if (o[r] < 0 || o[r] > o[r + 1] || (Py_ssize_t)o[r + 1] > data.len) {
+            PyErr_SetString(PyExc_ValueError, "offsets out of order or past the data");
+            goto done;
+        }
+    }
+    const int64_t *fq = (const int64_t *)freq.buf;
+    size_t nf = (size_t)freq.len / 8;
+    new_off = malloc((n + 1) * sizeof(int32_t));
+    removed = calloc(n ? n : 1, sizeof(int32_t));
+    chars = calloc(n ? n : 1, sizeof(int64_t));
+    left = calloc(n ? n : 1, sizeof(int64_t));
+    words = calloc(n ? n : 1, sizeof(int64_t));
+    if (!new_off || !removed || !chars || !left || !words) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int rc = 0;
+    Py_BEGIN_ALLOW_THREADS /* the buffers are held until we return */
+    new_off[0] = 0;
+    for (size_t r = 0; r < n && rc == 0; r++) {
+        const unsigned char *p = d + o[r];
+        size_t len = (size_t)(o[r + 1] - o[r]), start = out.len, a = 0;
+        if (bytes_reserve(&out, len + 1) < 0) { rc = -1; break; }
+        for (;;) { /* each line p[a..b) */
+            const unsigned char *nl = memchr(p + a, '\n', len - a);
+            size_t b = nl ? (size_t)(nl - p) : len;
+            int64_t h = 0;
+            size_t cps = 0;
+            int ne = hash_utf8_line(t, &s, p + a, b - a, &h, &cps);
+            if (ne < 0) { rc = ne; break; }
+            if (ne == 1 && nf && in_sorted(fq, nf, h)) {
+                removed[r]++;
+                chars[r] += (int64_t)cps + 1;
+            } else {
+                memcpy(out.p + out.len, p + a, b - a);
+                out.len += b - a;
+                out.p[out.len++] = '\n';
+            }
+            if (nl == NULL) break;
+            a = b + 1;
+        }
+        if (rc) break;
+        if (removed[r] == 0) { /* uncut: the string as it was */
+            out.len = start;
+            memcpy(out.p + start, p, len);
+            out.len += len;
+        } else { /* drop the join's last '\n', then strip '\n' at both ends */
+            size_t lo = start, hi = out.len > start ? out.len - 1 : start;
+            while (lo < hi && out.p[lo] == '\n') lo++;
+            while (hi > lo && out.p[hi - 1] == '\n') hi--;
+            memmove(out.p + start, out.p + lo, hi - lo);
+            out.len = start + (hi - lo);
+        }
+        if (out.len > INT32_MAX) { rc = -3; break; }
+        new_off[r + 1] = (int32_t)out.len;
+        rc = measure_utf8(out.p + start, out.len - start, (const unsigned char *)space.buf,
+                          (int64_t)word_cap, &left[r], &words[r]);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc == -1) {
+        PyErr_NoMemory();
+    } else if (rc == -2) {
+        PyErr_SetString(PyExc_ValueError, "malformed UTF-8 in the text column");
+    } else if (rc == -3) {
+        PyErr_SetString(PyExc_OverflowError, "the cut text column exceeds 2 GiB");
+    } else {
+        result = Py_BuildValue("y#y#y#y#y#y#", (const char *)new_off, (Py_ssize_t)((n + 1) * 4),
+                               out.p ? (const char *)out.p : "", (Py_ssize_t)out.len,
+                               (const char *)removed, (Py_ssize_t)(n * 4),
+                               (const char *)chars, (Py_ssize_t)(n * 8),
+                               (const char *)left, (Py_ssize_t)(n * 8),
+                               (const char *)words, (Py_ssize_t)(n * 8));
+    }
+done:
+    free(s.line.p);
+    free(out.p);
+    free(new_off);
+    free(removed);
+    free(chars);
+    free(left);
+    free(words);
+    PyBuffer_Release(&off);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&freq);
+    PyBuffer_Release(&space);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"new", tables_new, METH_VARARGS, "new(map, expansions) -> tables capsule"},
     {"nonempty", nonempty, METH_VARARGS,
      "nonempty(tables, text) -> bytes: int64 hash of each line that normalises to something"},
     {"every", every, METH_VARARGS,
      "every(tables, text) -> (bytes, bytes): int64 hash per line (0 if empty), 1 if non-empty"},
+    {"cut", cut, METH_VARARGS,
+     "cut(tables, offsets, data, frequent, space, word_cap) -> the strings without their "
+     "frequent lines, and counts"},
     {NULL, NULL, 0, NULL},
 };
 

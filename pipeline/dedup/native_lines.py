@@ -5,16 +5,20 @@ It computes, for every line of a text, exactly what the Python reference
 magnitude faster. The Unicode rules are not compiled into the extension: :func:`line_tables`
 derives them here, once per process, from the running interpreter's ``str.casefold`` and the
 very regular expressions ``normalize_line`` uses, so both paths agree on every code point
-whatever Unicode version the interpreter carries. When the extension is not built,
+whatever Unicode version the interpreter carries. :func:`cut_lines` removes frequent lines
+from a whole Arrow text column in C (the apply side of ``dedup_lines_v1``). When the
+extension is not built,
 :func:`available` is ``False`` and :mod:`pipeline.dedup.lines` uses the Python reference.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline.dedup.text import _DIGIT, _LINE_PUNCT, _WS
 
@@ -32,6 +36,12 @@ _BLOCK = 256
 def available() -> bool:
     """Whether the extension ``pipeline.dedup._lines`` is built and importable."""
     return _lines is not None
+
+
+def can_cut() -> bool:
+    """Whether the built extension has :func:`cut_lines`'s kernel (a build older than it
+    does not; rebuild with ``make`` or ``setup.py build_ext --inplace``)."""
+    return _lines is not None and hasattr(_lines, "cut")
 
 
 def _mark(table: np.ndarray, chars: str, pattern: re.Pattern[str], value: int) -> None:
@@ -110,3 +120,54 @@ def every_line_hash(text: str) -> tuple[np.ndarray, np.ndarray]:
     """
     hashes, flags = _lines.every(_tables(), text)
     return np.frombuffer(hashes, dtype=np.int64), np.frombuffer(flags, dtype=bool)
+
+
+@lru_cache(maxsize=1)
+def space_bitmap() -> bytes:
+    """Return one bit per code point, set where ``str.isspace`` is true (what ``str.strip``
+    and ``str.split`` treat as whitespace), little-endian bit order within each byte."""
+    space = np.zeros(N_CODEPOINTS, dtype=bool)
+    _mark(space, _every_code_point(), _WS, True)  # re's \s on str is str.isspace
+    return np.packbits(space, bitorder="little").tobytes()
+
+
+@dataclass
+class LineCut:
+    """What cutting frequent lines did to each string of a text column.
+
+    ``text``: the column without the lines (strings with none cut are unchanged);
+    ``lines_removed`` (int32) and ``chars_removed`` (int64, a cut line's characters + 1) as
+    :func:`pipeline.dedup.lines.remove_lines` counts them; ``chars_left`` (int64,
+    ``len(text.strip())``) and ``words_left`` (int64, ``len(text.split())``, counted up to
+    the ``word_cap`` of :func:`cut_lines`) of the result.
+    """
+
+    text: pa.Array
+    lines_removed: np.ndarray
+    chars_removed: np.ndarray
+    chars_left: np.ndarray
+    words_left: np.ndarray
+
+
+def cut_lines(text: pa.Array, frequent: np.ndarray, word_cap: int = 2**62) -> LineCut:
+    """Cut from every string of ``text`` (an Arrow string array without nulls) the lines
+    whose hash is in ``frequent`` (sorted int64), in C over the Arrow buffers: the same
+    strings and counts as :func:`pipeline.dedup.lines.remove_lines` on each. Words left
+    are counted up to ``word_cap`` (exact below it; a small cap saves the scan).
+
+    Raises ValueError for nulls or malformed UTF-8 (the caller falls back to Python).
+    """
+    if text.null_count:
+        raise ValueError("the text column has nulls")
+    if text.type != pa.string():
+        text = text.cast(pa.string())
+    _, offsets, data = text.buffers()
+    off = np.frombuffer(offsets, dtype=np.int32)[text.offset:text.offset + len(text) + 1]
+    freq = np.ascontiguousarray(frequent, dtype=np.int64)
+    new_off, new_data, removed, chars, left, words = _lines.cut(
+        _tables(), off, data if data is not None else b"", freq, space_bitmap(), word_cap)
+    out = pa.Array.from_buffers(pa.string(), len(text),
+                                [None, pa.py_buffer(new_off), pa.py_buffer(new_data)])
+    return LineCut(out, np.frombuffer(removed, dtype=np.int32),
+                   np.frombuffer(chars, dtype=np.int64), np.frombuffer(left, dtype=np.int64),
+                   np.frombuffer(words, dtype=np.int64))

@@ -43,6 +43,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from pipeline.core.config import (
     JobConfig,
     OutputFolderError,
@@ -59,12 +61,25 @@ from pipeline.core.step import (
     StepStats,
     UndeclaredMetadataError,
 )
+from pipeline.core.table_step import TableStep
 from pipeline.execution import faults
+from pipeline.execution.columnar import (
+    apply_table_chunk,
+    stage_tables,
+    table_step_of,
+    write_table_part,
+)
 from pipeline.execution.executor import Executor, make_executor
 from pipeline.execution.inspect import SAMPLES_DIR, write_samples_parquet
 from pipeline.io.atomic import atomic_write_json, remove_stale_temps, temp_path
 from pipeline.io.readers import ReadOptions, detect_format, plan_splits, read_shard
-from pipeline.io.writer import write_documents_parquet, write_removed_parquet
+from pipeline.io.writer import (
+    documents_from_table,
+    documents_schema,
+    documents_to_table,
+    write_documents_parquet,
+    write_removed_parquet,
+)
 
 log = logging.getLogger("pipeline.execution.runner")
 
@@ -323,6 +338,35 @@ def run_chunk_safely(
     return survivors
 
 
+def _apply_table_safely(step: TableStep, table: pa.Table, ctx: StepContext, schema: pa.Schema,
+                        removed: list[tuple[Document, str, str]]) -> pa.Table:
+    """Run a one-step stage's chunk on the columnar path; return the kept rows.
+
+    If the step raises, the chunk is redone on the document path
+    (:func:`run_chunk_safely`, which skips and counts a document that raises) from the
+    counters, samples and removed documents it had before.
+    """
+    saved = ctx.stats.to_dict()
+    n_samples = len(ctx.samples) if ctx.samples is not None else 0
+    sampled = ctx._sampled.copy()
+    n_removed = len(removed)
+    try:
+        return apply_table_chunk(step, table, ctx, ctx.removed)
+    except UndeclaredMetadataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the document path decides what one bad row costs
+        log.warning("%s raised on a table (%r); redoing the chunk on documents",
+                    getattr(step, "name", step), e)
+    ctx.stats = StepStats.from_dict(saved)
+    if ctx.samples is not None:
+        del ctx.samples[n_samples:]
+    ctx._sampled = sampled
+    del removed[n_removed:]
+    assert isinstance(step, Step)
+    survivors = run_chunk_safely(documents_from_table(table), [step], [ctx], removed)
+    return documents_to_table(survivors, schema)
+
+
 def _progress_path(out: Path, stage: int, shard_id: str) -> Path:
     return out / "_progress" / f"stage-{stage}" / f"{shard_id}.json"
 
@@ -377,40 +421,60 @@ def process_unit(
                     sink, shard_id, samples)
         for i in range(len(steps))
     ]
+    # samples taken by earlier attempts count toward the per-shard cap, as in one run
+    for ctx, sampled in zip(ctxs, progress.get("sampled") or [], strict=False):
+        ctx._sampled.update(sampled)
     read_stats = StepStats.from_dict(progress["read"]) if progress["read"] else StepStats()
-
-    if stage == 0:
-        assert isinstance(unit, InputShard)
-        scratch = StepStats()
-        source: Iterator[Document] = unit.documents(job.read, scratch)
-    else:
-        assert isinstance(unit, StageShard)
-        scratch = StepStats()
-        source = unit.documents()
-    # Skip what earlier attempts finished; the reader counted those already.
-    skipped = sum(1 for _ in islice(source, progress["records_done"]))
-    if skipped != progress["records_done"]:
-        raise RuntimeError(
-            f"{shard_id}: input now has {skipped} documents, fewer than the "
-            f"{progress['records_done']} already processed; the input changed since the last run"
-        )
-    base_read = scratch.to_dict()
 
     data_dir = out / ("data" if final else f"_stages/stage-{stage + 1}")
     chunk_size = job.write.checkpoint_docs
     compression = None if job.write.compression == "none" else job.write.compression
+    schema = documents_schema(fields)
+    scratch = StepStats()
+    table_step = table_step_of(steps, unit, schema) if stage > 0 else None
+    chunks: Iterator[list[Document]] | Iterator[pa.Table]
+    if table_step is not None:  # columnar: Arrow tables in and out, same bytes written
+        assert isinstance(unit, StageShard)
+        chunks = stage_tables(unit.files, shard_id, chunk_size, progress["records_done"])
+    else:
+        if stage == 0:
+            assert isinstance(unit, InputShard)
+            source: Iterator[Document] = unit.documents(job.read, scratch)
+        else:
+            assert isinstance(unit, StageShard)
+            source = unit.documents()
+        # Skip what earlier attempts finished; the reader counted those already.
+        skipped = sum(1 for _ in islice(source, progress["records_done"]))
+        if skipped != progress["records_done"]:
+            raise RuntimeError(
+                f"{shard_id}: input now has {skipped} documents, fewer than the "
+                f"{progress['records_done']} already processed; the input changed since the "
+                "last run"
+            )
+        chunks = iter(lambda: list(islice(source, chunk_size)), [])
+    base_read = scratch.to_dict()
+
     while True:
         t0 = time.perf_counter()
-        chunk = list(islice(source, chunk_size))
+        chunk = next(chunks, None)
         read_seconds = time.perf_counter() - t0
-        if not chunk:
+        if chunk is None:
             break
-        survivors = run_chunk_safely(chunk, steps, ctxs, removed)
         part = progress["parts"]
         name = f"{shard_id}-{part:05d}.parquet"
-        if survivors:
-            write_documents_parquet(survivors, data_dir / name, fields, compression or "none")
-            progress["files"].append(str(data_dir / name))
+        if isinstance(chunk, pa.Table):
+            assert table_step is not None
+            kept = _apply_table_safely(table_step, chunk, ctxs[0], schema, removed)
+            if kept.num_rows:
+                write_table_part(kept, data_dir / name, schema, compression or "none")
+                progress["files"].append(str(data_dir / name))
+            n_in = chunk.num_rows
+        else:
+            survivors = run_chunk_safely(chunk, steps, ctxs, removed)
+            if survivors:
+                write_documents_parquet(survivors, data_dir / name, fields, compression or "none")
+                progress["files"].append(str(data_dir / name))
+            n_in = len(chunk)
         if removed:
             write_removed_parquet(removed, out / "removed" / f"stage-{stage}" / name,
                                   compression or "none")
@@ -418,13 +482,14 @@ def process_unit(
         if samples:
             write_samples_parquet(samples, out / SAMPLES_DIR / f"stage-{stage}" / name)
             samples.clear()
-        progress["records_done"] += len(chunk)
+        progress["records_done"] += n_in
         progress["parts"] += 1
         read_stats.merge(_delta(scratch.to_dict(), base_read))
         read_stats.seconds += read_seconds
         base_read = scratch.to_dict()
         progress["read"] = read_stats.to_dict()
         progress["steps"] = [c.stats.to_dict() for c in ctxs]
+        progress["sampled"] = [dict(c._sampled) for c in ctxs]
         faults.checkpoint(f"stage-{stage}", part)  # the part is written, not yet recorded
         atomic_write_json(progress, ppath)
     read_stats.merge(_delta(scratch.to_dict(), base_read))

@@ -99,18 +99,26 @@ def write_removed_parquet(
     return len(removed)
 
 
+def documents_from_table(table: pa.Table | pa.RecordBatch) -> list[Document]:
+    """Return the rows of a table with the writer's columns as documents: metadata columns
+    go into ``metadata`` (null ones left out), a missing media type is ``text/plain`` and a
+    missing source ``""``."""
+    meta_names = [n for n in table.schema.names if n not in BASE_FIELDS]
+    return [
+        Document(
+            id=row["id"],
+            text=row["text"],
+            url=row.get("url"),
+            media_type=row.get("media_type") or "text/plain",
+            source=row.get("source") or "",
+            metadata={k: row[k] for k in meta_names if row[k] is not None},
+        )
+        for row in table.to_pylist()
+    ]
+
+
 def read_documents_parquet(path: str | os.PathLike, batch_size: int = 1024) -> Iterator[Document]:
     """Yield documents from a file written by :func:`write_documents_parquet`."""
     pf = pq.ParquetFile(path)
-    meta_names = [n for n in pf.schema_arrow.names if n not in BASE_FIELDS]
     for batch in pf.iter_batches(batch_size=batch_size):
-        rows = batch.to_pylist()
-        for row in rows:
-            yield Document(
-                id=row["id"],
-                text=row["text"],
-                url=row.get("url"),
-                media_type=row.get("media_type") or "text/plain",
-                source=row.get("source") or "",
-                metadata={k: row[k] for k in meta_names if row[k] is not None},
-            )
+        yield from documents_from_table(batch)

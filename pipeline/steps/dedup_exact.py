@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pyarrow as pa
 from pydantic import Field
 
 from pipeline.core.document import Document
 from pipeline.core.step import GlobalStep, Rejection, StageShard, StepContext, StepOptions
+from pipeline.core.table_step import TableResult, TableStep
 from pipeline.dedup.phases.memory import DEFAULT_TASK_MEMORY_GB, TASK_MEMORY_HELP
 
 if TYPE_CHECKING:
@@ -28,7 +31,7 @@ class ExactDedupOptions(StepOptions):
     task_memory_gb: float = Field(DEFAULT_TASK_MEMORY_GB, gt=0, description=TASK_MEMORY_HELP)
 
 
-class ExactDedup(GlobalStep):
+class ExactDedup(TableStep, GlobalStep):
     """Exact document deduplication across all shards (keeps the first copy)."""
 
     name = "dedup_exact_v1"
@@ -54,6 +57,11 @@ class ExactDedup(GlobalStep):
 
         self._decisions = load_exact(workdir, shard_id)
 
+    def _rejection(self, keeper: int) -> Rejection:
+        # the kept copy as "shard index:position" in the stage's order
+        return Rejection("exact_duplicate", f"{keeper >> 32}:{keeper & 0xFFFFFFFF}", None,
+                         "copy of", "normalised text identical to the kept document")
+
     def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
         """Yield the first copy of each document; drop the others."""
         if self._decisions is None:
@@ -63,7 +71,13 @@ class ExactDedup(GlobalStep):
             if keeper is None:
                 yield doc
             else:
-                # the kept copy as "shard index:position" in the stage's order
-                ctx.drop(doc, self.name, Rejection(
-                    "exact_duplicate", f"{keeper >> 32}:{keeper & 0xFFFFFFFF}", None,
-                    "copy of", "normalised text identical to the kept document"))
+                ctx.drop(doc, self.name, self._rejection(keeper))
+
+    def apply_table(self, table: pa.Table, ctx: StepContext) -> TableResult:
+        """:meth:`run` on a table: the rows of later copies are dropped."""
+        if self._decisions is None:
+            raise RuntimeError(f"{self.name}: load() must be called before apply_table()")
+        keepers = [self._decisions.get(i) for i in table.column("id").to_pylist()]
+        rows = [i for i, k in enumerate(keepers) if k is not None]
+        return TableResult(table, np.array(rows, dtype=np.int64),
+                           [self._rejection(keepers[i]) for i in rows])

@@ -20,11 +20,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
 from pipeline.core.document import Document
 from pipeline.core.step import GlobalStep, Rejection, StageShard, StepContext, StepOptions
+from pipeline.core.table_step import TableResult, TableStep, set_column
 from pipeline.dedup.phases.memory import DEFAULT_TASK_MEMORY_GB, TASK_MEMORY_HELP
 
 if TYPE_CHECKING:
@@ -64,7 +66,7 @@ class MinHashDedupOptions(StepOptions):
         return self
 
 
-class MinHashDedup(GlobalStep):
+class MinHashDedup(TableStep, GlobalStep):
     """Near-duplicate removal with MinHash-LSH, one survivor per cluster."""
 
     name = "dedup_minhash_v1"
@@ -128,8 +130,25 @@ class MinHashDedup(GlobalStep):
                     ctx.stats.counters["clusters"] += 1
                 yield doc
             else:
-                # a member can reach its survivor through other members, so its own
-                # similarity to the survivor may be below the threshold: no comparison shown
-                ctx.drop(doc, self.name, Rejection(
-                    "near_duplicate", round(similarity, 4), None, "",
-                    f"in a cluster of {size}; {self._kind} to the kept document"))
+                ctx.drop(doc, self.name, self._rejection(size, similarity))
+
+    def _rejection(self, size: int, similarity: float) -> Rejection:
+        # a member can reach its survivor through other members, so its own
+        # similarity to the survivor may be below the threshold: no comparison shown
+        return Rejection("near_duplicate", round(similarity, 4), None, "",
+                         f"in a cluster of {size}; {self._kind} to the kept document")
+
+    def apply_table(self, table: pa.Table, ctx: StepContext) -> TableResult:
+        """:meth:`run` on a table: every row gets its cluster columns; the rows that are
+        not their cluster's first document are dropped."""
+        if self._decisions is None:
+            raise RuntimeError(f"{self.name}: load() must be called before apply_table()")
+        decisions = [self._decisions.get(i) for i in table.column("id").to_pylist()]
+        rows = [i for i, (cluster, _, ref, _) in enumerate(decisions) if cluster != ref]
+        clusters = sum(1 for cluster, size, ref, _ in decisions if cluster == ref and size > 1)
+        if clusters:
+            ctx.stats.counters["clusters"] += clusters
+        table = set_column(table, "minhash_cluster", [d[0] for d in decisions])
+        table = set_column(table, "minhash_cluster_size", [d[1] for d in decisions])
+        return TableResult(table, np.array(rows, dtype=np.int64),
+                           [self._rejection(decisions[i][1], decisions[i][3]) for i in rows])
