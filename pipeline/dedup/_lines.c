@@ -24,6 +24,9 @@
  *                                                      normalise to nothing, in order
  *   every(capsule, text: str) -> (bytes, bytes)       int64 hash per line (0 where empty)
  *                                                      and one byte per line: 1 if non-empty
+ *   column(capsule, offsets, data) -> bytes          nonempty() of every string of an Arrow
+ *                                                      string column (int32 offsets, UTF-8
+ *                                                      data), concatenated (the counting side)
  *   cut(capsule, offsets, data, frequent, space, cap) an Arrow string column (int32 offsets,
  *                                                      UTF-8 data) without the lines whose hash
  *                                                      is in frequent (sorted int64), and per
@@ -588,12 +591,72 @@ done:
     return result;
 }
 
+/* column(tables, offsets int32[n+1], data) -> bytes: the int64 hash of every line (split on
+ * '\n') of every string of an Arrow string column that normalises to something, in order:
+ * what nonempty() gives for each string, concatenated (the counting phase's input). */
+static PyObject *column(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    Py_buffer off, data;
+    if (!PyArg_ParseTuple(args, "Oy*y*", &capsule, &off, &data)) return NULL;
+    PyObject *result = NULL;
+    Scan s = {{0}, 0, {0}, {0}, 0};
+    Tables *t = (Tables *)PyCapsule_GetPointer(capsule, "refinery.LineTables");
+    if (t == NULL) goto done;
+    if (off.len < 4 || off.len % 4) {
+        PyErr_SetString(PyExc_ValueError, "need int32 offsets");
+        goto done;
+    }
+    size_t n = (size_t)off.len / 4 - 1;
+    const int32_t *o = (const int32_t *)off.buf;
+    const unsigned char *d = (const unsigned char *)data.buf;
+    for (size_t r = 0; r < n; r++) {
+        if (o[r] < 0 || o[r] > o[r + 1] || (Py_ssize_t)o[r + 1] > data.len) {
+            PyErr_SetString(PyExc_ValueError, "offsets out of order or past the data");
+            goto done;
+        }
+    }
+    int rc = 0;
+    Py_BEGIN_ALLOW_THREADS /* the buffers are held until we return */
+    for (size_t r = 0; r < n && rc == 0; r++) {
+        const unsigned char *p = d + o[r];
+        size_t len = (size_t)(o[r + 1] - o[r]), a = 0;
+        for (;;) { /* each line p[a..b) */
+            const unsigned char *nl = memchr(p + a, '\n', len - a);
+            size_t b = nl ? (size_t)(nl - p) : len;
+            int64_t h = 0;
+            size_t cps = 0;
+            int ne = hash_utf8_line(t, &s, p + a, b - a, &h, &cps);
+            if (ne < 0) { rc = ne; break; }
+            if (ne == 1) {
+                if (bytes_reserve(&s.hashes, 8) < 0) { rc = -1; break; }
+                memcpy(s.hashes.p + s.hashes.len, &h, 8);
+                s.hashes.len += 8;
+            }
+            if (nl == NULL) break;
+            a = b + 1;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (rc == -1) PyErr_NoMemory();
+    else if (rc == -2) PyErr_SetString(PyExc_ValueError, "malformed UTF-8 in the text column");
+    else result = PyBytes_FromStringAndSize(s.hashes.p ? (const char *)s.hashes.p : "",
+                                            (Py_ssize_t)s.hashes.len);
+done:
+    free(s.line.p);
+    free(s.hashes.p);
+    PyBuffer_Release(&off);
+    PyBuffer_Release(&data);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"new", tables_new, METH_VARARGS, "new(map, expansions) -> tables capsule"},
     {"nonempty", nonempty, METH_VARARGS,
      "nonempty(tables, text) -> bytes: int64 hash of each line that normalises to something"},
     {"every", every, METH_VARARGS,
      "every(tables, text) -> (bytes, bytes): int64 hash per line (0 if empty), 1 if non-empty"},
+    {"column", column, METH_VARARGS,
+     "column(tables, offsets, data) -> bytes: int64 hash of each non-empty line of each string"},
     {"cut", cut, METH_VARARGS,
      "cut(tables, offsets, data, frequent, space, word_cap) -> the strings without their "
      "frequent lines, and counts"},

@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline.dedup import native_lines
 from pipeline.dedup.text import line_hash, normalize_line
@@ -47,6 +48,20 @@ def nonempty_line_hashes(text: str) -> np.ndarray:
     if native_lines.available():
         return native_lines.nonempty_line_hashes(text)
     return np.fromiter((h for h in reference_line_hashes(text) if h is not None), dtype=np.int64)
+
+
+def column_line_hashes(texts: pa.Array) -> np.ndarray:
+    """Return :func:`nonempty_line_hashes` of every string of an Arrow string column,
+    concatenated: natively over the column's buffers when the extension has that kernel,
+    else (or for malformed UTF-8, which Python then refuses as reading a Document would)
+    string by string."""
+    if native_lines.can_hash_columns():
+        try:
+            return native_lines.column_line_hashes(texts)
+        except ValueError:
+            pass
+    parts = [nonempty_line_hashes(t) for t in texts.to_pylist()]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def count_line_hashes(texts: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:

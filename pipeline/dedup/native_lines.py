@@ -113,6 +113,30 @@ def nonempty_line_hashes(text: str) -> np.ndarray:
     return np.frombuffer(_lines.nonempty(_tables(), text), dtype=np.int64)
 
 
+def can_hash_columns() -> bool:
+    """Whether the built extension has :func:`column_line_hashes`'s kernel."""
+    return _lines is not None and hasattr(_lines, "column")
+
+
+def column_line_hashes(text: pa.Array) -> np.ndarray:
+    """Return :func:`nonempty_line_hashes` of every string of ``text`` (an Arrow string
+    array without nulls), concatenated, computed in C over the Arrow buffers (no Python
+    string per document).
+
+    Raises ValueError for nulls or malformed UTF-8 (the caller falls back to Python).
+    """
+    if text.null_count:
+        raise ValueError("the text column has nulls")
+    if len(text) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if text.type != pa.string():
+        text = text.cast(pa.string())
+    _, offsets, data = text.buffers()
+    off = np.frombuffer(offsets, dtype=np.int32)[text.offset:text.offset + len(text) + 1]
+    return np.frombuffer(_lines.column(_tables(), off, data if data is not None else b""),
+                         dtype=np.int64)
+
+
 def every_line_hash(text: str) -> tuple[np.ndarray, np.ndarray]:
     """Return (int64 hash per line of ``text``, bool per line: it normalises to something).
 

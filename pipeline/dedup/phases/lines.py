@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.step import StageShard
-from pipeline.dedup.lines import nonempty_line_hashes
+from pipeline.dedup.lines import column_line_hashes
 from pipeline.dedup.phases.memory import DEFAULT_TASK_MEMORY_GB, cap_bytes, rows_per_task
 from pipeline.dedup.phases.shuffle import (
     SHIFT,
@@ -57,15 +57,15 @@ class LinesConfig:
 def _rows(shard: StageShard, s: int, config: LinesConfig) -> tuple[Columns, list[str], dict]:
     """One shard's distinct normalised-line hashes with their counts.
 
-    Reads only the text column (no Document or metadata per row); the line hasher takes
-    each text as a Python string.
+    Reads only the text column and hashes its lines from the Arrow buffers
+    (:func:`column_line_hashes`): no Document, metadata or Python string per row.
     """
     parts: list[np.ndarray] = []
     n = 0
-    for batch in shard.text_batches(("text",), batch_size=256):  # strings still in cache when hashed
-        texts = batch.column("text").to_pylist()
+    for batch in shard.text_batches(("text",), batch_size=1024):
+        texts = batch.column("text")
         n += len(texts)
-        parts.extend(map(nonempty_line_hashes, texts))
+        parts.append(column_line_hashes(texts))
     allh = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     uniq, counts = np.unique(allh, return_counts=True)
     cols = {"hash": uniq, "count": counts.astype(np.int64),

@@ -170,3 +170,30 @@ def test_bad_tables_are_refused() -> None:
         _lines.new(bytes(bad), expansions)
     with pytest.raises(TypeError):
         _lines.nonempty(_lines.new(table, expansions), b"bytes are not text")
+
+
+def test_column_hashes_equal_per_string_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``column_line_hashes`` (C over an Arrow column's buffers, the counting phase's input)
+    equals ``nonempty_line_hashes`` of each string, concatenated: on the adversarial lines,
+    every code point, a sliced array, an empty one and through the Python fallback."""
+    import pyarrow as pa
+
+    assert native_lines.can_hash_columns()
+    arrow_safe = [t for t in ADVERSARIAL if not any(0xD800 <= ord(c) < 0xE000 for c in t)]
+    chars = "".join(chr(cp) for cp in range(0x110000) if not 0xD800 <= cp < 0xE000)
+    texts = arrow_safe + ["\n".join(arrow_safe), "\r\n".join(arrow_safe), "\n\n", ""]
+    texts += [chars[i:i + 4096] for i in range(0, len(chars), 4096)]
+    column = pa.array(texts)
+
+    def expected(ts: list[str]) -> list[int]:
+        return [h for t in ts for h in reference_line_hashes(t) if h is not None]
+
+    assert lines.column_line_hashes(column).tolist() == expected(texts)
+    assert lines.column_line_hashes(column.slice(5, 20)).tolist() == expected(texts[5:25])
+    assert lines.column_line_hashes(pa.array([], pa.string())).tolist() == []
+    bad = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(b"\0\0\0\0\2\0\0\0"),
+                                                 pa.py_buffer(b"\xff\xfe")])
+    with pytest.raises(UnicodeDecodeError):  # refused as reading the Document would be
+        lines.column_line_hashes(bad)
+    monkeypatch.setattr(native_lines, "can_hash_columns", lambda: False)
+    assert lines.column_line_hashes(column).tolist() == expected(texts)
