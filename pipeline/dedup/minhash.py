@@ -11,7 +11,11 @@ on 300 Wikipedia pairs x 5 seeds both give the theoretical error of k-permutatio
 Signatures come from the C extension ``pipeline.dedup._minhash`` when it is built (word
 splitting, shingle hashing and the permutation minimum in one pass per document, see
 ``_minhash.c``), else from the numpy path, which stays the reference: both give the same
-signatures bit for bit (tests/pipeline/dedup/test_minhash_native.py). The numpy path
+signatures bit for bit (tests/pipeline/dedup/test_minhash_native.py). The kernel also takes an Arrow string
+column as its UTF-8 buffer and offsets (:meth:`MinHasher.signatures_arrow`,
+:meth:`MinHasher.shingle_sets_arrow`), so the dedup phases hash stage text without a
+Python ``str`` per document, and counts the intersections of sorted shingle sets for
+exact Jaccard over many pairs at once (:func:`ragged_jaccard`). The numpy path
 computes a whole batch at once: per chunk of shingles a ``(num_perm, n_shingles)`` uint32
 matrix is one broadcast multiply, and ``np.minimum.reduceat`` over each document's columns
 gives the minima.
@@ -27,6 +31,8 @@ from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.dedup.components import connected_components
 from pipeline.dedup.text import U64, ShingleHasher, jaccard, mix64
@@ -187,6 +193,33 @@ class MinHasher:
         return (np.frombuffer(sig, dtype=np.uint32).reshape(len(texts), self.num_perm),
                 np.frombuffer(counts, dtype=np.int64))
 
+    def signatures_arrow(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (signatures, shingle count per text) of an Arrow string column.
+
+        The C kernel reads the column's UTF-8 buffer directly (no Python ``str`` per text);
+        the numpy path decodes the texts. A null counts as an empty text.
+        """
+        if not self.native:
+            return self.signatures_batched(_arrow_texts(texts))
+        data, offsets = utf8_buffers(texts)
+        sig, counts = _minhash.signatures_utf8(data, offsets, self.a, self.shingler.weights)
+        return (np.frombuffer(sig, dtype=np.uint32).reshape(len(offsets) - 1, self.num_perm),
+                np.frombuffer(counts, dtype=np.int64))
+
+    def shingle_sets_arrow(self, texts: pa.Array | pa.ChunkedArray) -> Ragged:
+        """Return each text's sorted distinct shingle hashes (exact-Jaccard payloads) as
+        ragged rows ``(values, offsets)``: text ``i``'s are ``values[offsets[i]:offsets[i+1]]``.
+        The same hashes as :meth:`ShingleHasher.shingle_sets`, from the C kernel when built.
+        """
+        if not self.native:
+            sets = [s for batch in iter_batches(_arrow_texts(texts))
+                    for s in self.shingler.shingle_sets(batch)]
+            return ragged(sets, U64)
+        data, offsets = utf8_buffers(texts)
+        values, counts = _minhash.shingle_sets_utf8(data, offsets, self.shingler.weights)
+        return np.frombuffer(values, dtype=U64), counts_to_offsets(
+            np.frombuffer(counts, dtype=np.int64))
+
     def signatures_batched(
         self, texts: Sequence[str], batch_bytes: int = 1 << 20
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -207,6 +240,92 @@ class MinHasher:
         if not sigs:
             return np.zeros((0, self.num_perm), dtype=np.uint32), np.zeros(0, dtype=np.int64)
         return np.concatenate(sigs), np.concatenate(counts)
+
+
+#: Ragged rows: ``(values, offsets)``, row ``i`` is ``values[offsets[i]:offsets[i + 1]]``.
+Ragged = tuple[np.ndarray, np.ndarray]
+
+
+def counts_to_offsets(counts: np.ndarray) -> np.ndarray:
+    """Return the ``len(counts) + 1`` int64 offsets of rows of ``counts`` values each."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
+def ragged(rows: Sequence[np.ndarray], dtype: type) -> Ragged:
+    """Return a list of 1-D arrays as ragged rows of ``dtype``."""
+    offsets = counts_to_offsets(np.fromiter((len(r) for r in rows), np.int64, len(rows)))
+    values = np.concatenate(rows).astype(dtype, copy=False) if rows else np.zeros(0, dtype)
+    return values, offsets
+
+
+def concat_ragged(parts: Sequence[Ragged], dtype: type) -> Ragged:
+    """Return the rows of every part in order as one ragged array of ``dtype``."""
+    if not parts:
+        return np.zeros(0, dtype), np.zeros(1, dtype=np.int64)
+    values = np.concatenate([v for v, _ in parts]).astype(dtype, copy=False)
+    shift = np.cumsum([0] + [o[-1] for _, o in parts[:-1]])
+    offsets = np.concatenate([[0]] + [o[1:] + d for (_, o), d in zip(parts, shift, strict=True)])
+    return values, offsets.astype(np.int64)
+
+
+def take_rows(rows: Ragged, idx: np.ndarray) -> Ragged:
+    """Return rows ``idx`` (any order, repeats allowed) of ragged ``rows``, whole-array."""
+    values, offsets = rows
+    starts = offsets[idx]
+    lengths = offsets[idx + 1] - starts
+    out = counts_to_offsets(lengths)
+    # position j of output row k reads values[starts[k] + j]
+    src = np.repeat(starts - out[:-1], lengths) + np.arange(out[-1], dtype=np.int64)
+    return values[src], out
+
+
+def ragged_jaccard(a: Ragged, b: Ragged) -> np.ndarray:
+    """Return the Jaccard similarity of row ``i`` of ``a`` and row ``i`` of ``b`` for every
+    ``i`` (sorted distinct uint64 rows; 1.0 when both are empty), as :func:`jaccard` gives
+    it, float for float. The intersections are counted by the C kernel when it is built."""
+    (av, ao), (bv, bo) = a, b
+    n = len(ao) - 1
+    if _minhash is not None:
+        inter = np.frombuffer(_minhash.intersections(
+            np.ascontiguousarray(av, dtype=U64), np.ascontiguousarray(ao, dtype=np.int64),
+            np.ascontiguousarray(bv, dtype=U64), np.ascontiguousarray(bo, dtype=np.int64)),
+            dtype=np.int64)
+    else:
+        inter = np.fromiter((len(np.intersect1d(av[ao[i]:ao[i + 1]], bv[bo[i]:bo[i + 1]],
+                                                assume_unique=True)) for i in range(n)),
+                            np.int64, n)
+    union = np.diff(ao) + np.diff(bo) - inter
+    out = np.ones(n, dtype=np.float64)
+    np.divide(inter, union, out=out, where=union > 0)
+    return out
+
+
+def utf8_buffers(texts: pa.Array | pa.ChunkedArray) -> tuple[pa.Buffer | bytes, np.ndarray]:
+    """Return an Arrow string column's UTF-8 data buffer and its ``len + 1`` int64 offsets
+    into it (nulls as empty texts); no copy of the text bytes."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
+    if pa.types.is_string(texts.type):
+        width = np.int32
+    elif pa.types.is_large_string(texts.type):
+        width = np.int64
+    else:
+        raise TypeError(f"expected an Arrow string column, got {texts.type}")
+    if texts.null_count:
+        texts = pc.fill_null(texts, "")
+    n = len(texts)
+    _, off, data = texts.buffers()
+    if off is None:  # a zero-length array may have no buffers
+        return b"", np.zeros(1, dtype=np.int64)
+    offsets = np.frombuffer(off, dtype=width, count=n + 1, offset=texts.offset * width().itemsize)
+    return (data if data is not None else b""), offsets.astype(np.int64)
+
+
+def _arrow_texts(texts: pa.Array | pa.ChunkedArray) -> list[str]:
+    """An Arrow string column as a list of str (nulls as empty texts)."""
+    return ["" if t is None else t for t in texts.to_pylist()]
 
 
 def batch_bounds(texts: Sequence[str], batch_bytes: int = 1 << 20) -> Iterator[tuple[int, int]]:

@@ -147,3 +147,126 @@ def test_bad_input_is_refused_with_a_clear_error() -> None:
 
     with pytest.raises(ValueError, match="num_perm"):
         _minhash.signatures(["x"], b"", np.ones(5, np.uint64))
+
+
+# ------------------------------------------------ Arrow input: the UTF-8 buffer, no str per text
+
+
+def _valid(texts: list[str]) -> list[str]:
+    """The texts an Arrow string column can hold (UTF-8: no lone surrogates)."""
+    out = []
+    for t in texts:
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            continue
+        out.append(t)
+    return out
+
+
+def test_arrow_signatures_equal_the_str_kernel(webmix_payloads: list[str],
+                                               tatoeba: list[str]) -> None:
+    import pyarrow as pa
+
+    texts = _valid(webmix_payloads + tatoeba + EDGE_CASES)
+    assert len(texts) > 900
+    mh = MinHasher(120, native=True)
+    ref, ref_counts = MinHasher(120, native=False).signatures_batched(texts)
+    for arr in (pa.array(texts), pa.array(texts, pa.large_string()),
+                pa.chunked_array([texts[:300], texts[300:]])):
+        sig, counts = mh.signatures_arrow(arr)
+        np.testing.assert_array_equal(sig, ref)
+        np.testing.assert_array_equal(counts, ref_counts)
+    # a slice reads its own rows of the shared buffers; a null is an empty text
+    sig, _ = mh.signatures_arrow(pa.array(texts).slice(17, 40))
+    np.testing.assert_array_equal(sig, ref[17:57])
+    sig, counts = mh.signatures_arrow(pa.array([texts[0], None, ""]))
+    np.testing.assert_array_equal(sig[0], ref[0])
+    assert counts[1] == counts[2] == 0 and (sig[1] == minhash.EMPTY).all()
+    assert mh.signatures_arrow(pa.array([], pa.string()))[0].shape == (0, 120)
+
+
+def test_arrow_shingle_sets_equal_the_numpy_sets(webmix_payloads: list[str]) -> None:
+    import pyarrow as pa
+
+    texts = _valid(webmix_payloads[:300] + EDGE_CASES)
+    values, offsets = MinHasher(native=True).shingle_sets_arrow(pa.array(texts))
+    sets = MinHasher(native=False).shingler.shingle_sets(texts)
+    assert len(offsets) == len(texts) + 1 and values.dtype == np.uint64
+    for i, want in enumerate(sets):
+        np.testing.assert_array_equal(values[offsets[i] : offsets[i + 1]], want)
+    assert offsets[-1] > 100_000
+
+
+class _Bytes(str):
+    """A str whose UTF-8 encoding is given bytes: feeds invalid UTF-8 to the numpy path."""
+
+    def __new__(cls, raw: bytes) -> _Bytes:
+        obj = super().__new__(cls, "x")
+        obj.raw = raw
+        return obj
+
+    def encode(self, *args: object) -> bytes:
+        return self.raw
+
+
+def test_utf8_words_follow_the_numpy_byte_rule_on_invalid_utf8() -> None:
+    import pyarrow as pa
+
+    # overlapping and truncated separator sequences, stray continuation bytes, ASCII inside
+    # a sequence; each is followed by a word so no sequence is cut by the end of the text
+    raws = [b"ab \xe2\x80\xc2\xa0 cd ef gh ij", b"w\xe3\x80Ax y z q r s", b"k\xc2\xff m n o p q",
+            b"\x80\x80 \xbf word two three four", b"\xe2\x80 z1 z2 z3 z4 z5",
+            b"a\xc2\xc2\xa0b c d e f", b"caf\xc3\xa9 \xf0\x9f\x98\x80 mixed valid ones"]
+    data = b"".join(raws)
+    offsets = np.cumsum([0] + [len(r) for r in raws]).astype(np.int64)
+    mh = MinHasher(64, 3, native=True)
+    from pipeline.dedup import _minhash
+
+    sig, counts = _minhash.signatures_utf8(data, offsets, mh.a, mh.shingler.weights)
+    ref, ref_counts = MinHasher(64, 3, native=False).signatures_batched(
+        [_Bytes(r) for r in raws])
+    np.testing.assert_array_equal(np.frombuffer(counts, np.int64), ref_counts)
+    np.testing.assert_array_equal(np.frombuffer(sig, np.uint32).reshape(ref.shape), ref)
+    # the same bytes through an Arrow column (unchecked UTF-8, as a Parquet reader may give)
+    arr = pa.Array.from_buffers(pa.string(), len(raws), [None, pa.py_buffer(
+        offsets.astype(np.int32).tobytes()), pa.py_buffer(data)])
+    np.testing.assert_array_equal(mh.signatures_arrow(arr)[0], ref)
+
+
+def test_arrow_input_is_checked() -> None:
+    import pyarrow as pa
+
+    from pipeline.dedup import _minhash
+
+    mh = MinHasher(native=True)
+    with pytest.raises(TypeError, match="Arrow string column"):
+        mh.signatures_arrow(pa.array([1, 2]))
+    for offsets in ([0, 5, 3], [0, 99], [-1, 2]):
+        with pytest.raises(ValueError, match=r"offsets\[\d\] = -?\d+"):
+            _minhash.signatures_utf8(b"hello", np.array(offsets, np.int64), mh.a,
+                                     mh.shingler.weights)
+    with pytest.raises(ValueError, match="a has 2 rows and b 1"):
+        z = np.zeros(3, np.uint64)
+        _minhash.intersections(z, np.array([0, 1, 3]), z, np.array([0, 3]))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_ragged_jaccard_equals_jaccard(webmix_payloads: list[str], native: bool,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.dedup.text import jaccard
+
+    texts = webmix_payloads[:200] + ["", "", "one two three four five six"]
+    sets = MinHasher(native=False).shingler.shingle_sets(texts)
+    rows = minhash.ragged(sets, np.uint64)
+    rng = np.random.default_rng(3)
+    ia = rng.integers(0, len(texts), 600)
+    ib = np.where(rng.random(600) < 0.2, ia, rng.integers(0, len(texts), 600))
+    ia[:3], ib[:3] = [200, 200, 202], [201, 202, 202]  # both empty; one empty; the same
+    if not native:
+        monkeypatch.setattr(minhash, "_minhash", None)
+    got = minhash.ragged_jaccard(minhash.take_rows(rows, ia), minhash.take_rows(rows, ib))
+    want = [jaccard(sets[a], sets[b]) for a, b in zip(ia, ib, strict=True)]
+    assert got.tolist() == want  # float for float, not approximately
+    assert got[0] == 1.0 and got[1] == 0.0 and got[2] == 1.0
+    assert ((got > 0) & (got < 1)).sum() > 50
