@@ -128,8 +128,7 @@ def measure(stage: list[StageShard], tmp: Path) -> dict[str, float]:
     shards = dict(enumerate(ordered))
     out["minhash.verify(verify1)"] = traced(minhash._verify1, work, 0, shards, S,
                                             config) / max(pairs, 1)
-    out["minhash.verify(verify2)"] = traced(minhash._verify2, work, 0, shards, S,
-                                            config) / max(pairs, 1)
+    out["minhash.verify(verify2)"] = traced(minhash._verify2, work, 0, S, config) / max(pairs, 1)
     out["map.input_byte(minhash)"] = max(
         traced(shuffle._map_task, minhash._rows, minhash._partition, True, [s], i, i, work, 1,
                config) / sum(os.path.getsize(f) for f in s.files)

@@ -1,17 +1,22 @@
 """MinHash-LSH job: map -> candidates -> [verify1 -> verify2] -> components -> final ->
 survivor similarity.
 
-``map``: signatures (vectorised, in batches), then ``(band, bucket key, ref)`` rows split
-by bucket key into P files. ``candidates`` (task per partition): group equal (band, key)
-rows, emit star edges (smallest ref, other). ``verify1``/``verify2`` (task per shard
-group, only when verifying): a two-sided join that attaches each endpoint's shingle set
-(exact) or signature, recomputed from the text of the needed documents only, and keeps
-pairs at or above the threshold. ``components``: connected components of the surviving
-edges in star rounds over edge partitions (:mod:`pipeline.dedup.phases.components`, no
-task holds all edges); the root of each component is its smallest ref. ``final``: per shard,
-``(position, cluster, size)`` of documents that have duplicates. ``survivor_*``: the same
-two-sided join on (member, kept document) pairs, so each removed member records its
-similarity to the document its cluster kept.
+``map``: signatures of each shard's Arrow text column (the C kernel reads the UTF-8
+buffer; no Document is built), then ``(band, bucket key, ref)`` rows split by bucket key
+into P partitions. ``candidates`` (task per partition): group equal (band, key) rows, emit
+star edges (smallest ref, other), routed to the first end's shard group, and each distinct
+second end to its own group. ``verify1``/``verify2`` (task per shard group, only when
+verifying): a two-sided join. verify1 reads its group's text column once, takes the
+candidate rows only and hashes both ends' payloads (exact: sorted distinct shingle hashes,
+else the signature): pairs with the first end's payload go to the second end's group, the
+second ends' payloads stay in the group's ``own`` file; verify2 compares the two (Jaccard
+intersections counted in C) without reading a shard and keeps pairs at or above the
+threshold. ``components``: connected components of the surviving edges in star rounds over
+edge partitions (:mod:`pipeline.dedup.phases.components`, no task holds all edges); the
+root of each component is its smallest ref. ``final``: per shard, ``(position, cluster,
+size)`` of documents that have duplicates. ``survivor_*``: each removed member's similarity
+to the document its cluster kept: verify2's value where an accepted edge joins them, else
+the same two-sided join on the remaining (member, kept document) pairs.
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ import pyarrow.parquet as pq
 from pipeline.core.step import StageShard
 from pipeline.dedup.minhash import (
     MinHasher,
+    Ragged,
     band_keys,
-    batch_bounds,
     bucket_edges,
-    estimated_jaccard,
+    concat_ragged,
+    counts_to_offsets,
+    ragged_jaccard,
+    take_rows,
     unique_pairs,
 )
 from pipeline.dedup.phases.components import components_partitions, run_components
@@ -43,6 +51,7 @@ from pipeline.dedup.phases.memory import (
     rows_per_task,
     task_memory,
 )
+from pipeline.dedup.phases.partfile import read_parts, write_parts
 from pipeline.dedup.phases.shuffle import (
     POS_MASK,
     SHIFT,
@@ -58,15 +67,14 @@ from pipeline.dedup.phases.shuffle import (
     plan_reduce,
     read_decisions,
     read_ids,
+    read_routed,
     read_split,
     route,
-    routed_path,
     run_final,
     run_map,
     shard_index,
     shards_in_group,
     sorted_shards,
-    split_write,
 )
 from pipeline.dedup.phases.store import (
     check_config,
@@ -78,7 +86,7 @@ from pipeline.dedup.phases.store import (
     write_json,
     write_table,
 )
-from pipeline.dedup.text import U64, jaccard
+from pipeline.dedup.text import U64
 from pipeline.execution import faults
 from pipeline.execution.executor import Executor, Resources
 
@@ -114,36 +122,24 @@ def _hasher(config: MinHashConfig) -> MinHasher:
 
 
 def _rows(shard: StageShard, s: int, config: MinHashConfig) -> tuple[Columns, list[str], dict]:
-    """One shard's LSH rows: ``(band, bucket key, ref)`` for every document with words."""
+    """One shard's LSH rows: ``(band, bucket key, ref)`` for every document with words.
+
+    Reads only the ``id`` and ``text`` columns; the signature kernel takes each batch's
+    UTF-8 buffer as it is (no Document or ``str`` per document)."""
     hasher = _hasher(config)
     ids: list[str] = []
-    texts: list[str] = []
     bands, keys, refs = [], [], []
-    size = 0
     pos = 0
-
-    def flush() -> None:
-        nonlocal pos
-        if not texts:
-            return
-        sigs, counts = hasher.signatures_batched(texts, config.batch_bytes)
+    for batch in shard.text_batches(("id", "text")):
+        ids.extend(batch.column(0).to_pylist())
+        sigs, counts = hasher.signatures_arrow(batch.column(1))
         k = band_keys(sigs, config.bands, config.rows)
         ok = np.flatnonzero(counts > 0)
         r = (np.int64(s) << SHIFT) | (pos + ok).astype(np.int64)
         bands.append(np.tile(np.arange(config.bands, dtype=np.int16), len(ok)))
         keys.append(k[ok].reshape(-1))
         refs.append(np.repeat(r, config.bands))
-        pos += len(texts)
-        texts.clear()
-
-    for doc in shard.documents():
-        ids.append(doc.id)
-        texts.append(doc.text)
-        size += len(doc.text)
-        if size >= config.batch_bytes:
-            flush()
-            size = 0
-    flush()
+        pos += batch.num_rows
     cols = {
         "band": np.concatenate(bands) if bands else np.zeros(0, dtype=np.int16),
         "key": np.concatenate(keys) if keys else np.zeros(0, dtype=U64),
@@ -160,12 +156,22 @@ def _edges_path(workdir: str, p: int) -> Path:
     return Path(workdir) / "candidates" / f"p{p:05d}.parquet"
 
 
-def _verify1_path(workdir: str, g: int, h: int) -> Path:
-    return Path(workdir) / "verify1" / f"g{g:05d}" / f"h{h:05d}.parquet"
+def _joined_paths(workdir: str, phase: str, u: int) -> tuple[Path, Path]:
+    """The two partitioned files (:mod:`~pipeline.dedup.phases.partfile`, partition = the
+    second end's shard group) in which unit ``u`` of ``phase`` writes pairs with the first
+    end's payload: ``(a, b, length)`` per pair, and the payload values of those pairs in
+    the same order."""
+    base = Path(workdir) / phase / f"u{u:05d}"
+    return base.with_suffix(".pairs"), base.with_suffix(".values")
 
 
 def _verify2_path(workdir: str, h: int) -> Path:
     return Path(workdir) / "verify2" / f"h{h:05d}.parquet"
+
+
+def _own_path(workdir: str, g: int) -> Path:
+    """verify1 unit ``g``'s payloads of its group's second ends: ``(ref, payload)``."""
+    return Path(workdir) / "verify1" / f"own{g:05d}.parquet"
 
 
 def _candidates(workdir: str, p: int, unit: ReduceUnit, n_shards: int, n_units: int,
@@ -185,133 +191,162 @@ def _candidates(workdir: str, p: int, unit: ReduceUnit, n_shards: int, n_units: 
         outputs.append(path)
     else:
         groups = n_groups(n_shards, config.partitions)
-        outputs += route(workdir, "candidates", p, {"ref": edges[:, 0], "b": edges[:, 1]},
+        # each pair to its first end's group, and each distinct second end to its own group
+        # (b = -1): verify1 hashes both ends of a group's pairs in one read of its shards
+        second = np.unique(edges[:, 1])
+        ref = np.concatenate([edges[:, 0], second])
+        outputs += route(workdir, "candidates", p,
+                         {"ref": ref, "b": np.concatenate([edges[:, 1], np.full_like(second, -1)])},
                          n_shards, groups)
-        # pairs per shard group: what each verify task will hold
-        info["routed_rows"] = np.bincount(group_of(edges[:, 0] >> SHIFT, n_shards, groups),
+        # rows per shard group: what each verify task will hold
+        info["routed_rows"] = np.bincount(group_of(ref >> SHIFT, n_shards, groups),
                                           minlength=groups).tolist()
     faults.checkpoint("candidates", p)
     mark_done(workdir, "candidates", f"p{p:05d}", outputs, {"edges": int(len(edges)), **info})
 
 
+def _texts_at(shard: StageShard, positions: np.ndarray) -> pa.Array:
+    """Return the texts of the documents at sorted distinct ``positions`` of ``shard`` as an
+    Arrow string array, reading only the text column and taking the wanted rows of each
+    batch (no Document is built); reading stops after the last wanted row."""
+    parts: list[pa.Array] = []
+    start = found = 0
+    for batch in shard.text_batches(("text",)):
+        hi = int(np.searchsorted(positions, start + batch.num_rows))
+        if hi > found:
+            parts.append(batch.column(0).take(pa.array(positions[found:hi] - start)))
+            found = hi
+        start += batch.num_rows
+        if found == len(positions):
+            break
+    if found < len(positions):
+        raise ValueError(f"shard {shard.shard_id} has {start} documents, not the "
+                         f"{int(positions[-1]) + 1} its MinHash rows say: its stage files "
+                         "changed after the map phase; rerun the job into a new output folder")
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+
+
+def _payload_dtype(config: MinHashConfig) -> type:
+    return U64 if config.verify == "exact" else np.uint32
+
+
 def _payloads(
-    shard: StageShard, s: int, positions: np.ndarray, config: MinHashConfig
-) -> dict[int, np.ndarray]:
-    """Return the verification payload of the documents at ``positions`` of one shard.
-
-    The payload is the sorted distinct shingle hashes (exact Jaccard) or the signature.
-    """
-    want = set(positions.tolist())
-    texts: list[str] = []
-    refs: list[int] = []
-    for pos, doc in enumerate(shard.documents()):
-        if pos in want:
-            texts.append(doc.text)
-            refs.append((s << SHIFT) | pos)
+    refs: np.ndarray, shards: Mapping[int, StageShard], config: MinHashConfig
+) -> tuple[np.ndarray, Ragged]:
+    """Return the distinct ``refs`` (sorted) and, row for row, their verification payloads:
+    sorted distinct shingle hashes (exact Jaccard) or signatures. Every ref's shard must be
+    in ``shards``; only the wanted documents' texts are hashed."""
+    want = np.unique(refs)
+    shard_of = want >> SHIFT
     hasher = _hasher(config)
-    out: dict[int, np.ndarray] = {}
-    if config.verify == "exact":
-        for start, end in batch_bounds(texts, config.batch_bytes):
-            sets = hasher.shingler.shingle_sets(texts[start:end])
-            for r, st in zip(refs[start:end], sets, strict=True):
-                out[r] = st
-    else:
-        sigs, _ = hasher.signatures_batched(texts, config.batch_bytes)
-        out = {r: sigs[i] for i, r in enumerate(refs)}
-    return out
+    rows: list[Ragged] = []
+    for s in np.unique(shard_of):
+        texts = _texts_at(shards[int(s)], want[shard_of == s] & POS_MASK)
+        if config.verify == "exact":
+            rows.append(hasher.shingle_sets_arrow(texts))
+        else:
+            sigs, _ = hasher.signatures_arrow(texts)
+            rows.append((sigs.reshape(-1),
+                         np.arange(len(texts) + 1, dtype=np.int64) * config.num_perm))
+    return want, concat_ragged(rows, _payload_dtype(config))
 
 
-def _list_column(arrays: list[np.ndarray], dtype: Any) -> pa.Array:
-    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
-    np.cumsum([len(a) for a in arrays], out=offsets[1:])
-    values = np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype=dtype)
-    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
-
-
-def _read_list_column(path: Path, name: str) -> list[np.ndarray]:
-    col = pq.read_table(path, columns=[name]).column(name).combine_chunks()
-    offsets = col.offsets.to_numpy()
-    values = col.values.to_numpy()
-    return [values[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+def _list_rows(col: pa.ChunkedArray | pa.Array) -> Ragged:
+    """An Arrow list column as ragged rows (offsets from 0)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if len(col) == 0:
+        return np.zeros(0, dtype=col.type.value_type.to_pandas_dtype()), np.zeros(1, np.int64)
+    offsets = col.offsets.to_numpy().astype(np.int64)
+    return col.flatten().to_numpy(), offsets - offsets[0]
 
 
 def _attach_first(
-    workdir: str, a: np.ndarray, b: np.ndarray, g: int, shards: Mapping[int, StageShard],
-    n_shards: int, config: MinHashConfig, path_of: Any,
+    a: np.ndarray, b: np.ndarray, payloads: tuple[np.ndarray, Ragged], n_shards: int,
+    config: MinHashConfig, paths: tuple[Path, Path],
 ) -> list[Path]:
-    """First half of a two-sided join: attach the payload of each pair's ``a`` (a document of
-    group ``g``) and write the pairs, split by the group of ``b``, to ``path_of(h)``."""
-    payload: dict[int, np.ndarray] = {}
-    for s in shards_in_group(g, n_shards, n_groups(n_shards, config.partitions)):
-        mine = a[(a >> SHIFT) == s]
-        if len(mine):
-            payload.update(_payloads(shards[s], s, np.unique(mine & POS_MASK), config))
+    """First half of a two-sided join: attach the payload of each pair's ``a`` (from
+    ``payloads``, :func:`_payloads` of a superset of ``a``) and write the pairs, grouped by
+    the shard group of ``b``, to the two files ``paths`` (:func:`_joined_paths`): one file
+    pair per unit, not one per (unit, group)."""
+    want, rows = payloads
+    gb = group_of(b >> SHIFT, n_shards, n_groups(n_shards, config.partitions))
     groups = n_groups(n_shards, config.partitions)
-    gb = group_of(b >> SHIFT, n_shards, groups)
-    outputs = []
-    dtype = U64 if config.verify == "exact" else np.uint32
-    for h in range(groups):
-        sel = np.flatnonzero(gb == h)
-        path = path_of(h)
-        write_arrow(path, pa.table({
-            "a": pa.array(a[sel]), "b": pa.array(b[sel]),
-            "payload": _list_column([payload[int(x)] for x in a[sel]], dtype),
-        }))
-        outputs.append(path)
-    return outputs
+    values, offsets = take_rows(rows, np.searchsorted(want, a))
+    lengths = np.diff(offsets)
+    write_parts(paths[0], gb, groups, {"a": a, "b": b, "length": lengths})
+    write_parts(paths[1], np.repeat(gb, lengths), groups, {"v": values})
+    return list(paths)
 
 
-def _similarities(
-    paths: Sequence[Path], h: int, shards: Mapping[int, StageShard], n_shards: int,
-    config: MinHashConfig,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Second half: read the pairs :func:`_attach_first` sent to group ``h``, attach each
-    ``b``'s payload and return ``(a, b, similarity)`` (shingle Jaccard when verifying
-    exactly, else the signature estimate)."""
-    a_parts, b_parts, pay_parts = [], [], []
-    for path in paths:
-        t = read_table(path)
-        a_parts.append(t["a"].astype(np.int64))
-        b_parts.append(t["b"].astype(np.int64))
-        pay_parts.extend(_read_list_column(path, "payload"))
-    a = np.concatenate(a_parts) if a_parts else np.zeros(0, dtype=np.int64)
-    b = np.concatenate(b_parts) if b_parts else np.zeros(0, dtype=np.int64)
-    payload_b: dict[int, np.ndarray] = {}
-    for s in shards_in_group(h, n_shards, n_groups(n_shards, config.partitions)):
-        mine = b[(b >> SHIFT) == s]
-        if len(mine):
-            payload_b.update(_payloads(shards[s], s, np.unique(mine & POS_MASK), config))
-    sims = np.empty(len(a), dtype=np.float64)
-    for i in range(len(a)):
-        pb = payload_b[int(b[i])]
-        if config.verify == "exact":
-            sims[i] = jaccard(pay_parts[i], pb)
-        else:
-            sims[i] = float(estimated_jaccard(pay_parts[i], pb))
-    return a, b, sims
+def _list_array(rows: Ragged) -> pa.Array:
+    values, offsets = rows
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def _read_pairs(paths: Sequence[tuple[Path, Path]], h: int, config: MinHashConfig
+                ) -> tuple[np.ndarray, np.ndarray, Ragged]:
+    """Read group ``h``'s pairs from every unit's :func:`_attach_first` files ``paths``:
+    ``(a, b, a's payloads)``."""
+    a_parts, b_parts, rows = [], [], []
+    for pairs_path, values_path in paths:
+        cols = read_parts(pairs_path, h)
+        a_parts.append(cols["a"])
+        b_parts.append(cols["b"])
+        rows.append((read_parts(values_path, h)["v"], counts_to_offsets(cols["length"])))
+    a = np.concatenate(a_parts).astype(np.int64) if a_parts else np.zeros(0, dtype=np.int64)
+    b = np.concatenate(b_parts).astype(np.int64) if b_parts else np.zeros(0, dtype=np.int64)
+    return a, b, concat_ragged(rows, _payload_dtype(config))
+
+
+def _compare(first: Ragged, b: np.ndarray, payloads: tuple[np.ndarray, Ragged],
+             config: MinHashConfig) -> np.ndarray:
+    """Return each pair's similarity: ``first`` (row per pair) against the payload of ``b``
+    in ``payloads`` (:func:`_payloads` of a superset of ``b``); shingle Jaccard when
+    verifying exactly, else the signature estimate. Whole-array over the pairs."""
+    want, rows = payloads
+    idx = np.searchsorted(want, b)
+    if len(b) and (idx.max() >= len(want) or (want[idx] != b).any()):
+        raise ValueError("a verification payload is missing: this workdir was written by "
+                         "another version of the MinHash job; rerun into a new output folder")
+    second = take_rows(rows, idx)
+    if config.verify == "exact":
+        return ragged_jaccard(first, second)
+    k = config.num_perm  # fraction of equal signature values, as estimated_jaccard gives it
+    return (first[0].reshape(-1, k) == second[0].reshape(-1, k)).mean(axis=1)
 
 
 def _verify1(
     workdir: str, g: int, shards: Mapping[int, StageShard], n_shards: int, config: MinHashConfig,
 ) -> None:
-    """Attach the payload of each edge's first endpoint (in group ``g``); route by the second."""
-    tables = [read_table(routed_path(workdir, "candidates", p, g)) for p in range(config.partitions)]
+    """Hash both ends of group ``g``'s candidate pairs in one read of its shards: attach
+    each first end's payload to its pairs, routed by the second end's group; keep the
+    payloads of the group's second ends (:func:`_own_path`) for verify2."""
+    tables = [read_routed(workdir, "candidates", p, g) for p in range(config.partitions)]
+    ref, other = concat(tables, "ref", np.int64), concat(tables, "b", np.int64)
+    first = other >= 0
     # one pair can come from several bands and partitions: verify it once
-    pairs = unique_pairs(np.stack([concat(tables, "ref", np.int64), concat(tables, "b", np.int64)],
-                                  axis=1))
-    outputs = _attach_first(workdir, pairs[:, 0], pairs[:, 1], g, shards, n_shards, config,
-                            lambda h: _verify1_path(workdir, g, h))
+    pairs = unique_pairs(np.stack([ref[first], other[first]], axis=1))
+    seconds = np.unique(ref[~first])
+    want, rows = _payloads(np.concatenate([pairs[:, 0], seconds]), shards, config)
+    outputs = _attach_first(pairs[:, 0], pairs[:, 1], (want, rows), n_shards, config,
+                            _joined_paths(workdir, "verify1", g))
+    own = _own_path(workdir, g)
+    write_arrow(own, pa.table({"ref": pa.array(seconds), "payload": _list_array(
+        take_rows(rows, np.searchsorted(want, seconds)))}))
     faults.checkpoint("verify1", g)
-    mark_done(workdir, "verify1", f"g{g:05d}", outputs)
+    mark_done(workdir, "verify1", f"g{g:05d}", [*outputs, own])
 
 
-def _verify2(
-    workdir: str, h: int, shards: Mapping[int, StageShard], n_shards: int, config: MinHashConfig,
-) -> None:
-    """Attach the second endpoint's payload (in group ``h``) and keep similar pairs."""
+def _verify2(workdir: str, h: int, n_shards: int, config: MinHashConfig) -> None:
+    """Compare each pair whose second end is in group ``h`` (the payloads of both ends come
+    from verify1's files; no shard is read) and keep similar pairs."""
     groups = n_groups(n_shards, config.partitions)
-    a, b, sims = _similarities([_verify1_path(workdir, g, h) for g in range(groups)], h,
-                               shards, n_shards, config)
+    a, b, first = _read_pairs([_joined_paths(workdir, "verify1", g) for g in range(groups)],
+                              h, config)
+    t = pq.read_table(_own_path(workdir, h))
+    own = (t["ref"].to_numpy().astype(np.int64), _list_rows(t["payload"]))
+    sims = _compare(first, b, own, config)
     keep = sims >= config.threshold
     path = _verify2_path(workdir, h)
     write_table(path, {"a": a[keep], "b": b[keep], "similarity": sims[keep]})
@@ -322,13 +357,22 @@ def _verify2(
 
 # ------------------------------------------------- similarity of each member to its survivor
 # A removed near-duplicate records its Jaccard to the document its cluster kept (the report
-# shows it beside the member). Members join their cluster's root in three small phases over
-# the clustered documents only: route (member, root) to the root's group, attach the root's
+# shows it beside the member). The root is its component's smallest ref and every edge is
+# (smaller ref, larger ref), so a member joined to its root by an accepted edge finds the
+# similarity verification recorded in verify2's file of the member's group: no payload is
+# hashed again. Only the other members (reached through other members, or every member
+# when not verifying) join their root in two phases over those pairs: attach the root's
 # payload and route to the member's group, attach the member's payload and compare.
 
 
-def _survivor_path(workdir: str, phase: str, g: int, h: int) -> Path:
-    return Path(workdir) / phase / f"g{g:05d}" / f"h{h:05d}.parquet"
+def _survivor_pairs_path(workdir: str, g: int) -> Path:
+    """Unit ``g``'s (root, member) pairs left to join, partitioned by the root's group."""
+    return Path(workdir) / "survivor_pairs" / f"g{g:05d}.parts"
+
+
+def _known_path(workdir: str, g: int) -> Path:
+    """Group ``g``'s members whose similarity verification recorded: ``(ref, similarity)``."""
+    return Path(workdir) / "survivor_pairs" / f"known{g:05d}.parquet"
 
 
 def similarity_path(workdir: str, s: int) -> Path:
@@ -336,9 +380,29 @@ def similarity_path(workdir: str, s: int) -> Path:
     return Path(workdir) / "similarity" / f"s{s:05d}.parquet"
 
 
+def lookup_pairs(
+    qa: np.ndarray, qb: np.ndarray, ea: np.ndarray, eb: np.ndarray, values: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return, for each query pair ``(qa[i], qb[i])``, whether it is one of the pairs
+    ``(ea[j], eb[j])`` and that pair's ``values[j]`` (NaN where not). Pairs on either side
+    must be distinct; one sort of both sides, no per-pair Python."""
+    a = np.concatenate([ea, qa])
+    b = np.concatenate([eb, qb])
+    query = np.concatenate([np.zeros(len(ea), dtype=bool), np.ones(len(qa), dtype=bool)])
+    order = np.lexsort((query, a, b))  # an edge sorts just before the same query pair
+    sa, sb, sq = a[order], b[order], query[order]
+    hit = sq[1:] & ~sq[:-1] & (sa[1:] == sa[:-1]) & (sb[1:] == sb[:-1])
+    found = np.zeros(len(qa), dtype=bool)
+    out = np.full(len(qa), np.nan)
+    qi = order[1:][hit] - len(ea)
+    found[qi] = True
+    out[qi] = values[order[:-1][hit]]
+    return found, out
+
+
 def _survivor_pairs(workdir: str, g: int, n_shards: int, config: MinHashConfig) -> None:
-    """Route every non-root member of group ``g``'s shards, paired with its root, to the
-    root's group."""
+    """Pair every non-root member of group ``g``'s shards with its root; keep the
+    similarity of pairs verification accepted, route the others to the root's group."""
     groups = n_groups(n_shards, config.partitions)
     roots, members = [], []
     for s in shards_in_group(g, n_shards, groups):
@@ -348,22 +412,33 @@ def _survivor_pairs(workdir: str, g: int, n_shards: int, config: MinHashConfig) 
         members.append(dec["ref"][moved].astype(np.int64))
     root = np.concatenate(roots) if roots else np.zeros(0, dtype=np.int64)
     member = np.concatenate(members) if members else np.zeros(0, dtype=np.int64)
-    outputs = split_write(group_of(root >> SHIFT, n_shards, groups), groups,
-                          lambda h: _survivor_path(workdir, "survivor_pairs", g, h),
-                          {"a": root, "b": member})
-    mark_done(workdir, "survivor_pairs", f"g{g:05d}", outputs)
+    known = np.zeros(len(member), dtype=bool)
+    sims = np.zeros(len(member), dtype=np.float64)
+    if config.verify != "none":  # verify2's file h holds the accepted edges (a, b in h)
+        edges = read_table(_verify2_path(workdir, g))
+        known, sims = lookup_pairs(root, member, edges["a"].astype(np.int64),
+                                   edges["b"].astype(np.int64), edges["similarity"])
+    known_path = _known_path(workdir, g)
+    write_table(known_path, {"ref": member[known], "similarity": sims[known]})
+    rest = ~known
+    path = _survivor_pairs_path(workdir, g)
+    write_parts(path, group_of(root[rest] >> SHIFT, n_shards, groups), groups,
+                {"a": root[rest], "b": member[rest]})
+    faults.checkpoint("survivor_pairs", g)
+    mark_done(workdir, "survivor_pairs", f"g{g:05d}", [known_path, path],
+              {"known": int(known.sum()), "joined": int(rest.sum())})
 
 
 def _survivor_payloads(
     workdir: str, h: int, shards: Mapping[int, StageShard], n_shards: int, config: MinHashConfig,
 ) -> None:
-    """Attach the payload of every root in group ``h``; route the pairs to the members'
-    groups."""
+    """Attach the payload of every root in group ``h`` of the pairs left to join; route the
+    pairs to the members' groups."""
     groups = n_groups(n_shards, config.partitions)
-    tables = [read_table(_survivor_path(workdir, "survivor_pairs", g, h)) for g in range(groups)]
-    outputs = _attach_first(workdir, concat(tables, "a", np.int64), concat(tables, "b", np.int64),
-                            h, shards, n_shards, config,
-                            lambda g: _survivor_path(workdir, "survivor_payloads", h, g))
+    tables = [read_parts(_survivor_pairs_path(workdir, g), h) for g in range(groups)]
+    a, b = concat(tables, "a", np.int64), concat(tables, "b", np.int64)
+    outputs = _attach_first(a, b, _payloads(a, shards, config), n_shards, config,
+                            _joined_paths(workdir, "survivor_payloads", h))
     faults.checkpoint("survivor_payloads", h)
     mark_done(workdir, "survivor_payloads", f"h{h:05d}", outputs)
 
@@ -371,11 +446,15 @@ def _survivor_payloads(
 def _survivor_similarity(
     workdir: str, g: int, shards: Mapping[int, StageShard], n_shards: int, config: MinHashConfig,
 ) -> None:
-    """Compare every member of group ``g`` with its root; one similarity file per shard."""
+    """Compare every joined member of group ``g`` with its root, add the members whose
+    similarity was known; one similarity file per shard."""
     groups = n_groups(n_shards, config.partitions)
-    _, b, sims = _similarities(
-        [_survivor_path(workdir, "survivor_payloads", h, g) for h in range(groups)], g,
-        shards, n_shards, config)
+    _, b, first = _read_pairs(
+        [_joined_paths(workdir, "survivor_payloads", h) for h in range(groups)], g, config)
+    sims = _compare(first, b, _payloads(b, shards, config), config)
+    known = read_table(_known_path(workdir, g))
+    b = np.concatenate([b, known["ref"].astype(np.int64)])
+    sims = np.concatenate([sims, known["similarity"].astype(np.float64)])
     order = np.argsort(b, kind="stable")
     b, sims = b[order], sims[order]
     outputs = []
@@ -394,7 +473,8 @@ def run_survivor_similarity(
 ) -> None:
     """Record each removed member's similarity to its cluster's survivor
     (:func:`similarity_path`), in three phases through ``executor``; ``resources`` is what
-    one unit declares (a group's pairs with their payloads, as for verification)."""
+    one unit declares (a group's pairs with their payloads, as for verification). Needs
+    verify2's files when verifying (the accepted edges' similarities)."""
     S = len(ordered)
     groups = n_groups(S, config.partitions)
     units = [f"g{g:05d}" for g in range(groups)]
@@ -459,8 +539,7 @@ def prepare_minhash(
                    for g in range(groups)], executor, verify)
         log_phase(workdir, "verify1", groups, verify.memory, candidate_pairs=int(routed.sum()))
         run_phase(workdir, "verify2", [f"h{h:05d}" for h in range(groups)], _verify2,
-                  [(workdir, h, group_shards(ordered, h, S, groups), S, config)
-                   for h in range(groups)], executor, verify)
+                  [(workdir, h, S, config) for h in range(groups)], executor, verify)
         log_phase(workdir, "verify2", groups, verify.memory)
     edge_files = _edge_files(workdir, S, config)
     cc = components_partitions(edge_files, P, cap, OPTION)
