@@ -26,12 +26,13 @@ reduce phase reads 128 x 128 such slices.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import struct
 from collections.abc import Iterator
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,8 +41,8 @@ from pipeline.io.atomic import atomic_path
 MAGIC = b"RFPART1\n"
 _PREFIX = struct.Struct("<8sQ")
 _OFFSET = struct.Struct("<q")
-#: bytes read at once from a file's start (header and, for <= ~8000 partitions, the offsets)
-_HEAD = 1 << 16
+#: bytes read at once from a file's start (header and, for <= ~400 partitions, the offsets)
+_HEAD = 4096
 
 Columns = dict[str, np.ndarray]
 
@@ -117,59 +118,55 @@ def _columns(header: bytes) -> tuple[tuple[_Column, ...], int]:
     return tuple(cols), int(meta["parts"])
 
 
+def _pread(fd: int, n: int, at: int, path: str | os.PathLike) -> bytes:
+    """``n`` bytes of ``fd`` at ``at``; a short read means the file was cut."""
+    raw = os.pread(fd, n, at)
+    if len(raw) != n:
+        raise PartFileError(f"{path}: truncated; delete the unit's marker and rerun")
+    return raw
+
+
 class _Header:
     """A partitioned file's columns, partition count and where its offsets and data start.
 
-    The file's first :data:`_HEAD` bytes are read at once: for up to a few thousand
+    The file's first :data:`_HEAD` bytes are read at once: for up to a few hundred
     partitions they hold the header and every offset, so a reader makes one small read
-    before its column slices.
+    before its column slices (``pread``, no seeks).
     """
 
-    def __init__(self, f: BinaryIO, path: str | os.PathLike) -> None:
-        self.head = f.read(_HEAD)
+    def __init__(self, fd: int, path: str | os.PathLike) -> None:
+        self.head = os.pread(fd, _HEAD, 0)
         if len(self.head) < _PREFIX.size or self.head[:8] != MAGIC:
             raise PartFileError(f"{path}: not a partitioned shuffle file (bad magic); delete "
                                 "the job's work directory and rerun")
         header_len = _PREFIX.unpack_from(self.head)[1]
-        header = self.head[_PREFIX.size : _PREFIX.size + header_len]
-        if len(header) != header_len:
-            header += f.read(header_len - len(header))
-        self.columns, self.parts = _columns(header)
         bases_at = _PREFIX.size + header_len
-        raw = self.head[bases_at : bases_at + 8 * len(self.columns)]
-        if len(raw) != 8 * len(self.columns):
-            f.seek(bases_at)
-            raw = f.read(8 * len(self.columns))
-        self.bases = [struct.unpack_from(c.base_format, raw, 8 * i)[0]
-                      for i, c in enumerate(self.columns)]
+        header = self.head[_PREFIX.size : bases_at]
+        if len(header) != header_len:
+            header = _pread(fd, header_len, _PREFIX.size, path)
+        self.columns, self.parts = _columns(header)
         self.offsets_at = bases_at + 8 * len(self.columns)
         self.data_at = self.offsets_at + 8 * (self.parts + 1)
+        raw = self._bytes(8 * len(self.columns), bases_at)
+        self.bases = [struct.unpack_from(c.base_format, raw, 8 * i)[0]
+                      for i, c in enumerate(self.columns)]
         self.path = path
-        self.f = f
+        self.fd = fd
+
+    def _bytes(self, n: int, at: int) -> bytes:
+        if at + n <= len(self.head):
+            return self.head[at : at + n]
+        return _pread(self.fd, n, at, self.path)
 
     def offset(self, i: int) -> int:
         """Row offset ``i`` (0..parts): where partition ``i`` starts, or the row count."""
         if not 0 <= i <= self.parts:
             raise ValueError(f"{self.path}: partition {i} outside 0..{self.parts}")
-        at = self.offsets_at + 8 * i
-        if at + 8 <= len(self.head):
-            return _OFFSET.unpack_from(self.head, at)[0]
-        self.f.seek(at)
-        raw = self.f.read(8)
-        if len(raw) != 8:
-            raise PartFileError(f"{self.path}: truncated; delete the unit's marker and rerun")
-        return _OFFSET.unpack(raw)[0]
+        return _OFFSET.unpack(self._bytes(8, self.offsets_at + 8 * i))[0]
 
     def all_offsets(self) -> np.ndarray:
         """Every row offset (``parts + 1`` int64)."""
-        n = 8 * (self.parts + 1)
-        if self.data_at <= len(self.head):
-            raw = self.head[self.offsets_at : self.data_at]
-        else:
-            self.f.seek(self.offsets_at)
-            raw = self.f.read(n)
-        if len(raw) != n:
-            raise PartFileError(f"{self.path}: truncated; delete the unit's marker and rerun")
+        raw = self._bytes(8 * (self.parts + 1), self.offsets_at)
         return np.frombuffer(raw, dtype="<i8").astype(np.int64)
 
     def read_rows(self, start: int, stop: int) -> Columns:
@@ -180,11 +177,9 @@ class _Header:
         for c, base in zip(self.columns, self.bases, strict=True):
             size = c.stored.itemsize
             arr = np.empty(stop - start, dtype=c.stored)
-            if stop > start:
-                self.f.seek(at + start * size)
-                if self.f.readinto(memoryview(arr).cast("B")) != arr.nbytes:
-                    raise PartFileError(f"{self.path}: truncated; delete the unit's marker "
-                                        "and rerun")
+            if stop > start and os.preadv(self.fd, [memoryview(arr).cast("B")],
+                                          at + start * size) != arr.nbytes:
+                raise PartFileError(f"{self.path}: truncated; delete the unit's marker and rerun")
             if c.narrowed:
                 arr = arr.astype(c.dtype)
                 arr += c.dtype.type(base)
@@ -195,19 +190,26 @@ class _Header:
         return out
 
 
+@contextlib.contextmanager
+def _header(path: str | os.PathLike) -> Iterator[_Header]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield _Header(fd, path)
+    finally:
+        os.close(fd)
+
+
 def read_parts(path: str | os.PathLike, lo: int, hi: int | None = None) -> Columns:
     """Return the rows of partitions ``lo..hi-1`` (``hi`` defaults to ``lo + 1``) of ``path``."""
     hi = lo + 1 if hi is None else hi
-    with open(path, "rb", buffering=0) as f:
-        h = _Header(f, path)
+    with _header(path) as h:
         return h.read_rows(h.offset(lo), h.offset(hi))
 
 
 def iter_parts(path: str | os.PathLike, lo: int, hi: int, batch_rows: int) -> Iterator[Columns]:
     """Yield the rows of partitions ``lo..hi-1`` of ``path`` in batches of at most
     ``batch_rows`` rows (a reader that keeps a subset never holds all of them)."""
-    with open(path, "rb", buffering=0) as f:
-        h = _Header(f, path)
+    with _header(path) as h:
         a, b = h.offset(lo), h.offset(hi)
         for start in range(a, b, batch_rows):
             yield h.read_rows(start, min(b, start + batch_rows))
@@ -215,13 +217,12 @@ def iter_parts(path: str | os.PathLike, lo: int, hi: int, batch_rows: int) -> It
 
 def part_rows(path: str | os.PathLike) -> np.ndarray:
     """Return the rows of each partition of ``path`` (int64, one per partition)."""
-    with open(path, "rb", buffering=0) as f:
-        return np.diff(_Header(f, path).all_offsets())
+    with _header(path) as h:
+        return np.diff(h.all_offsets())
 
 
 def part_bytes(path: str | os.PathLike) -> np.ndarray:
     """Return the bytes each partition's rows take once read (rows x the columns' dtype
     widths; narrowed columns take less in the file)."""
-    with open(path, "rb", buffering=0) as f:
-        h = _Header(f, path)
+    with _header(path) as h:
         return np.diff(h.all_offsets()) * sum(c.dtype.itemsize for c in h.columns)
