@@ -25,6 +25,7 @@ setup(
         Extension(
             "pipeline.dedup._lines",
             sources=["pipeline/dedup/_lines.c"],
+            depends=["pipeline/dedup/_blake2b.h"],
             extra_compile_args=["-O2"],
             optional=True,
         ),

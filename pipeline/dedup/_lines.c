@@ -41,6 +41,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_blake2b.h"
+
 #define N_CODEPOINTS 0x110000
 #define SEP 0xFFFFFFFFu
 #define NONE 0xFFFFFFFEu
@@ -52,93 +54,15 @@ typedef struct {
     size_t n_exp; /* entries of three slots */
 } Tables;
 
-/* ---- BLAKE2b (RFC 7693), unkeyed, 8-byte digest --------------------------------------- */
-
-static const uint64_t B2_IV[8] = {
-    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL,
-    0xa54ff53a5f1d36f1ULL, 0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL,
-    0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
-};
-
-static const uint8_t B2_SIGMA[12][16] = {
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
-    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
-    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
-    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
-    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
-    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
-    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
-    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
-    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
-};
-
-static inline uint64_t rotr64(uint64_t x, unsigned n) { return (x >> n) | (x << (64 - n)); }
-
-static inline uint64_t load64(const unsigned char *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-
-#define B2_G(a, b, c, d, x, y)          \
-    do {                                \
-        a = a + b + (x);                \
-        d = rotr64(d ^ a, 32);          \
-        c = c + d;                      \
-        b = rotr64(b ^ c, 24);          \
-        a = a + b + (y);                \
-        d = rotr64(d ^ a, 16);          \
-        c = c + d;                      \
-        b = rotr64(b ^ c, 63);          \
-    } while (0)
-
-static void b2_compress(uint64_t h[8], const unsigned char block[128], uint64_t t, int last) {
-    uint64_t m[16], v[16];
-    for (int i = 0; i < 16; i++) m[i] = load64(block + 8 * i);
-    for (int i = 0; i < 8; i++) {
-        v[i] = h[i];
-        v[i + 8] = B2_IV[i];
-    }
-    v[12] ^= t; /* messages here are far below 2**64 bytes: the high counter word stays 0 */
-    if (last) v[14] = ~v[14];
-    for (int r = 0; r < 12; r++) {
-        const uint8_t *s = B2_SIGMA[r];
-        B2_G(v[0], v[4], v[8], v[12], m[s[0]], m[s[1]]);
-        B2_G(v[1], v[5], v[9], v[13], m[s[2]], m[s[3]]);
-        B2_G(v[2], v[6], v[10], v[14], m[s[4]], m[s[5]]);
-        B2_G(v[3], v[7], v[11], v[15], m[s[6]], m[s[7]]);
-        B2_G(v[0], v[5], v[10], v[15], m[s[8]], m[s[9]]);
-        B2_G(v[1], v[6], v[11], v[12], m[s[10]], m[s[11]]);
-        B2_G(v[2], v[7], v[8], v[13], m[s[12]], m[s[13]]);
-        B2_G(v[3], v[4], v[9], v[14], m[s[14]], m[s[15]]);
-    }
-    for (int i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
-}
+/* ---- BLAKE2b (RFC 7693): _blake2b.h, shared with _exact.c ------------------------------ */
 
 /* hashlib.blake2b(data, digest_size=8).digest() read as little-endian int64 */
 static int64_t blake2b_8(const unsigned char *data, size_t n) {
-    uint64_t h[8];
-    memcpy(h, B2_IV, sizeof h);
-    h[0] ^= 0x01010000ULL ^ 8; /* depth 1, fanout 1, no key, digest length 8 */
-    size_t done = 0;
-    while (n - done > 128) {
-        b2_compress(h, data + done, (uint64_t)(done + 128), 0);
-        done += 128;
-    }
-    unsigned char last[128] = {0};
-    memcpy(last, data + done, n - done);
-    b2_compress(h, last, (uint64_t)n, 1);
-    uint64_t out = h[0];
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    out = __builtin_bswap64(out);
-#endif
-    return (int64_t)out;
+    uint8_t out[8];
+    rb2_hash(data, n, out, 8);
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | out[i];
+    return (int64_t)v;
 }
 
 /* ---- growable buffers --------------------------------------------------------------------- */
