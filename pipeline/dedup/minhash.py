@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.dedup.components import connected_components
-from pipeline.dedup.text import U64, ShingleHasher, jaccard, mix64
+from pipeline.dedup.text import U64, ShingleHasher, mix64
 
 try:
     from pipeline.dedup import _minhash
@@ -193,26 +193,29 @@ class MinHasher:
         return (np.frombuffer(sig, dtype=np.uint32).reshape(len(texts), self.num_perm),
                 np.frombuffer(counts, dtype=np.int64))
 
-    def signatures_arrow(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    def signatures_arrow(self, texts: pa.Array | pa.ChunkedArray, batch_bytes: int = 1 << 20
+                         ) -> tuple[np.ndarray, np.ndarray]:
         """Return (signatures, shingle count per text) of an Arrow string column.
 
         The C kernel reads the column's UTF-8 buffer directly (no Python ``str`` per text);
-        the numpy path decodes the texts. A null counts as an empty text.
+        the numpy path decodes the texts and hashes batches of ~``batch_bytes``. A null
+        counts as an empty text.
         """
         if not self.native:
-            return self.signatures_batched(_arrow_texts(texts))
+            return self.signatures_batched(_arrow_texts(texts), batch_bytes)
         data, offsets = utf8_buffers(texts)
         sig, counts = _minhash.signatures_utf8(data, offsets, self.a, self.shingler.weights)
         return (np.frombuffer(sig, dtype=np.uint32).reshape(len(offsets) - 1, self.num_perm),
                 np.frombuffer(counts, dtype=np.int64))
 
-    def shingle_sets_arrow(self, texts: pa.Array | pa.ChunkedArray) -> Ragged:
+    def shingle_sets_arrow(self, texts: pa.Array | pa.ChunkedArray, batch_bytes: int = 1 << 20
+                           ) -> Ragged:
         """Return each text's sorted distinct shingle hashes (exact-Jaccard payloads) as
         ragged rows ``(values, offsets)``: text ``i``'s are ``values[offsets[i]:offsets[i+1]]``.
         The same hashes as :meth:`ShingleHasher.shingle_sets`, from the C kernel when built.
         """
         if not self.native:
-            sets = [s for batch in iter_batches(_arrow_texts(texts))
+            sets = [s for batch in iter_batches(_arrow_texts(texts), batch_bytes)
                     for s in self.shingler.shingle_sets(batch)]
             return ragged(sets, U64)
         data, offsets = utf8_buffers(texts)
@@ -486,15 +489,12 @@ def verify_pairs(
         return pairs[est >= threshold]
     if verify != "exact":
         raise ValueError(f"unknown verify mode {verify!r}")
-    needed = np.unique(pairs).tolist()
-    texts = [docs[i] for i in needed]
+    needed = np.unique(pairs)
+    texts = [docs[i] for i in needed.tolist()]
     sets: list[np.ndarray] = []
     for batch in iter_batches(texts):
         sets.extend(hasher.shingler.shingle_sets(batch))
-    by_doc = dict(zip(needed, sets, strict=True))
-    ok = np.fromiter(
-        (jaccard(by_doc[a], by_doc[b]) >= threshold for a, b in pairs.tolist()),
-        dtype=bool,
-        count=len(pairs),
-    )
-    return pairs[ok]
+    rows = ragged(sets, U64)
+    sims = ragged_jaccard(take_rows(rows, np.searchsorted(needed, pairs[:, 0])),
+                          take_rows(rows, np.searchsorted(needed, pairs[:, 1])))
+    return pairs[sims >= threshold]

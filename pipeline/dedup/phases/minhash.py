@@ -132,7 +132,7 @@ def _rows(shard: StageShard, s: int, config: MinHashConfig) -> tuple[Columns, li
     pos = 0
     for batch in shard.text_batches(("id", "text")):
         ids.extend(batch.column(0).to_pylist())
-        sigs, counts = hasher.signatures_arrow(batch.column(1))
+        sigs, counts = hasher.signatures_arrow(batch.column(1), config.batch_bytes)
         k = band_keys(sigs, config.bands, config.rows)
         ok = np.flatnonzero(counts > 0)
         r = (np.int64(s) << SHIFT) | (pos + ok).astype(np.int64)
@@ -243,9 +243,9 @@ def _payloads(
     for s in np.unique(shard_of):
         texts = _texts_at(shards[int(s)], want[shard_of == s] & POS_MASK)
         if config.verify == "exact":
-            rows.append(hasher.shingle_sets_arrow(texts))
+            rows.append(hasher.shingle_sets_arrow(texts, config.batch_bytes))
         else:
-            sigs, _ = hasher.signatures_arrow(texts)
+            sigs, _ = hasher.signatures_arrow(texts, config.batch_bytes)
             rows.append((sigs.reshape(-1),
                          np.arange(len(texts) + 1, dtype=np.int64) * config.num_perm))
     return want, concat_ragged(rows, _payload_dtype(config))
