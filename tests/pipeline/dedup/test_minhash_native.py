@@ -184,6 +184,9 @@ def test_arrow_signatures_equal_the_str_kernel(webmix_payloads: list[str],
     np.testing.assert_array_equal(sig[0], ref[0])
     assert counts[1] == counts[2] == 0 and (sig[1] == minhash.EMPTY).all()
     assert mh.signatures_arrow(pa.array([], pa.string()))[0].shape == (0, 120)
+    # the numpy fallback takes the same column
+    sig, counts = MinHasher(120, native=False).signatures_arrow(pa.array(texts[:200]), 1 << 16)
+    np.testing.assert_array_equal(sig, ref[:200])
 
 
 def test_arrow_shingle_sets_equal_the_numpy_sets(webmix_payloads: list[str]) -> None:
@@ -196,6 +199,9 @@ def test_arrow_shingle_sets_equal_the_numpy_sets(webmix_payloads: list[str]) -> 
     for i, want in enumerate(sets):
         np.testing.assert_array_equal(values[offsets[i] : offsets[i + 1]], want)
     assert offsets[-1] > 100_000
+    fallback = MinHasher(native=False).shingle_sets_arrow(pa.array(texts), 1 << 16)
+    np.testing.assert_array_equal(fallback[0], values)
+    np.testing.assert_array_equal(fallback[1], offsets)
 
 
 class _Bytes(str):
