@@ -134,21 +134,6 @@ def concat(tables: list[Columns], name: str, dtype: Any) -> np.ndarray:
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
 
 
-def split_write(
-    key: np.ndarray, n: int, path_of: Callable[[int], Path], columns: Columns
-) -> list[Path]:
-    """Write the rows with ``key == i`` to ``path_of(i)`` for every ``i < n`` (row order kept)."""
-    order = np.argsort(key, kind="stable")
-    bounds = np.searchsorted(key[order], np.arange(n + 1))
-    out = []
-    for i in range(n):
-        sel = order[bounds[i] : bounds[i + 1]]
-        path = path_of(i)
-        write_table(path, {k: v[sel] for k, v in columns.items()})
-        out.append(path)
-    return out
-
-
 def route(workdir: str, phase: str, p: int, columns: Columns, n_shards: int,
           groups: int) -> list[Path]:
     """Write rows grouped by the shard group of ``columns['ref']``'s shard to unit ``p``'s
