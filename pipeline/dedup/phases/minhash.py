@@ -270,8 +270,8 @@ def _attach_first(
     the shard group of ``b``, to the two files ``paths`` (:func:`_joined_paths`): one file
     pair per unit, not one per (unit, group)."""
     want, rows = payloads
-    gb = group_of(b >> SHIFT, n_shards, n_groups(n_shards, config.partitions))
     groups = n_groups(n_shards, config.partitions)
+    gb = group_of(b >> SHIFT, n_shards, groups)
     values, offsets = take_rows(rows, np.searchsorted(want, a))
     lengths = np.diff(offsets)
     write_parts(paths[0], gb, groups, {"a": a, "b": b, "length": lengths})
