@@ -18,10 +18,11 @@ base: a map unit's shard indexes and refs, counts, band numbers), which keeps th
 near the size zstd Parquet gave them at no measurable CPU; nothing else is compressed.
 
 Why not Parquet row groups or Arrow IPC batches: reading one partition of a 128-partition
-file cost ~900 us with ``ParquetFile.read_row_group`` (the footer describes every row group)
-and ~170 us with an Arrow IPC file (``open_file`` + ``get_batch``), against ~25 us here
-(2-core VM, 2026-11-27, 22 rows of three uint64 columns per partition); at 64x webmix a
-reduce phase reads 128 x 128 such slices.
+file cost ~1,300 us with ``ParquetFile.read_row_group`` (the footer describes every row
+group; a Parquet file per partition, the former layout, ~1,100 us) and ~230 us with an
+Arrow IPC file (``open_file`` + ``get_batch``), against ~55 us here
+(``benchmarks/dedup_shuffle.py formats``: 22 rows of three 64-bit columns per partition,
+2-core VM, 2026-11-27); at 64x webmix a reduce phase reads 128 x 128 such slices.
 """
 
 from __future__ import annotations
