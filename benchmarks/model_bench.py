@@ -91,6 +91,7 @@ def bench_case(label: str, cfg: ModelConfig, kind: str, batch: int, steps: int, 
             res = bench_case(label, cfg, kind, batch, steps, warmup, compile_)
         res["sdpa"] = sdpa
         return res
+    torch._dynamo.reset()  # a new trace per case: the attention kernel is chosen while tracing
     torch.manual_seed(0)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = (Transformer(cfg) if kind == "ours" else llama_from(cfg)).to(dev)

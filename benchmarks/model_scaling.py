@@ -65,17 +65,24 @@ from model.train import (  # noqa: E402
 )
 
 # Named settings (model.parallel.ParallelOptions fields); "a+b" combines variants.
+# "default" is ParallelOptions() as it is now; "before" the defaults before this benchmark
+# tuned them (the "default" rows of the 2026-11-27 figures in benchmarks/RESULTS.md).
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
+    "before": {"ddp_grad_as_bucket_view": False, "fsdp_reshard": "all", "fsdp_prefetch": 1},
+    "noview": {"ddp_grad_as_bucket_view": False},
+    "reshard_all": {"fsdp_reshard": "all", "fsdp_prefetch": 1},
     "bucket50": {"ddp_bucket_cap_mb": 50.0},
     "bucket100": {"ddp_bucket_cap_mb": 100.0},
     "bucket200": {"ddp_bucket_cap_mb": 200.0},
     "view": {"ddp_grad_as_bucket_view": True},
     "static": {"ddp_static_graph": True},
     "reshard_last": {"fsdp_reshard": "all_but_last"},
+    "prefetch1": {"fsdp_prefetch": 1},
     "noreshard": {"fsdp_reshard": "none"},
     "prefetch2": {"fsdp_prefetch": 2},
     "bf16reduce": {"fsdp_reduce_dtype": "bf16"},
+    "ddpbf16": {"ddp_reduce_dtype": "bf16"},
 }
 
 
@@ -197,6 +204,9 @@ def run_variant(args: argparse.Namespace, info: parallel.DistInfo, pool: torch.T
         d = free.durations()
         rec["nosync_fwdbwd_s"] = _median([x[0] for x in d])
         rec["nosync_step_s"] = _median([sum(x) for x in d])
+    if args.profile:
+        rec["profile"] = profile_step(lambda: step(args.warmup + args.steps + args.nosync_steps,
+                                                   True, None), info.is_main and cuda)
     rec["tokens_per_s"] = G * T / rec["step_s"]
     peak = peak_flops_of(dev)
     fpt = model.flops_per_token(T)
@@ -204,6 +214,30 @@ def run_variant(args: argparse.Namespace, info: parallel.DistInfo, pool: torch.T
     rec["mfu"] = fpt * rec["tokens_per_s"] / (peak * world) if peak else None
     rec["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
     return rec
+
+
+def profile_step(step: Any, active: bool) -> dict[str, Any] | None:
+    """Run ``step()`` under torch.profiler (when ``active``; plain otherwise) and sum device
+    time: all kernels, NCCL kernels, and the top 12 kernels by self device time (ms)."""
+    if not active:
+        step()
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    # kernel (and memcpy/memset) rows only: CPU-op rows repeat their kernels' time
+    events = [e for e in prof.key_averages() if "cuda" in str(e.device_type).lower()]
+
+    def dev_ms(e: Any) -> float:
+        return getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) / 1e3
+
+    events.sort(key=dev_ms, reverse=True)
+    nccl = sum(dev_ms(e) for e in events if "nccl" in e.key.lower())
+    total = sum(dev_ms(e) for e in events)
+    return {"device_ms": total, "nccl_ms": nccl, "compute_ms": total - nccl,
+            "top": [[e.key[:90], round(dev_ms(e), 2)] for e in events[:12]]}
 
 
 def model_config(args: argparse.Namespace) -> Any:
@@ -221,7 +255,7 @@ def worker(args: argparse.Namespace) -> int:
         if args.global_batch % (args.micro_batch * world):
             raise SystemExit(f"--global-batch {args.global_batch} is not a multiple of "
                              f"--micro-batch {args.micro_batch} x world {world}")
-        n_steps = args.warmup + args.steps + args.nosync_steps
+        n_steps = args.warmup + args.steps + args.nosync_steps + int(args.profile)
         vocab = model_config(args).vocab_size
         # the same pool on every rank: a seeded generator on the rank's device
         pool = markov_pool(n_steps * args.global_batch, args.seq + 1, min(4096, vocab - 1), 4,
@@ -320,6 +354,13 @@ def report(paths: list[str], md: str = "") -> str:
             f"{r['tokens_per_s']:,.0f} | {f(eff and 100 * eff, '.1f')}{'%' if eff else ''} | "
             f"{f(r['mfu'] and 100 * r['mfu'], '.1f')}{'%' if r['mfu'] else ''} | "
             f"{f(dloss, '.4f')} | {r['losses'][-1]:.4f} | {r['peak_mem_gib']:.1f} |")
+    for r in recs:
+        pr = r.get("profile")
+        if pr:
+            lines.append(f"\nprofile, {r['world']} GPUs {r['mode']} {r['variant']} (rank 0, one "
+                         f"step of {1e3 * r['step_s']:.1f} ms): kernels {pr['device_ms']:.1f} ms "
+                         f"= compute {pr['compute_ms']:.1f} + NCCL {pr['nccl_ms']:.1f}; top: "
+                         + "; ".join(f"{k} {v}" for k, v in pr["top"][:8]))
     for r in bad:
         lines.append(f"\n{r['world']} GPUs {r['mode']} {r['variant']}: {r['error']}")
     text = "\n".join(lines)
@@ -351,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--lr", type=float, default=6e-4)
         p.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
         p.add_argument("--smoke", action="store_true", help="tiny model (CPU check)")
+        p.add_argument("--profile", action="store_true",
+                       help="profile one more step on rank 0 (device time, NCCL time)")
         p.add_argument("--out", required=True)
         if name == "run":
             p.add_argument("--world", type=int, default=1)

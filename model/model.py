@@ -649,6 +649,15 @@ class Transformer(nn.Module):
                 z_total = z if z_total is None else z_total + z
         if cache is not None:
             cache.advance(T)
+        return self._head(x, targets, aux_total, z_total)
+
+    def _head(self, x: torch.Tensor, targets: torch.Tensor | None,
+              aux_total: torch.Tensor | None,
+              z_total: torch.Tensor | None) -> torch.Tensor | LMOutput:
+        """Final norm, LM head and (with ``targets``) the losses. A method of its own so that
+        ``torch.compile`` compiles it as its own graph when the block loop cannot be one
+        (FSDP2's hooks break the graph at every block; without this the head and the
+        cross-entropy over the whole vocabulary would run eagerly)."""
         logits = self.lm_head(self.norm(x))
         cap = self.config.final_logit_softcap
         if cap is not None:

@@ -104,27 +104,38 @@ class ParallelOptions:
     """Communication settings of :func:`parallelize` (the trainer's ``train.ddp_*`` and
     ``train.fsdp_*`` fields).
 
-    DDP: ``ddp_bucket_cap_mb`` (gradient all-reduce bucket size), ``ddp_static_graph`` and
-    ``ddp_grad_as_bucket_view`` (gradients alias the buckets: no copy into them).
+    DDP: ``ddp_bucket_cap_mb`` (gradient all-reduce bucket size), ``ddp_static_graph``,
+    ``ddp_grad_as_bucket_view`` (gradients alias the buckets: no copy into them) and
+    ``ddp_reduce_dtype`` (``"bf16"``: gradients all-reduced in bf16, half the bytes, through
+    DDP's ``bf16_compress_hook``).
     FSDP2: ``fsdp_reshard`` says which blocks free their gathered parameters after forward
     (``"all"``; ``"all_but_last"``: the last block, whose backward comes first, keeps them;
     ``"none"``: every block keeps them, ZeRO-2 memory); the root module never reshards
     after forward (the tied embedding is the LM head, used again first in backward).
     ``fsdp_prefetch`` blocks are all-gathered ahead in forward and backward (1 is FSDP2's own
     implicit prefetch); ``fsdp_reduce_dtype`` is the gradient reduce-scatter dtype.
+
+    Defaults: the fastest ``benchmarks/model_scaling.py`` measured at 350M on 2 and 4 H100s
+    (DDP with gradient bucket views: 94.3% of linear at 4 GPUs against 92.9-93.5% with
+    copies; FSDP2 ``all_but_last`` with prefetch 2: equal to resharding every block at 4
+    GPUs, 1.9 points better at 2). bf16 reductions and 100 MB DDP buckets measured no faster.
     """
 
     ddp_bucket_cap_mb: float = 25.0
     ddp_static_graph: bool = False
-    ddp_grad_as_bucket_view: bool = False
-    fsdp_reshard: str = "all"
-    fsdp_prefetch: int = 1
+    ddp_grad_as_bucket_view: bool = True
+    ddp_reduce_dtype: str = "fp32"
+    fsdp_reshard: str = "all_but_last"
+    fsdp_prefetch: int = 2
     fsdp_reduce_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.fsdp_reshard not in RESHARD_CHOICES:
             raise ValueError(f"train.fsdp_reshard must be one of {RESHARD_CHOICES}, "
                              f"not {self.fsdp_reshard!r}")
+        if self.ddp_reduce_dtype not in ("fp32", "bf16"):
+            raise ValueError(f"train.ddp_reduce_dtype must be fp32 or bf16, "
+                             f"not {self.ddp_reduce_dtype!r}")
         if self.fsdp_reduce_dtype not in ("fp32", "bf16"):
             raise ValueError(f"train.fsdp_reduce_dtype must be fp32 or bf16, "
                              f"not {self.fsdp_reduce_dtype!r}")
@@ -147,9 +158,14 @@ def parallelize(model: nn.Module, mode: str, info: DistInfo,
 
         # Buffers are not broadcast: the MoE load counters are rank-local until all-reduced.
         ids = [info.device.index] if info.device.type == "cuda" else None
-        return DDP(model, device_ids=ids, broadcast_buffers=False,
-                   bucket_cap_mb=opts.ddp_bucket_cap_mb, static_graph=opts.ddp_static_graph,
-                   gradient_as_bucket_view=opts.ddp_grad_as_bucket_view)
+        ddp = DDP(model, device_ids=ids, broadcast_buffers=False,
+                  bucket_cap_mb=opts.ddp_bucket_cap_mb, static_graph=opts.ddp_static_graph,
+                  gradient_as_bucket_view=opts.ddp_grad_as_bucket_view)
+        if opts.ddp_reduce_dtype == "bf16":
+            from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+            ddp.register_comm_hook(None, default_hooks.bf16_compress_hook)
+        return ddp
     if mode == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 

@@ -106,9 +106,10 @@ class TrainConfig:
     # communication settings (model.parallel.ParallelOptions; benchmarks/model_scaling.py)
     ddp_bucket_cap_mb: float = 25.0
     ddp_static_graph: bool = False
-    ddp_grad_as_bucket_view: bool = False
-    fsdp_reshard: str = "all"  # all | all_but_last | none: blocks that free params after fwd
-    fsdp_prefetch: int = 1  # blocks all-gathered ahead (1 = FSDP2's implicit prefetch)
+    ddp_grad_as_bucket_view: bool = True
+    ddp_reduce_dtype: str = "fp32"  # fp32 | bf16 gradient all-reduce
+    fsdp_reshard: str = "all_but_last"  # all | all_but_last | none: blocks freeing params
+    fsdp_prefetch: int = 2  # blocks all-gathered ahead (1 = FSDP2's implicit prefetch)
     fsdp_reduce_dtype: str = "fp32"  # fp32 | bf16 gradient reduce-scatter
     eval_every: int = 200
     # Intermediate evaluations score a fixed subset of each eval stream's windows, drawn
@@ -196,7 +197,8 @@ def parallel_options(cfg: TrainConfig) -> parallel.ParallelOptions:
     (raises ValueError naming a bad field)."""
     return parallel.ParallelOptions(
         ddp_bucket_cap_mb=float(cfg.ddp_bucket_cap_mb), ddp_static_graph=cfg.ddp_static_graph,
-        ddp_grad_as_bucket_view=cfg.ddp_grad_as_bucket_view, fsdp_reshard=cfg.fsdp_reshard,
+        ddp_grad_as_bucket_view=cfg.ddp_grad_as_bucket_view,
+        ddp_reduce_dtype=cfg.ddp_reduce_dtype, fsdp_reshard=cfg.fsdp_reshard,
         fsdp_prefetch=int(cfg.fsdp_prefetch), fsdp_reduce_dtype=cfg.fsdp_reduce_dtype)
 
 

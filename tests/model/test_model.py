@@ -380,3 +380,37 @@ def test_gpu_moe_grouped_mm_matches_loop_compiled_and_backward():
         for a, b in zip(got, loop, strict=True):
             assert torch.isfinite(a).all()
             assert (a - b).norm() / b.norm() < 3e-2
+
+
+# ---- compilation ------------------------------------------------------------------------------
+
+
+def test_head_and_loss_compile_as_their_own_graph_when_blocks_break_the_graph(tiny: Callable,
+                                                                                monkeypatch):
+    # FSDP2's hooks break the graph at every block, and a graph break inside the block loop
+    # leaves the rest of Transformer.forward eager; the head and the cross-entropy over the
+    # vocabulary must still be compiled (Transformer._head is a frame of its own).
+    from model.model import Block
+
+    model = Transformer(tiny())
+    original = Block.forward
+
+    def breaking(self, *args, **kwargs):
+        torch._dynamo.graph_break()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Block, "forward", breaking)
+    graphs: list[str] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs):
+        graphs.append(gm.code)
+        return gm.forward
+
+    torch._dynamo.reset()
+    x = torch.randint(0, 97, (2, 16))
+    try:
+        out = torch.compile(model, backend=backend)(x, x)
+    finally:
+        torch._dynamo.reset()
+    assert any("cross_entropy" in code for code in graphs), graphs
+    assert out.loss.item() == pytest.approx(model(x, x).loss.item(), rel=1e-6)
