@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import socket
 import subprocess
@@ -295,6 +294,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+WORKER_OPTIONS = ("mode", "variants", "preset", "seq", "global_batch", "micro_batch", "warmup",
+                  "steps", "nosync_steps", "lr", "compile", "out")
+
+
+def worker_args(args: argparse.Namespace) -> list[str]:
+    """The ``run`` options the worker takes, as command-line arguments (mode ``none`` on one
+    GPU)."""
+    out = []
+    for name in WORKER_OPTIONS:
+        value = "none" if name == "mode" and args.world == 1 else getattr(args, name)
+        out += [f"--{name.replace('_', '-')}", str(value)]
+    return out + [flag for flag in ("--smoke", "--profile")
+                  if getattr(args, flag[2:])]
+
+
 def launch(args: argparse.Namespace, extra: list[str]) -> int:
     """Start ``torchrun --nproc_per_node world`` on the worker with the same options."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -408,23 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "report":
         print(report(args.files, args.md))
         return 0
-    extra = [a for a in (argv if argv is not None else sys.argv[1:])[1:]]
-    skip_next = False
-    fwd_args = []
-    for a in extra:  # drop the launcher-only options
-        if skip_next:
-            skip_next = False
-            continue
-        if a in ("--world", "--devices", "--timeout"):
-            skip_next = True
-            continue
-        if a.split("=")[0] in ("--world", "--devices", "--timeout"):
-            continue
-        fwd_args.append(a)
-    if not any(a.startswith("--mode") for a in fwd_args) and args.world == 1:
-        fwd_args += ["--mode", "none"]
-    rc = launch(args, fwd_args)
-    return rc if math.isfinite(rc) else 1
+    return launch(args, worker_args(args))
 
 
 if __name__ == "__main__":
