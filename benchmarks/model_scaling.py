@@ -27,8 +27,11 @@ forward/backward phase and the optimizer phase of each step; median reported), t
 more than one GPU, ``--steps`` more with gradient synchronisation switched off (DDP
 ``no_sync``; FSDP2 ``set_requires_gradient_sync(False)``, which also leaves the optimizer
 nothing to update): forward/backward with sync minus without is the communication the
-backward pass does not hide. Scaling efficiency = tokens/s at N GPUs / (N x tokens/s of the
-1-GPU run with the same global batch).
+backward pass does not hide. ``--profile`` runs one more step under torch.profiler on rank 0
+(kernel time, NCCL time, the largest kernels). Scaling efficiency = tokens/s at N GPUs /
+(N x tokens/s of the 1-GPU run with the same global batch and micro-batch). Variants:
+``VARIANTS`` below ("default" = today's ``ParallelOptions()``, "before" = the settings before
+this benchmark tuned them).
 """
 
 from __future__ import annotations
