@@ -10,7 +10,10 @@ warm-up steps that include ``torch.compile``. Cases:
 * the same configs as ``transformers.LlamaForCausalLM`` with SDPA attention, same batch:
   tokens/s ratio ours / Llama (Llama eager, as it is normally used, and also compiled);
 * MoE 8 experts top-2 ("moe-8x2-125m", expert width half the dense d_ff, so the same active
-  parameters as "125m") against dense "125m": tokens/s ratio.
+  parameters as "125m") against dense "125m": tokens/s ratio;
+* "...-cudnn" cases: the same with cuDNN attention first in SDPA's backend order
+  (``model.attention.sdpa_backend``; torch 2.11 already picks it on an H100), and 350M at
+  batch 24.
 
 MFU = flops_per_token * tokens/s / peak (989e12 on H100 and H200, ``model.train.peak_flops_of``), with flops_per_token = 6 N + 12 L H Q T (PaLM
 appendix B; N = active non-embedding parameters incl. the LM head; see
