@@ -327,6 +327,11 @@ def _near_jaccard_sample(folder: Path, pairs: list[list], k: int = 200) -> dict[
 # --------------------------------------------------------------------------- cluster
 
 
+# Ray's client keeps the first token it used for the life of the process, so every
+# cluster this process starts (one per scale) shares one private token.
+_PROCESS_TOKEN = secrets.token_hex(32)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -342,7 +347,7 @@ class LocalCluster:
         self.root, self.workers, self.object_store = root, workers, object_store
         self.ray = str(Path(sys.executable).with_name("ray"))
         self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+        self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=_PROCESS_TOKEN,
                         RAY_USAGE_STATS_ENABLED="0")
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
