@@ -405,6 +405,18 @@ static int measure_utf8(const unsigned char *p, size_t n, const unsigned char *s
  * For every string: the lines (split on '\n') whose normalised hash is in frequent are cut,
  * the rest joined with '\n' and '\n' stripped from both ends (an uncut string is left as
  * is), as pipeline.dedup.lines.remove_lines does; a cut line counts its code points + 1. */
+/* Arrow string offsets of n values over a data buffer of len bytes: in order and inside it.
+ * Sets ValueError and returns 0 otherwise. */
+static int offsets_ok(const int32_t *o, size_t n, Py_ssize_t len) {
+    for (size_t r = 0; r < n; r++) {
+        if (o[r] < 0 || o[r] > o[r + 1] || (Py_ssize_t)o[r + 1] > len) {
+            PyErr_SetString(PyExc_ValueError, "offsets out of order or past the data");
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static PyObject *cut(PyObject *self, PyObject *args) {
     PyObject *capsule;
     Py_buffer off, data, freq, space;
@@ -426,12 +438,7 @@ static PyObject *cut(PyObject *self, PyObject *args) {
     size_t n = (size_t)off.len / 4 - 1;
     const int32_t *o = (const int32_t *)off.buf;
     const unsigned char *d = (const unsigned char *)data.buf;
-    for (size_t r = 0; r < n; r++) {
-        if (o[r] < 0 || o[r] > o[r + 1] || (Py_ssize_t)o[r + 1] > data.len) {
-            PyErr_SetString(PyExc_ValueError, "offsets out of order or past the data");
-            goto done;
-        }
-    }
+    if (!offsets_ok(o, n, data.len)) goto done;
     const int64_t *fq = (const int64_t *)freq.buf;
     size_t nf = (size_t)freq.len / 8;
     new_off = malloc((n + 1) * sizeof(int32_t));
@@ -533,12 +540,7 @@ static PyObject *column(PyObject *self, PyObject *args) {
     size_t n = (size_t)off.len / 4 - 1;
     const int32_t *o = (const int32_t *)off.buf;
     const unsigned char *d = (const unsigned char *)data.buf;
-    for (size_t r = 0; r < n; r++) {
-        if (o[r] < 0 || o[r] > o[r + 1] || (Py_ssize_t)o[r + 1] > data.len) {
-            PyErr_SetString(PyExc_ValueError, "offsets out of order or past the data");
-            goto done;
-        }
-    }
+    if (!offsets_ok(o, n, data.len)) goto done;
     int rc = 0;
     Py_BEGIN_ALLOW_THREADS /* the buffers are held until we return */
     for (size_t r = 0; r < n && rc == 0; r++) {
