@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "_blake2b.h"
+#include "_utf8.h"
 
 #define N_CODEPOINTS 0x110000
 #define SEP 0xFFFFFFFFu
@@ -291,16 +292,11 @@ static inline uint32_t next_cp(const unsigned char *p, size_t n, size_t *i) {
         *i += 1;
         return b;
     }
-    int len = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 0;
-    if (len == 0 || b > 0xF4 || *i + (size_t)len > n) return 0xFFFFFFFFu;
-    uint32_t c = b & (0x3F >> (len - 1));
-    for (int k = 1; k < len; k++) {
-        unsigned char x = p[*i + (size_t)k];
-        if ((x & 0xC0) != 0x80) return 0xFFFFFFFFu;
-        c = (c << 6) | (x & 0x3F);
-    }
+    uint32_t c;
+    int len = decode_utf8(p + *i, p + n, &c);
+    if (len == 0) return 0xFFFFFFFFu;
     *i += (size_t)len;
-    return c < N_CODEPOINTS ? c : 0xFFFFFFFFu;
+    return c;
 }
 
 /* hash of the line p[0..n) as end_line would give it; *cps gets its code point count;

@@ -197,3 +197,26 @@ def test_column_hashes_equal_per_string_hashes(monkeypatch: pytest.MonkeyPatch) 
         lines.column_line_hashes(bad)
     monkeypatch.setattr(native_lines, "can_hash_columns", lambda: False)
     assert lines.column_line_hashes(column).tolist() == expected(texts)
+
+
+@pytest.mark.parametrize("raw", [
+    b"hello\xc0\xafworld",  # overlong '/'
+    b"a\xe0\x80\xafb",  # overlong 3-byte form
+    b"a\xf0\x80\x80\xafb",  # overlong 4-byte form
+    b"a\xed\xa0\x80b",  # a UTF-16 surrogate encoded
+    b"a\xf4\x90\x80\x80b",  # above U+10FFFF
+    b"ok\n\xff\xfe",
+])
+def test_native_entry_points_refuse_what_python_refuses(raw: bytes) -> None:
+    """The C line hasher and line cutter decode UTF-8 as strictly as Python does, so the
+    columnar paths fail (and fall back) exactly where reading the Document would fail."""
+    import pyarrow as pa
+
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")
+    offsets = np.array([0, len(raw)], dtype=np.int32).tobytes()
+    bad = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(offsets), pa.py_buffer(raw)])
+    with pytest.raises(ValueError):
+        native_lines.column_line_hashes(bad)
+    with pytest.raises(ValueError):
+        native_lines.cut_lines(bad, np.zeros(0, dtype=np.int64))
