@@ -35,6 +35,7 @@ import numpy as np
 from pipeline.core.step import StageShard
 from pipeline.dedup.bloom import BloomFilter, bloom_size, expected_fp_rate
 from pipeline.dedup.phases.memory import log_phase, task_memory
+from pipeline.dedup.phases.partfile import SHUFFLE_FORMAT
 from pipeline.dedup.phases.shuffle import (
     POS_MASK,
     SHIFT,
@@ -207,7 +208,8 @@ def prepare_bloom(
     ordered = sorted_shards(shards)
     S = len(ordered)
     os.makedirs(workdir, exist_ok=True)
-    check_config(workdir, {"job": "bloom", "mode": config.mode, "fp_rate": config.fp_rate,
+    check_config(workdir, {"job": "bloom", "shuffle_format": SHUFFLE_FORMAT,
+                           "mode": config.mode, "fp_rate": config.fp_rate,
                            "expected_items": config.expected_items,
                            "max_filter_bytes": config.max_filter_bytes,
                            "max_map_tasks": config.max_map_tasks,

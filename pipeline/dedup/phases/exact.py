@@ -19,6 +19,7 @@ import numpy as np
 
 from pipeline.core.step import StageShard
 from pipeline.dedup.phases.memory import DEFAULT_TASK_MEMORY_GB, cap_bytes, rows_per_task
+from pipeline.dedup.phases.partfile import SHUFFLE_FORMAT
 from pipeline.dedup.phases.shuffle import (
     POS_MASK,
     SHIFT,
@@ -112,7 +113,8 @@ def prepare_exact(
     cap = cap_bytes(config.task_memory_gb)
     rows_per_task(cap, "exact.reduce", OPTION)  # a cap no split can meet fails before any work
     os.makedirs(workdir, exist_ok=True)
-    check_config(workdir, {"job": "exact", "partitions": P, "max_map_tasks": config.max_map_tasks,
+    check_config(workdir, {"job": "exact", "shuffle_format": SHUFFLE_FORMAT,
+                           "partitions": P, "max_map_tasks": config.max_map_tasks,
                            "task_memory_gb": config.task_memory_gb,
                            "shards": [s.shard_id for s in ordered],
                            "files": [list(s.files) for s in ordered]})

@@ -20,6 +20,7 @@ import numpy as np
 from pipeline.core.step import StageShard
 from pipeline.dedup.lines import column_line_hashes
 from pipeline.dedup.phases.memory import DEFAULT_TASK_MEMORY_GB, cap_bytes, rows_per_task
+from pipeline.dedup.phases.partfile import SHUFFLE_FORMAT
 from pipeline.dedup.phases.shuffle import (
     SHIFT,
     Columns,
@@ -111,7 +112,8 @@ def prepare_lines(
     cap = cap_bytes(config.task_memory_gb)
     rows_per_task(cap, "lines.reduce", OPTION)  # a cap no split can meet fails before any work
     os.makedirs(workdir, exist_ok=True)
-    check_config(workdir, {"job": "lines", "partitions": P, "min_count": config.min_count,
+    check_config(workdir, {"job": "lines", "shuffle_format": SHUFFLE_FORMAT,
+                           "partitions": P, "min_count": config.min_count,
                            "max_map_tasks": config.max_map_tasks,
                            "task_memory_gb": config.task_memory_gb,
                            "shards": [s.shard_id for s in ordered],

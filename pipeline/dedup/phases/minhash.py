@@ -51,7 +51,7 @@ from pipeline.dedup.phases.memory import (
     rows_per_task,
     task_memory,
 )
-from pipeline.dedup.phases.partfile import read_parts, write_parts
+from pipeline.dedup.phases.partfile import SHUFFLE_FORMAT, read_parts, write_parts
 from pipeline.dedup.phases.shuffle import (
     POS_MASK,
     SHIFT,
@@ -512,7 +512,8 @@ def prepare_minhash(
     cap = cap_bytes(config.task_memory_gb)
     rows_per_task(cap, "minhash.candidates", OPTION)  # a cap no split can meet fails first
     os.makedirs(workdir, exist_ok=True)
-    check_config(workdir, {"job": "minhash", **config.__dict__,
+    check_config(workdir, {"job": "minhash", "shuffle_format": SHUFFLE_FORMAT,
+                           **config.__dict__,
                            "shards": [s.shard_id for s in ordered],
                            "files": [list(s.files) for s in ordered]})
     M = run_map(workdir, ordered, P, config, config.max_map_tasks, _rows, _partition,

@@ -37,9 +37,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pipeline.dedup.phases.store import marker_listing
 from pipeline.io.atomic import atomic_path
 
 MAGIC = b"RFPART1\n"
+#: the shuffle's on-disk layout, recorded in the configuration of every job that writes
+#: these files: a work directory an older layout started is refused, not half-resumed
+#: (1: a Parquet file per (unit, partition); 2: one partitioned file per unit)
+SHUFFLE_FORMAT = 2
 _PREFIX = struct.Struct("<8sQ")
 _OFFSET = struct.Struct("<q")
 #: bytes read at once from a file's start (header and, for <= ~400 partitions, the offsets)
@@ -108,23 +113,52 @@ class _Column(NamedTuple):
 
 
 @functools.lru_cache(maxsize=64)
-def _columns(header: bytes) -> tuple[tuple[_Column, ...], int]:
-    """Parse a header (cached: a phase's files share theirs)."""
+def _columns(header: bytes) -> tuple[tuple[_Column, ...], int, int]:
+    """Parse a header (cached: a phase's files share theirs): its columns, partition count
+    and stored bytes per row. Raises ValueError, TypeError or KeyError on a header
+    :func:`write_parts` did not write."""
     meta = json.loads(header)
     cols = []
     for name, dt, st in meta["columns"]:
         dt, st = np.dtype(dt), np.dtype(st)
-        cols.append(_Column(name, dt.newbyteorder("="), st, dt != st,
+        if not isinstance(name, str) or dt.kind not in "biuf" or st.kind not in "biuf":
+            raise ValueError(f"column {name!r}: {dt}/{st} is not a numeric column")
+        narrowed = dt != st
+        if narrowed and (dt.kind not in "iu" or st.kind != "u" or st.itemsize >= dt.itemsize):
+            raise ValueError(f"column {name!r}: {dt} cannot be stored as {st}")
+        cols.append(_Column(name, dt.newbyteorder("="), st, narrowed,
                             "<Q" if dt.kind == "u" else "<q"))
-    return tuple(cols), int(meta["parts"])
+    parts = meta["parts"]
+    if type(parts) is not int or parts < 0:
+        raise ValueError(f"partition count {parts!r}")
+    return tuple(cols), parts, sum(c.stored.itemsize for c in cols)
+
+
+def _damaged(path: str | os.PathLike, what: str) -> PartFileError:
+    """The error for a damaged file: what is wrong, and the marker to delete (the unit that
+    wrote the file then runs again on a rerun)."""
+    marker = marker_listing(path)
+    fix = (f"delete its unit's marker {marker} and rerun" if marker is not None else
+           "delete the marker (<phase>/_done/<unit>.json) of the unit that wrote it and rerun")
+    return PartFileError(f"{path}: {what}; {fix}")
+
+
+def _read_into(fd: int, buf: memoryview, at: int, path: str | os.PathLike) -> None:
+    """Fill ``buf`` (bytes) from ``fd`` at ``at``: one read returns at most ~2 GiB on Linux,
+    so this reads until full; end of file first means the file was cut."""
+    done = 0
+    while done < len(buf):
+        n = os.preadv(fd, [buf[done:]], at + done)
+        if n <= 0:
+            raise _damaged(path, "truncated")
+        done += n
 
 
 def _pread(fd: int, n: int, at: int, path: str | os.PathLike) -> bytes:
-    """``n`` bytes of ``fd`` at ``at``; a short read means the file was cut."""
-    raw = os.pread(fd, n, at)
-    if len(raw) != n:
-        raise PartFileError(f"{path}: truncated; delete the unit's marker and rerun")
-    return raw
+    """``n`` bytes of ``fd`` at ``at``; the end of the file first means the file was cut."""
+    buf = bytearray(n)
+    _read_into(fd, memoryview(buf), at, path)
+    return bytes(buf)
 
 
 class _Header:
@@ -133,61 +167,109 @@ class _Header:
     The file's first :data:`_HEAD` bytes are read at once: for up to a few hundred
     partitions they hold the header and every offset, so a reader makes one small read
     before its column slices (``pread``, no seeks).
+
+    A damaged file fails naming itself instead of yielding wrong rows: the header must
+    parse, the file must be exactly as long as the header, offsets and ``total`` rows of its
+    columns need (``total`` = the last offset), and the offsets must start at 0 and never
+    decrease. The offsets are all checked when they came with the first read (a few us
+    for 128); beyond (files of more than ~500 partitions), a read checks those it uses (in
+    ``0..total``, not decreasing over the range) and :meth:`all_offsets` checks them all,
+    so that a reader of one partition does not read every offset of every file.
     """
 
     def __init__(self, fd: int, path: str | os.PathLike) -> None:
+        self.path = path
+        self.fd = fd
+        size = os.fstat(fd).st_size
         self.head = os.pread(fd, _HEAD, 0)
         if len(self.head) < _PREFIX.size or self.head[:8] != MAGIC:
             raise PartFileError(f"{path}: not a partitioned shuffle file (bad magic); delete "
                                 "the job's work directory and rerun")
         header_len = _PREFIX.unpack_from(self.head)[1]
+        if header_len % 8 or header_len > size - _PREFIX.size:
+            raise _damaged(path, f"header length {header_len} does not fit its {size} bytes")
         bases_at = _PREFIX.size + header_len
         header = self.head[_PREFIX.size : bases_at]
         if len(header) != header_len:
             header = _pread(fd, header_len, _PREFIX.size, path)
-        self.columns, self.parts = _columns(header)
+        try:
+            self.columns, self.parts, row = _columns(header)
+        except (ValueError, TypeError, KeyError) as e:
+            raise _damaged(path, f"unreadable header ({e})") from None
         self.offsets_at = bases_at + 8 * len(self.columns)
         self.data_at = self.offsets_at + 8 * (self.parts + 1)
+        if self.data_at > size:
+            raise _damaged(path, f"{self.parts} partitions do not fit its {size} bytes")
         raw = self._bytes(8 * len(self.columns), bases_at)
         self.bases = [struct.unpack_from(c.base_format, raw, 8 * i)[0]
                       for i, c in enumerate(self.columns)]
-        self.path = path
-        self.fd = fd
+        self.total = self._offset(self.parts)
+        want = self.data_at + self.total * row
+        if self.total < 0 or want != size:
+            raise _damaged(path, f"{'truncated' if size < want else 'too long'}: {self.total} "
+                           f"rows of {row} bytes need {want} bytes, it has {size}")
+        if self.data_at <= len(self.head):  # every offset came with the first read
+            self._check(np.frombuffer(self.head, "<i8", self.parts + 1, self.offsets_at))
+        elif self._offset(0) != 0:
+            raise _damaged(path, f"its first offset is {self._offset(0)}, not 0")
 
     def _bytes(self, n: int, at: int) -> bytes:
         if at + n <= len(self.head):
             return self.head[at : at + n]
         return _pread(self.fd, n, at, self.path)
 
+    def _offset(self, i: int) -> int:
+        return _OFFSET.unpack(self._bytes(8, self.offsets_at + 8 * i))[0]
+
     def offset(self, i: int) -> int:
         """Row offset ``i`` (0..parts): where partition ``i`` starts, or the row count."""
         if not 0 <= i <= self.parts:
             raise ValueError(f"{self.path}: partition {i} outside 0..{self.parts}")
-        return _OFFSET.unpack(self._bytes(8, self.offsets_at + 8 * i))[0]
+        at = self._offset(i)
+        if not 0 <= at <= self.total:
+            raise _damaged(self.path, f"offset {i} is {at}, outside 0..{self.total}")
+        return at
+
+    def span(self, lo: int, hi: int) -> tuple[int, int]:
+        """The rows ``(start, stop)`` of partitions ``lo..hi-1``."""
+        start, stop = self.offset(lo), self.offset(hi)
+        if start > stop:
+            raise _damaged(self.path, f"offsets decrease (partition {lo} starts at row "
+                           f"{start}, partition {hi} at {stop})")
+        return start, stop
+
+    def _check(self, offsets: np.ndarray) -> None:
+        """Raise unless ``offsets`` (all of them) start at 0 and never decrease."""
+        if offsets[0] != 0:
+            raise _damaged(self.path, f"its first row offset is {offsets[0]}, not 0")
+        down = offsets[1:] < offsets[:-1]
+        if down.any():
+            i = int(down.argmax())
+            raise _damaged(self.path, f"its row offsets decrease (partition {i} starts at row "
+                           f"{offsets[i]}, partition {i + 1} at {offsets[i + 1]})")
 
     def all_offsets(self) -> np.ndarray:
-        """Every row offset (``parts + 1`` int64)."""
+        """Every row offset (``parts + 1`` int64), checked."""
         raw = self._bytes(8 * (self.parts + 1), self.offsets_at)
-        return np.frombuffer(raw, dtype="<i8").astype(np.int64)
+        offsets = np.frombuffer(raw, dtype="<i8").astype(np.int64)
+        self._check(offsets)
+        return offsets
 
     def read_rows(self, start: int, stop: int) -> Columns:
-        """Rows ``start..stop`` of every column."""
-        total = self.offset(self.parts)
+        """Rows ``start..stop`` of every column (``0 <= start <= stop <= total``)."""
         out: Columns = {}
         at = self.data_at
         for c, base in zip(self.columns, self.bases, strict=True):
             size = c.stored.itemsize
             arr = np.empty(stop - start, dtype=c.stored)
-            if stop > start and os.preadv(self.fd, [memoryview(arr).cast("B")],
-                                          at + start * size) != arr.nbytes:
-                raise PartFileError(f"{self.path}: truncated; delete the unit's marker and rerun")
+            _read_into(self.fd, memoryview(arr).cast("B"), at + start * size, self.path)
             if c.narrowed:
                 arr = arr.astype(c.dtype)
                 arr += c.dtype.type(base)
             elif arr.dtype != c.dtype:  # a big-endian machine
                 arr = arr.astype(c.dtype)
             out[c.name] = arr
-            at += total * size
+            at += self.total * size
         return out
 
 
@@ -204,14 +286,14 @@ def read_parts(path: str | os.PathLike, lo: int, hi: int | None = None) -> Colum
     """Return the rows of partitions ``lo..hi-1`` (``hi`` defaults to ``lo + 1``) of ``path``."""
     hi = lo + 1 if hi is None else hi
     with _header(path) as h:
-        return h.read_rows(h.offset(lo), h.offset(hi))
+        return h.read_rows(*h.span(lo, hi))
 
 
 def iter_parts(path: str | os.PathLike, lo: int, hi: int, batch_rows: int) -> Iterator[Columns]:
     """Yield the rows of partitions ``lo..hi-1`` of ``path`` in batches of at most
     ``batch_rows`` rows (a reader that keeps a subset never holds all of them)."""
     with _header(path) as h:
-        a, b = h.offset(lo), h.offset(hi)
+        a, b = h.span(lo, hi)
         for start in range(a, b, batch_rows):
             yield h.read_rows(start, min(b, start + batch_rows))
 

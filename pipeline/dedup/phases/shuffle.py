@@ -33,7 +33,6 @@ from pipeline.dedup.phases.memory import log_phase, splits, task_memory
 from pipeline.dedup.phases.partfile import (
     iter_parts,
     part_bytes,
-    part_rows,
     read_parts,
     write_parts,
 )
@@ -243,10 +242,7 @@ def bucket_rows(workdir: str, n_units: int, partitions: int) -> np.ndarray:
     """Return the rows the ``map`` units wrote to each partition (from their markers)."""
     rows = np.zeros(partitions, dtype=np.int64)
     for u in range(n_units):
-        counts = done_info(workdir, "map", f"m{u:05d}").get("bucket_rows")
-        if counts is None:  # a unit finished before its marker counted rows
-            counts = part_rows(map_path(workdir, "map", u))
-        rows += np.asarray(counts, dtype=np.int64)
+        rows += np.asarray(done_info(workdir, "map", f"m{u:05d}")["bucket_rows"], dtype=np.int64)
     return rows
 
 

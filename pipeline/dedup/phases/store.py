@@ -79,6 +79,25 @@ def mark_done(
     write_json(marker_path(root, phase, unit), {"outputs": files, "info": info or {}})
 
 
+def marker_listing(path: str | os.PathLike) -> Path | None:
+    """Return the marker whose outputs list ``path`` (a file ``<workdir>/<phase>/<name>``
+    that a unit of ``<phase>`` wrote), or None when no marker of that phase lists it.
+
+    For error messages (it reads every marker of the phase): deleting that marker makes a
+    rerun redo the unit and rewrite the file.
+    """
+    path = Path(path).absolute()
+    for marker in sorted((path.parent / "_done").glob("*.json")):
+        try:
+            with open(marker, encoding="utf-8") as f:
+                outputs = json.load(f).get("outputs", {})
+        except (OSError, ValueError, AttributeError):
+            continue
+        if any(path.as_posix().endswith("/" + rel) for rel in outputs):
+            return marker
+    return None
+
+
 def is_done(workdir: str | os.PathLike, phase: str, unit: str) -> bool:
     """True when ``unit`` has a marker and all its outputs exist with the recorded sizes."""
     root = Path(workdir)
@@ -231,7 +250,8 @@ def check_config(workdir: str | os.PathLike, config: dict[str, Any]) -> None:
             old = json.load(f)
         if old.get("digest") != digest:
             raise ValueError(
-                f"{path} was written by a different configuration (other options or shards); "
+                f"{path} was written by a different configuration (other options or shards, or "
+                "an older version's shuffle files); "
                 "use a fresh work directory or delete this one"
             )
         return

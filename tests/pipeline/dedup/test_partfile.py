@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import re
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pipeline.dedup.phases import partfile
 from pipeline.dedup.phases.exact import ExactConfig, prepare_exact
 from pipeline.dedup.phases.partfile import (
+    SHUFFLE_FORMAT,
     PartFileError,
     iter_parts,
     part_bytes,
@@ -16,7 +22,13 @@ from pipeline.dedup.phases.partfile import (
     read_parts,
     write_parts,
 )
-from pipeline.dedup.phases.store import list_phase_files
+from pipeline.dedup.phases.store import (
+    check_config,
+    list_phase_files,
+    load_config,
+    mark_done,
+    marker_path,
+)
 from pipeline.dedup.text import U64, document_key
 from pipeline.execution.executor import LocalExecutor
 
@@ -81,6 +93,8 @@ def test_bad_files_and_columns_are_refused_naming_the_file(key_rows, tmp_path) -
     key = (key_rows["lo"] % U64(4)).astype(np.int64)
     path = tmp_path / "m.parts"
     write_parts(path, key, 4, key_rows)
+    with pytest.raises(ValueError, match="partition 5 outside 0..4"):
+        read_parts(path, 5, 6)
     with open(path, "r+b") as f:
         f.truncate(path.stat().st_size - 100)
     with pytest.raises(PartFileError, match="m.parts: truncated"):
@@ -93,8 +107,6 @@ def test_bad_files_and_columns_are_refused_naming_the_file(key_rows, tmp_path) -
         write_parts(tmp_path / "x.parts", key, 4, {"id": np.array(["a"] * len(key), dtype=object)})
     with pytest.raises(ValueError, match="partition keys must lie in 0..3"):
         write_parts(tmp_path / "x.parts", key + 1, 4, {"ref": key_rows["ref"]})
-    with pytest.raises(ValueError, match="partition 5 outside 0..4"):
-        read_parts(tmp_path / "m.parts", 5, 6)
 
 
 def test_the_shuffle_writes_one_file_per_unit(corpus, tmp_path) -> None:
@@ -106,3 +118,135 @@ def test_the_shuffle_writes_one_file_per_unit(corpus, tmp_path) -> None:
         "m00000.parts", "m00001.parts", "m00002.parts"]
     assert len(list_phase_files(work, "reduce")) == 5
     assert len(list_phase_files(work, "decisions")) == len(stage)
+
+
+def _offsets_at(path: Path, columns: int) -> int:
+    """Where a partitioned file's row offsets start (after its header and column bases)."""
+    header_len = struct.unpack_from("<Q", path.read_bytes(), 8)[0]
+    return 16 + header_len + 8 * columns
+
+
+def _put(path: Path, at: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(data)
+
+
+def _set_offset(path: Path, columns: int, i: int, value: int) -> None:
+    _put(path, _offsets_at(path, columns) + 8 * i, struct.pack("<q", value))
+
+
+def _offset(path: Path, columns: int, i: int) -> int:
+    return struct.unpack_from("<q", path.read_bytes(), _offsets_at(path, columns) + 8 * i)[0]
+
+
+def _swap_offsets(path: Path) -> None:
+    a, b = _offset(path, 4, 1), _offset(path, 4, 2)
+    assert a < b  # partition 1 has rows: swapped, the offsets decrease
+    _set_offset(path, 4, 1, b)
+    _set_offset(path, 4, 2, a)
+
+
+def _replace(old: bytes, new: bytes) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        raw = path.read_bytes()
+        assert raw.count(old) == 1 and len(old) == len(new)
+        path.write_bytes(raw.replace(old, new))
+    return damage
+
+
+DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "decreasing offsets": (_swap_offsets, "row offsets decrease"),
+    "a negative offset": (lambda p: _set_offset(p, 4, 2, -5), "row offsets decrease"),
+    "a first offset not 0": (lambda p: _set_offset(p, 4, 0, 3), "first row offset is 3"),
+    "a last offset past the rows": (lambda p: _set_offset(p, 4, 4, 301), "truncated: 301 rows"),
+    "garbage header": (lambda p: _put(p, 16, b"{garbage"), "unreadable header"),
+    "an unknown dtype": (_replace(b'["hi", "<u8"', b'["hi", "<x8"'), "unreadable header"),
+    "another partition count": (_replace(b'"parts": 4', b'"parts": 9'), "need \\d+ bytes"),
+    "a huge header length": (lambda p: _put(p, 8, struct.pack("<Q", 1 << 40)),
+                             "header length 1099511627776 does not fit"),
+    "bytes appended": (lambda p: p.write_bytes(p.read_bytes() + bytes(8)), "too long"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_files_are_refused_naming_the_file_and_its_marker(key_rows, tmp_path,
+                                                                   damage) -> None:
+    # a map unit's file and marker, as a job leaves them
+    path = tmp_path / "map" / "m00000.parts"
+    path.parent.mkdir()
+    key = (key_rows["lo"] % U64(4)).astype(np.int64)
+    write_parts(path, key, 4, key_rows)
+    mark_done(tmp_path, "map", "m00000", [path])
+    fn, what = DAMAGES[damage]
+    fn(path)
+    marker = marker_path(tmp_path, "map", "m00000")
+    match = f"{re.escape(str(path))}: .*{what}.*delete its unit's marker {re.escape(str(marker))}"
+    for read in (lambda: read_parts(path, 1), lambda: part_rows(path),
+                 lambda: list(iter_parts(path, 0, 4, 50))):
+        with pytest.raises(PartFileError, match=match):
+            read()
+
+
+def test_offsets_past_the_first_read_are_checked_where_used(key_rows, tmp_path) -> None:
+    # 2,000 partitions: the offsets do not come with the first read, so a reader checks
+    # the ones it uses, and part_rows all of them
+    parts = 2000
+    key = (key_rows["hi"] % U64(parts)).astype(np.int64)
+    path = tmp_path / "m.parts"
+    counts = write_parts(path, key, parts, key_rows)
+    p = int(np.flatnonzero(counts[1500:])[0]) + 1500  # a partition with rows, past 4 KiB
+    read_parts(path, p)
+    _set_offset(path, 4, p + 1, _offset(path, 4, p) - 1)
+    for read in (lambda: read_parts(path, p), lambda: part_rows(path)):
+        with pytest.raises(PartFileError, match=f"m.parts: .*offsets decrease .*partition {p} "):
+            read()
+    _set_offset(path, 4, p + 1, -3)
+    with pytest.raises(PartFileError, match=f"m.parts: offset {p + 1} is -3, outside 0..300"):
+        read_parts(path, p)
+
+
+def test_a_read_cut_short_is_continued_until_the_slice_is_full(key_rows, tmp_path,
+                                                                monkeypatch) -> None:
+    # one preadv returns at most ~2 GiB on Linux: a short read is not the end of the file
+    key = (key_rows["lo"] % U64(3)).astype(np.int64)
+    path = tmp_path / "m.parts"
+    write_parts(path, key, 3, key_rows)
+    want = read_parts(path, 0, 3)
+    real = os.preadv
+    calls: list[int] = []
+
+    def short(fd: int, buffers: list[memoryview], at: int) -> int:
+        calls.append(at)
+        return real(fd, [memoryview(buffers[0])[:7]], at)
+
+    monkeypatch.setattr(partfile.os, "preadv", short)
+    got = read_parts(path, 0, 3)
+    assert len(calls) > 300  # 7 bytes at a time
+    for name, col in want.items():
+        np.testing.assert_array_equal(got[name], col)
+
+    def cut(fd: int, buffers: list[memoryview], at: int) -> int:  # the file ends mid-read
+        return 0 if calls else short(fd, buffers, at)
+
+    calls.clear()
+    monkeypatch.setattr(partfile.os, "preadv", cut)
+    with pytest.raises(PartFileError, match="m.parts: truncated"):
+        read_parts(path, 0, 3)
+
+
+def test_a_work_directory_of_an_older_shuffle_layout_is_refused(corpus, tmp_path) -> None:
+    stage, _ = corpus
+    work, config = tmp_path / "job", ExactConfig(partitions=3, max_map_tasks=2)
+    prepare_exact(stage, str(work), config, LocalExecutor())
+    recorded = load_config(work)
+    assert recorded["shuffle_format"] == SHUFFLE_FORMAT
+    # the record of a run with the same options and shards under an older layout (before
+    # the format was recorded, or another one): its markers would validate, its files not
+    for older in ({}, {"shuffle_format": SHUFFLE_FORMAT - 1}):
+        (work / "_config.json").unlink()
+        check_config(work, {**{k: v for k, v in recorded.items() if k != "shuffle_format"},
+                            **older})
+        with pytest.raises(ValueError, match="_config.json was written by a different "
+                                             "configuration"):
+            prepare_exact(stage, str(work), config, LocalExecutor())
