@@ -420,3 +420,13 @@ class GlobalStep(Step):
     @abstractmethod
     def load(self, workdir: str, shard_id: str) -> None:
         """Load the decisions for ``shard_id`` before :meth:`run` is called on it."""
+
+    def seek(self, position: int) -> None:
+        """Make the next document :meth:`run` (or a table method) sees document ``position``
+        of the shard's stage order.
+
+        The runner calls it after :meth:`load` with the number of documents earlier attempts
+        finished, and before it redoes a chunk that raised, so a step whose decisions depend
+        on how often an id was seen (a shard that repeats ids) matches each document as an
+        uninterrupted run does. The default does nothing (decisions independent of order).
+        """

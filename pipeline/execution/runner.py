@@ -292,11 +292,14 @@ def run_chunk_safely(
     steps: list[Step],
     ctxs: list[StepContext],
     removed: list[tuple[Document, str, str]],
+    start: int = 0,
 ) -> list[Document]:
     """Run a chunk through the steps; if a step raises, redo the chunk one document at a time.
 
     A document that makes a step raise is counted as ``error:<ExceptionType>`` under that
-    step and skipped; one bad record never kills the shard.
+    step and skipped; one bad record never kills the shard. ``start`` is the chunk's first
+    document's position in its shard: before each redone document, a :class:`GlobalStep`
+    among ``steps`` is sought there (its lookups of the failed pass are undone).
     """
     pristine = [_copy_doc(d) for d in chunk]
     saved = [ctx.stats.to_dict() for ctx in ctxs]
@@ -314,7 +317,10 @@ def run_chunk_safely(
             del ctx.samples[n:]
     del removed[n_removed:]
     survivors: list[Document] = []
-    for doc in pristine:
+    seekers = [s for s in steps if isinstance(s, GlobalStep)]
+    for i, doc in enumerate(pristine):
+        for step in seekers:
+            step.seek(start + i)
         snapshots = [ctx.stats.to_dict() for ctx in ctxs]
         mark = len(removed)
         sample_marks = [len(ctx.samples) if ctx.samples is not None else 0 for ctx in ctxs]
@@ -339,12 +345,13 @@ def run_chunk_safely(
 
 
 def _apply_table_safely(step: TableStep, table: pa.Table, ctx: StepContext, schema: pa.Schema,
-                        removed: list[tuple[Document, str, str]]) -> pa.Table:
+                        removed: list[tuple[Document, str, str]], start: int = 0) -> pa.Table:
     """Run a one-step stage's chunk on the columnar path; return the kept rows.
 
     If the step raises, the chunk is redone on the document path
     (:func:`run_chunk_safely`, which skips and counts a document that raises) from the
-    counters, samples and removed documents it had before.
+    counters, samples and removed documents it had before, the step sought back to the
+    chunk's first row (``start``, its position in the shard).
     """
     saved = ctx.stats.to_dict()
     n_samples = len(ctx.samples) if ctx.samples is not None else 0
@@ -363,7 +370,9 @@ def _apply_table_safely(step: TableStep, table: pa.Table, ctx: StepContext, sche
     ctx._sampled = sampled
     del removed[n_removed:]
     assert isinstance(step, Step)
-    survivors = run_chunk_safely(documents_from_table(table), [step], [ctx], removed)
+    if isinstance(step, GlobalStep):
+        step.seek(start)  # the failed call may have looked rows up already
+    survivors = run_chunk_safely(documents_from_table(table), [step], [ctx], removed, start)
     return documents_to_table(survivors, schema)
 
 
@@ -412,6 +421,7 @@ def process_unit(
         glob_step = steps[0]
         assert isinstance(glob_step, GlobalStep)
         glob_step.load(str(out / "_global" / f"stage-{stage}"), shard_id)
+        glob_step.seek(progress["records_done"])  # a resume starts mid-shard
 
     removed: list[tuple[Document, str, str]] = []
     sink = (lambda d, s, r: removed.append((d, s, r))) if job.write.keep_removed else None
@@ -464,13 +474,14 @@ def process_unit(
         name = f"{shard_id}-{part:05d}.parquet"
         if isinstance(chunk, pa.Table):
             assert table_step is not None
-            kept = _apply_table_safely(table_step, chunk, ctxs[0], schema, removed)
+            kept = _apply_table_safely(table_step, chunk, ctxs[0], schema, removed,
+                                       progress["records_done"])
             if kept.num_rows:
                 write_table_part(kept, data_dir / name, schema, compression or "none")
                 progress["files"].append(str(data_dir / name))
             n_in = chunk.num_rows
         else:
-            survivors = run_chunk_safely(chunk, steps, ctxs, removed)
+            survivors = run_chunk_safely(chunk, steps, ctxs, removed, progress["records_done"])
             if survivors:
                 write_documents_parquet(survivors, data_dir / name, fields, compression or "none")
                 progress["files"].append(str(data_dir / name))

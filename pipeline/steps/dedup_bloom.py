@@ -71,6 +71,12 @@ class BloomDedup(GlobalStep):
 
         self._decisions = load_bloom(workdir, shard_id)
 
+    def seek(self, position: int) -> None:
+        """Match repeated ids from document ``position`` of the shard on (see
+        :meth:`GlobalStep.seek`)."""
+        if self._decisions is not None:
+            self._decisions.seek(position)
+
     def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
         """Yield documents without their repeated paragraphs (paragraph mode) or drop
         repeated documents (document mode)."""

@@ -57,6 +57,12 @@ class ExactDedup(TableStep, GlobalStep):
 
         self._decisions = load_exact(workdir, shard_id)
 
+    def seek(self, position: int) -> None:
+        """Match repeated ids from document ``position`` of the shard on (see
+        :meth:`GlobalStep.seek`)."""
+        if self._decisions is not None:
+            self._decisions.seek(position)
+
     def _rejection(self, keeper: int) -> Rejection:
         # the kept copy as "shard index:position" in the stage's order
         return Rejection("exact_duplicate", f"{keeper >> 32}:{keeper & 0xFFFFFFFF}", None,

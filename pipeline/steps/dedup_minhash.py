@@ -117,6 +117,12 @@ class MinHashDedup(TableStep, GlobalStep):
 
         self._decisions = load_minhash(workdir, shard_id)
 
+    def seek(self, position: int) -> None:
+        """Match repeated ids from document ``position`` of the shard on (see
+        :meth:`GlobalStep.seek`)."""
+        if self._decisions is not None:
+            self._decisions.seek(position)
+
     def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
         """Yield each cluster's first document (and every singleton); drop the rest."""
         if self._decisions is None:

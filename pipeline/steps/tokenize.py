@@ -16,7 +16,6 @@ loaded with the tokenizer's ranks; either way the ids equal ``tokenizer.Tokenize
 from __future__ import annotations
 
 import json
-from collections import deque
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +30,7 @@ from pipeline.core.step import GlobalStep, StageShard, StepContext, StepOptions,
 from pipeline.io.atomic import atomic_write_json
 
 if TYPE_CHECKING:
+    from pipeline.dedup.phases.shuffle import ShardDecisions
     from pipeline.execution.executor import Executor
 
 CONFIG_FILE = "_tokenize.json"
@@ -132,7 +132,7 @@ class Tokenize(GlobalStep):
 
     def __init__(self, options: StepOptions | None = None) -> None:
         super().__init__(options)
-        self._counts: dict[str, deque[int]] | None = None
+        self._counts: ShardDecisions | None = None
 
     def check(self) -> None:
         """Check that ``tokenizer`` is a folder holding the files the encoder reads."""
@@ -207,10 +207,11 @@ class Tokenize(GlobalStep):
         """Read the token count of every document of ``shard_id``, keyed by document id.
 
         ``run`` is called once per checkpoint chunk, and after a resume starts mid-shard,
-        so counts are matched by id (repeated ids take their counts in order).
+        so counts are matched by id (a repeated id by position, see :meth:`seek`).
         """
         import pyarrow.parquet as pq
 
+        from pipeline.dedup.phases.shuffle import ShardDecisions
         from tokenizer.token_stream import read_part_offsets
 
         stream = self.stream_dir(workdir)
@@ -222,19 +223,23 @@ class Tokenize(GlobalStep):
         if len(ids) != len(counts):
             raise RuntimeError(f"{self.name}: shard {shard_id} has {len(ids)} documents but its "
                                f"part has {len(counts)}; the stage input changed")
-        self._counts = {}
-        for doc_id, n in zip(ids, counts, strict=True):
-            self._counts.setdefault(doc_id, deque()).append(n)
+        self._counts = ShardDecisions(ids, dict(enumerate(counts)))
+
+    def seek(self, position: int) -> None:
+        """Match repeated ids from document ``position`` of the shard on (see
+        :meth:`GlobalStep.seek`)."""
+        if self._counts is not None:
+            self._counts.seek(position)
 
     def run(self, docs: Iterable[Document], ctx: StepContext) -> Iterator[Document]:
         """Yield each document unchanged but for its ``num_tokens`` (EOS excluded)."""
         if self._counts is None:
             raise RuntimeError(f"{self.name}: load() must be called before run()")
         for doc in docs:
-            queue = self._counts.get(doc.id)
-            if not queue:
-                raise RuntimeError(f"{self.name}: document {doc.id!r} was not tokenized")
-            n = queue.popleft() if len(queue) > 1 else queue[0]
+            try:
+                n = self._counts.get(doc.id)
+            except KeyError:
+                raise RuntimeError(f"{self.name}: document {doc.id!r} was not tokenized") from None
             doc.metadata["num_tokens"] = n
             ctx.stats.counters["tokens"] += n
             yield doc

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -383,27 +384,45 @@ def read_decisions(workdir: str, s: int) -> Columns:
 class ShardDecisions:
     """Per-document decisions for one shard, looked up by document id.
 
-    Documents are matched by id; if a shard repeats an id, its occurrences are matched in
-    order (which assumes the shard is read from its start, as the runner does).
+    Documents are matched by id; if a shard repeats an id, its occurrences are matched by
+    position: the k-th lookup of the id since :meth:`seek` ``(p)`` gets the decision of the
+    id's k-th occurrence at or after position ``p`` of the shard's stage order. The runner
+    seeks to where it resumes a shard and to the start of a chunk it redoes, so a killed and
+    resumed (or redone) shard gets the decisions an uninterrupted run gets.
     """
 
     def __init__(self, ids: Sequence[str], values: dict[int, Any], default: Any = None) -> None:
         self._by_id: dict[str, Any] = {}
         self._repeats: dict[str, list[Any]] = {}
+        self._positions: dict[str, list[int]] = {}  # of a repeated id's occurrences, ascending
+        first: dict[str, int] = {}
         for pos, doc_id in enumerate(ids):
             v = values.get(pos, default)
             if callable(v):
                 v = v(pos)
             if doc_id in self._by_id:
-                self._repeats.setdefault(doc_id, [self._by_id[doc_id]]).append(v)
+                if doc_id not in self._repeats:
+                    self._repeats[doc_id] = [self._by_id[doc_id]]
+                    self._positions[doc_id] = [first[doc_id]]
+                self._repeats[doc_id].append(v)
+                self._positions[doc_id].append(pos)
             else:
                 self._by_id[doc_id] = v
-        self._seen: dict[str, int] = defaultdict(int)
+                first[doc_id] = pos
+        self._cursor = 0
+        self._seen: dict[str, int] = {}  # next occurrence of each repeated id looked up
+
+    def seek(self, position: int) -> None:
+        """Match the next lookups from document ``position`` of the stage order on."""
+        self._cursor = position
+        self._seen.clear()
 
     def get(self, doc_id: str) -> Any:
         """Return the decision for ``doc_id``; KeyError if the shard had no such document."""
         if doc_id in self._repeats:
-            k = self._seen[doc_id]
+            k = self._seen.get(doc_id)
+            if k is None:
+                k = bisect_left(self._positions[doc_id], self._cursor)
             self._seen[doc_id] = k + 1
             reps = self._repeats[doc_id]
             return reps[min(k, len(reps) - 1)]

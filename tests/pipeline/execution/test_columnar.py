@@ -101,11 +101,32 @@ def test_dedup_steps_offer_the_table_path() -> None:
         assert issubclass(cls, TableStep) and issubclass(cls, GlobalStep)
 
 
+def _count_table_chunks(monkeypatch) -> list[str]:
+    """Record the step name of every chunk the runner gives the columnar path."""
+    from pipeline.execution import runner
+
+    calls: list[str] = []
+    real = runner.apply_table_chunk
+
+    def counted(step, table, ctx, sink):
+        calls.append(step.name)
+        return real(step, table, ctx, sink)
+
+    monkeypatch.setattr(runner, "apply_table_chunk", counted)
+    return calls
+
+
 def test_columnar_output_is_byte_identical(inputs: list[str], document_path: Path,
                                            tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv(FORCE_DOCUMENTS_ENV, raising=False)
+    calls = _count_table_chunks(monkeypatch)
     out = tmp_path / "out"
     run_job(_job(inputs, out), executor=LocalExecutor())
+    # every stage's chunks went through the columnar path (the reference through documents)
+    assert set(calls) == {"dedup_exact_v1", "dedup_minhash_v1", "dedup_lines_v1"}
+    parts = [json.loads(f.read_text())["parts"] for stage in (1, 2, 3)
+             for f in (out / "_progress" / f"stage-{stage}").glob("*.json")]
+    assert len(calls) == sum(parts) and len(parts) == 3 * len(inputs)
     ref, got = _files(document_path), _files(out)
     assert sorted(got) == sorted(ref)
     assert [k for k in ref if ref[k] != got[k]] == []
@@ -179,3 +200,91 @@ def test_a_table_step_that_raises_falls_back_to_documents() -> None:
     assert removed == [("d1", "test_flaky_table", "no_e"), ("d3", "test_flaky_table", "no_e")]
     assert ctx.stats.docs_in == 4 and ctx.stats.docs_out == 2
     assert ctx.stats.dropped == {"no_e": 2} and not ctx.stats.counters
+
+
+@pytest.fixture(scope="module")
+def repeated_inputs(inputs: list[str], tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The same documents, but each file repeats 11 ids over and over (``r0`` .. ``r10``), so
+    one id's copies in a shard get different decisions (kept, dropped, lines cut)."""
+    root = tmp_path_factory.mktemp("repeated-in")
+    files = []
+    for k, path in enumerate(inputs):
+        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+        for j, row in enumerate(rows):
+            row["id"] = f"r{j % 11}"
+        p = root / f"part{k}.jsonl"
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        files.append(str(p))
+    return files
+
+
+def _repeated_job(inputs: list[str], out: Path) -> dict:
+    """:func:`_job` with paragraph Bloom dedup (a document-path step) before the line cut."""
+    job = _job(inputs, out)
+    job["steps"].insert(2, {"dedup_bloom_v1": {"mode": "paragraph"}})
+    return job
+
+
+@pytest.fixture(scope="module")
+def repeated_reference(repeated_inputs: list[str],
+                       tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run over :func:`repeated_inputs` (columnar where a step offers it)."""
+    out = tmp_path_factory.mktemp("repeated-ref") / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(FORCE_DOCUMENTS_ENV, raising=False)
+        run_job(_repeated_job(repeated_inputs, out), executor=LocalExecutor())
+    counts = _counts(out)  # the input exercises what the test claims: every step decides
+    assert counts[0][4] and counts[1][4] and counts[2][5]["paragraphs_removed"] > 0
+    assert counts[3][5]["lines_removed"] > 0
+    return out
+
+
+@pytest.mark.parametrize("documents", [False, True], ids=["columnar", "documents"])
+def test_repeated_ids_killed_mid_shard_resume_to_the_same_bytes(
+        repeated_inputs: list[str], repeated_reference: Path, tmp_path: Path, monkeypatch,
+        documents: bool) -> None:
+    if documents:
+        monkeypatch.setenv(FORCE_DOCUMENTS_ENV, "1")
+    else:
+        monkeypatch.delenv(FORCE_DOCUMENTS_ENV, raising=False)
+    out = tmp_path / "out"
+    # each stage that matches by id (exact, MinHash; Bloom runs on documents either way) is
+    # killed once after a part that ends between copies of the same ids (parts of 17 rows)
+    kills = [("stage-1", 1), ("stage-2", 2)] + ([] if documents else [("stage-3", 1)])
+    for k in range(len(kills)):
+        with faults.inject_failures(kills[k:]):
+            run_job(_repeated_job(repeated_inputs, out), executor=LocalExecutor())
+        assert not (out / "_SUCCESS").exists()
+    run_job(_repeated_job(repeated_inputs, out), executor=LocalExecutor())
+    assert (out / "_SUCCESS").exists()
+    ref, got = _files(repeated_reference), _files(out)
+    assert sorted(got) == sorted(ref)
+    assert [k for k in ref if ref[k] != got[k]] == []
+    assert _counts(out) == _counts(repeated_reference)
+
+
+def test_repeated_ids_after_a_table_chunk_redone_on_documents(
+        repeated_inputs: list[str], repeated_reference: Path, tmp_path: Path,
+        monkeypatch) -> None:
+    """Exact and MinHash dedup look every row up, then raise: the redo on documents must
+    match each copy of a repeated id as the uninterrupted run does."""
+    from pipeline.steps.dedup_exact import ExactDedup
+    from pipeline.steps.dedup_minhash import MinHashDedup
+
+    monkeypatch.delenv(FORCE_DOCUMENTS_ENV, raising=False)
+    for cls in (ExactDedup, MinHashDedup):
+        real = cls.apply_table
+
+        def looks_up_then_raises(self, table, ctx, real=real):
+            real(self, table, ctx)
+            raise RuntimeError("broken after the lookups")
+
+        monkeypatch.setattr(cls, "apply_table", looks_up_then_raises)
+    calls = _count_table_chunks(monkeypatch)
+    out = tmp_path / "out"
+    run_job(_repeated_job(repeated_inputs, out), executor=LocalExecutor())
+    assert "dedup_exact_v1" in calls and "dedup_minhash_v1" in calls
+    ref, got = _files(repeated_reference), _files(out)
+    assert sorted(got) == sorted(ref)
+    assert [k for k in ref if ref[k] != got[k]] == []
+    assert _counts(out) == _counts(repeated_reference)

@@ -181,3 +181,29 @@ def test_job_on_ray_end_to_end(ray_local, gpt2_dir: Path, real_docs: Callable,
     before = (out / "tokens" / "manifest.json").read_text()
     run_job(job)
     assert (out / "tokens" / "manifest.json").read_text() == before
+
+
+def test_repeated_ids_killed_mid_shard_get_their_own_counts(gpt2_dir: Path, real_docs: Callable,
+                                                            tmp_path: Path) -> None:
+    """A shard that repeats ids, killed after its second part and rerun: every row's
+    ``num_tokens`` is its own text's count, as in an uninterrupted run."""
+    from pipeline.execution import faults
+
+    docs = [d for d in real_docs(30) if d.text]
+    path = tmp_path / "in.jsonl"
+    with open(path, "w", encoding="utf-8") as handle:
+        for j, d in enumerate(docs):
+            handle.write(json.dumps({"id": f"r{j % 4}", "text": d.text}) + "\n")
+    out = tmp_path / "job"
+    job = {"executor": "local", "inputs": [str(path)], "output": str(out),
+           "steps": [{"tokenize_v1": {"tokenizer": str(gpt2_dir)}}],
+           "write": {"checkpoint_docs": 7}}
+    with faults.inject_failures([("stage-1", 1)]):
+        run_job(job)
+    assert not (out / "_SUCCESS").exists()
+    run_job(job)
+    assert (out / "_SUCCESS").exists()
+    rows = [r for f in sorted((out / "data").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    tok = Tokenizer.load(gpt2_dir)
+    assert [r["text"] for r in rows] == [d.text for d in docs]
+    assert [r["num_tokens"] for r in rows] == [len(tok.encode(d.text)) for d in docs]
