@@ -4,7 +4,9 @@ A job of exact, MinHash and line dedup over real Wikipedia articles (with plante
 and near copies, a boilerplate line and documents that the line cut leaves too short) runs
 once with ``REFINERY_DOCUMENT_APPLY=1`` (documents through ``Step.run``) and once on the
 columnar path; every file of both outputs must be byte-identical, and a run killed in the
-middle of a shard and rerun must give the same bytes again.
+middle of a shard and rerun must give the same bytes again, also when its shards repeat
+document ids (each copy of an id keeps its own decision after a resume or a chunk redone on
+documents).
 """
 
 from __future__ import annotations
