@@ -529,7 +529,7 @@ def prepare_minhash(
     groups = n_groups(S, P)
     # a group's candidate pairs with the payload of one end (the survivor phases join
     # fewer pairs the same way); units get only their group's shards, not the job's list
-    routed = np.zeros(groups, dtype=np.int64)  # candidate pairs per group, an upper bound
+    routed = np.zeros(groups, dtype=np.int64)  # rows routed per group (pairs + second ends): a bound
     if config.verify != "none":
         for p in range(P):
             routed += done_info(workdir, "candidates", f"p{p:05d}").get("routed_rows", 0)
@@ -538,7 +538,7 @@ def prepare_minhash(
         run_phase(workdir, "verify1", [f"g{g:05d}" for g in range(groups)], _verify1,
                   [(workdir, g, group_shards(ordered, g, S, groups), S, config)
                    for g in range(groups)], executor, verify)
-        log_phase(workdir, "verify1", groups, verify.memory, candidate_pairs=int(routed.sum()))
+        log_phase(workdir, "verify1", groups, verify.memory, routed_rows=int(routed.sum()))
         run_phase(workdir, "verify2", [f"h{h:05d}" for h in range(groups)], _verify2,
                   [(workdir, h, S, config) for h in range(groups)], executor, verify)
         log_phase(workdir, "verify2", groups, verify.memory)
