@@ -32,10 +32,9 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.dedup.components import connected_components
-from pipeline.dedup.text import U64, ShingleHasher, mix64
+from pipeline.dedup.text import U64, ShingleHasher, mix64, utf8_buffers
 
 try:
     from pipeline.dedup import _minhash
@@ -303,27 +302,6 @@ def ragged_jaccard(a: Ragged, b: Ragged) -> np.ndarray:
     out = np.ones(n, dtype=np.float64)
     np.divide(inter, union, out=out, where=union > 0)
     return out
-
-
-def utf8_buffers(texts: pa.Array | pa.ChunkedArray) -> tuple[pa.Buffer | bytes, np.ndarray]:
-    """Return an Arrow string column's UTF-8 data buffer and its ``len + 1`` int64 offsets
-    into it (nulls as empty texts); no copy of the text bytes."""
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
-    if pa.types.is_string(texts.type):
-        width = np.int32
-    elif pa.types.is_large_string(texts.type):
-        width = np.int64
-    else:
-        raise TypeError(f"expected an Arrow string column, got {texts.type}")
-    if texts.null_count:
-        texts = pc.fill_null(texts, "")
-    n = len(texts)
-    _, off, data = texts.buffers()
-    if off is None:  # a zero-length array may have no buffers
-        return b"", np.zeros(1, dtype=np.int64)
-    offsets = np.frombuffer(off, dtype=width, count=n + 1, offset=texts.offset * width().itemsize)
-    return (data if data is not None else b""), offsets.astype(np.int64)
 
 
 def _arrow_texts(texts: pa.Array | pa.ChunkedArray) -> list[str]:

@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
-from pipeline.dedup.text import _DIGIT, _LINE_PUNCT, _WS
+from pipeline.dedup.text import _DIGIT, _LINE_PUNCT, _WS, utf8_buffers
 
 try:
     from pipeline.dedup import _lines
@@ -121,20 +121,18 @@ def can_hash_columns() -> bool:
 def column_line_hashes(text: pa.Array) -> np.ndarray:
     """Return :func:`nonempty_line_hashes` of every string of ``text`` (an Arrow string
     array without nulls), concatenated, computed in C over the Arrow buffers (no Python
-    string per document).
+    string per document); ``large_string`` columns too (the kernel reads int32 offsets, which
+    :func:`~pipeline.dedup.text.utf8_buffers` gives for any column under 2 GiB of text).
 
-    Raises ValueError for nulls or malformed UTF-8 (the caller falls back to Python).
+    Raises ValueError for nulls, malformed UTF-8 or 2 GiB of text or more (the caller falls
+    back to Python).
     """
     if text.null_count:
         raise ValueError("the text column has nulls")
     if len(text) == 0:
         return np.zeros(0, dtype=np.int64)
-    if text.type != pa.string():
-        text = text.cast(pa.string())
-    _, offsets, data = text.buffers()
-    off = np.frombuffer(offsets, dtype=np.int32)[text.offset:text.offset + len(text) + 1]
-    return np.frombuffer(_lines.column(_tables(), off, data if data is not None else b""),
-                         dtype=np.int64)
+    data, off = utf8_buffers(text, np.int32)
+    return np.frombuffer(_lines.column(_tables(), off, data), dtype=np.int64)
 
 
 def every_line_hash(text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -177,19 +175,18 @@ def cut_lines(text: pa.Array, frequent: np.ndarray, word_cap: int = 2**62) -> Li
     """Cut from every string of ``text`` (an Arrow string array without nulls) the lines
     whose hash is in ``frequent`` (sorted int64), in C over the Arrow buffers: the same
     strings and counts as :func:`pipeline.dedup.lines.remove_lines` on each. Words left
-    are counted up to ``word_cap`` (exact below it; a small cap saves the scan).
+    are counted up to ``word_cap`` (exact below it; a small cap saves the scan). A
+    ``large_string`` column is read in place (its result is a ``string`` array).
 
-    Raises ValueError for nulls or malformed UTF-8 (the caller falls back to Python).
+    Raises ValueError for nulls, malformed UTF-8 or 2 GiB of text or more (the caller falls
+    back to Python).
     """
     if text.null_count:
         raise ValueError("the text column has nulls")
-    if text.type != pa.string():
-        text = text.cast(pa.string())
-    _, offsets, data = text.buffers()
-    off = np.frombuffer(offsets, dtype=np.int32)[text.offset:text.offset + len(text) + 1]
+    data, off = utf8_buffers(text, np.int32)
     freq = np.ascontiguousarray(frequent, dtype=np.int64)
     new_off, new_data, removed, chars, left, words = _lines.cut(
-        _tables(), off, data if data is not None else b"", freq, space_bitmap(), word_cap)
+        _tables(), off, data, freq, space_bitmap(), word_cap)
     out = pa.Array.from_buffers(pa.string(), len(text),
                                 [None, pa.py_buffer(new_off), pa.py_buffer(new_data)])
     return LineCut(out, np.frombuffer(removed, dtype=np.int32),

@@ -13,6 +13,9 @@ Three views of a document's text are hashed:
 * word n-gram shingles for MinHash (:class:`ShingleHasher`), computed over the UTF-8 bytes
   of many documents at once with numpy.
 
+The C kernels that read an Arrow text column in place (exact keys, line hashing and cutting,
+MinHash) all take its UTF-8 data and offsets from :func:`utf8_buffers`.
+
 Word segmentation for shingles works on bytes: a word is a maximal run of ASCII letters,
 ASCII digits and non-ASCII bytes; ASCII letters are lower-cased (other scripts keep their
 case, which costs nothing in practice: near-duplicates share their capitalisation). ASCII punctuation, whitespace and
@@ -33,6 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 try:
     from pipeline.dedup import _exact
@@ -89,6 +93,49 @@ def _string_chunks(texts: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
     return chunks
 
 
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def utf8_buffers(texts: pa.Array | pa.ChunkedArray, offset_dtype: type = np.int64
+                 ) -> tuple[pa.Buffer | bytes, np.ndarray]:
+    """Return an Arrow ``string``/``large_string`` column's UTF-8 data and its ``len + 1``
+    offsets into it, as ``offset_dtype`` (``np.int64``, or ``np.int32`` for a kernel that
+    reads int32 offsets), for the C kernels that read a column in place.
+
+    The data is a zero-copy slice of the column's buffer holding exactly its rows, so the
+    offsets start at 0 whatever the array's offset or type (a slice of a large_string column
+    fits int32 offsets if its own rows hold under 2 GiB). A chunked column is combined first
+    (a copy unless it has one chunk); nulls read as empty texts (callers that refuse nulls
+    check before). Raises ``TypeError`` for another type, ``ValueError`` when the rows
+    hold more bytes than ``offset_dtype`` can index.
+    """
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
+    if pa.types.is_string(texts.type):
+        width = np.int32
+    elif pa.types.is_large_string(texts.type):
+        width = np.int64
+    else:
+        raise TypeError(f"expected an Arrow string column, got {texts.type}")
+    if texts.null_count:
+        texts = pc.fill_null(texts, "")
+    n = len(texts)
+    _, off, data = texts.buffers()
+    if off is None:  # a zero-length array may have no buffers
+        return b"", np.zeros(1, dtype=offset_dtype)
+    offsets = np.frombuffer(off, dtype=width, count=n + 1,
+                            offset=texts.offset * np.dtype(width).itemsize).astype(np.int64)
+    start = int(offsets[0])
+    if start:
+        offsets -= start
+    size = int(offsets[-1])
+    if offset_dtype == np.int32 and size > _INT32_MAX:
+        raise ValueError(f"the column's {n} texts hold {size} bytes, more than int32 offsets "
+                         "can index")
+    body = data.slice(start, size) if data is not None and size else b""
+    return body, offsets.astype(offset_dtype, copy=False)
+
+
 def document_keys(texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """Return the (hi, lo) uint64 halves of :func:`document_key` for every string of an Arrow
     ``string``/``large_string`` column, in order.
@@ -105,9 +152,8 @@ def document_keys(texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.nda
             continue
         if native_keys_available():
             digests = np.empty((n, 2), dtype="<u8")
-            _, offsets, data = chunk.buffers()
-            bad = _exact.keys(offsets, data if data is not None else b"",
-                              pa.types.is_large_string(chunk.type), chunk.offset, n, digests)
+            data, offsets = utf8_buffers(chunk)
+            bad = _exact.keys(offsets, data, True, 0, n, digests)  # wide: int64 offsets
             for i in np.frombuffer(bad, dtype=np.int64):
                 digests[i] = document_key(chunk[int(i)].as_py())
         else:
@@ -128,10 +174,8 @@ def normalize_documents(texts: pa.Array | pa.ChunkedArray) -> list[str]:
     for chunk in _string_chunks(texts):
         if len(chunk) == 0:
             continue
-        _, offsets, data = chunk.buffers()
-        text, bounds, bad = _exact.normalize(offsets, data if data is not None else b"",
-                                             pa.types.is_large_string(chunk.type),
-                                             chunk.offset, len(chunk))
+        data, offsets = utf8_buffers(chunk)
+        text, bounds, bad = _exact.normalize(offsets, data, True, 0, len(chunk))
         b = np.frombuffer(bounds, dtype=np.int64)
         rows = [text[b[i]:b[i + 1]].decode("utf-8") for i in range(len(chunk))]
         for i in np.frombuffer(bad, dtype=np.int64):

@@ -119,6 +119,7 @@ def test_arrow_layouts() -> None:
     assert _native(column.slice(7, 50)) == expected[7:57]
     assert _native(pa.chunked_array([column.slice(0, 10), column.slice(10)])) == expected
     assert _native(pa.array(texts, pa.large_string())) == expected
+    assert _native(pa.array(texts, pa.large_string()).slice(7, 50)) == expected[7:57]
     assert _native(pa.array([], pa.string())) == []
     assert _native(pa.chunked_array([], pa.string())) == []
 

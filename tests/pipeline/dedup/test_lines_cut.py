@@ -61,10 +61,12 @@ def test_space_bitmap_is_str_isspace() -> None:
     assert np.flatnonzero(bits).tolist() == [c for c in range(0x110000) if chr(c).isspace()]
 
 
-@pytest.mark.parametrize("word_cap", [2**62, 10])
-def test_cut_lines_equals_remove_lines(texts: list[str], word_cap: int) -> None:
+@pytest.mark.parametrize(("word_cap", "kind"), [(2**62, pa.string()), (10, pa.string()),
+                                                (10, pa.large_string())])
+def test_cut_lines_equals_remove_lines(texts: list[str], word_cap: int, kind: pa.DataType
+                                       ) -> None:
     frequent = _frequent(texts)
-    column = pa.array(texts, pa.string()).slice(3)  # a slice: offsets not starting at 0
+    column = pa.array(texts, kind).slice(3)  # a slice: offsets not starting at 0
     cut = native_lines.cut_lines(column, np.array(sorted(frequent), dtype=np.int64), word_cap)
     cut_rows = 0
     for i, text in enumerate(texts[3:]):
@@ -75,6 +77,7 @@ def test_cut_lines_equals_remove_lines(texts: list[str], word_cap: int) -> None:
                        min(len(r.text.split()), word_cap)), repr(text[:80])
         cut_rows += r.lines_removed > 0
     assert cut_rows > 100
+    assert cut.text.type == pa.string()
 
 
 def test_cut_lines_refuses_nulls() -> None:

@@ -175,7 +175,8 @@ def test_bad_tables_are_refused() -> None:
 def test_column_hashes_equal_per_string_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     """``column_line_hashes`` (C over an Arrow column's buffers, the counting phase's input)
     equals ``nonempty_line_hashes`` of each string, concatenated: on the adversarial lines,
-    every code point, a sliced array, an empty one and through the Python fallback."""
+    every code point, a sliced array, large_string ones, an empty one and through the Python
+    fallback."""
     import pyarrow as pa
 
     assert native_lines.can_hash_columns()
@@ -190,6 +191,9 @@ def test_column_hashes_equal_per_string_hashes(monkeypatch: pytest.MonkeyPatch) 
 
     assert lines.column_line_hashes(column).tolist() == expected(texts)
     assert lines.column_line_hashes(column.slice(5, 20)).tolist() == expected(texts[5:25])
+    large = pa.array(texts, pa.large_string())
+    assert native_lines.column_line_hashes(large).tolist() == expected(texts)
+    assert native_lines.column_line_hashes(large.slice(5, 20)).tolist() == expected(texts[5:25])
     assert lines.column_line_hashes(pa.array([], pa.string())).tolist() == []
     bad = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(b"\0\0\0\0\2\0\0\0"),
                                                  pa.py_buffer(b"\xff\xfe")])

@@ -180,6 +180,8 @@ def test_arrow_signatures_equal_the_str_kernel(webmix_payloads: list[str],
     # a slice reads its own rows of the shared buffers; a null is an empty text
     sig, _ = mh.signatures_arrow(pa.array(texts).slice(17, 40))
     np.testing.assert_array_equal(sig, ref[17:57])
+    sig, _ = mh.signatures_arrow(pa.array(texts, pa.large_string()).slice(17, 40))
+    np.testing.assert_array_equal(sig, ref[17:57])
     sig, counts = mh.signatures_arrow(pa.array([texts[0], None, ""]))
     np.testing.assert_array_equal(sig[0], ref[0])
     assert counts[1] == counts[2] == 0 and (sig[1] == minhash.EMPTY).all()
