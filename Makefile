@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # _minhash.c, _exact.c).
 $(STAMP): pyproject.toml setup.py tokenizer/_bpe.c tokenizer/_encode.c pipeline/dedup/_lines.c \
 		pipeline/dedup/_minhash.c pipeline/dedup/_exact.c pipeline/dedup/_exact_tables.h \
-		pipeline/dedup/_blake2b.h pipeline/dedup/_utf8.h
+		pipeline/dedup/_blake2b.h pipeline/dedup/_utf8.h pipeline/dedup/_bytes.h
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU wheel on disk; an unpinned torch would pull several GB of CUDA packages.

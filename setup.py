@@ -25,7 +25,8 @@ setup(
         Extension(
             "pipeline.dedup._lines",
             sources=["pipeline/dedup/_lines.c"],
-            depends=["pipeline/dedup/_blake2b.h", "pipeline/dedup/_utf8.h"],
+            depends=["pipeline/dedup/_blake2b.h", "pipeline/dedup/_utf8.h",
+                     "pipeline/dedup/_bytes.h"],
             extra_compile_args=["-O2"],
             optional=True,
         ),
@@ -34,7 +35,7 @@ setup(
             "pipeline.dedup._exact",
             sources=["pipeline/dedup/_exact.c"],
             depends=["pipeline/dedup/_blake2b.h", "pipeline/dedup/_exact_tables.h",
-                     "pipeline/dedup/_utf8.h"],
+                     "pipeline/dedup/_utf8.h", "pipeline/dedup/_bytes.h"],
             extra_compile_args=["-O3"],
             optional=True,
         ),

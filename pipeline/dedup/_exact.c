@@ -28,31 +28,14 @@
 #include <string.h>
 
 #include "_blake2b.h"
+#include "_bytes.h"
 #include "_utf8.h"
 #include "_exact_tables.h"
 
 #define DIGEST 16
 
-/* ---- growable buffers --------------------------------------------------------------------- */
-
-typedef struct {
-    uint8_t *p;
-    size_t len, cap;
-} Buf;
-
-static int buf_reserve(Buf *b, size_t extra) {
-    if (b->len + extra <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + extra) cap *= 2;
-    uint8_t *p = realloc(b->p, cap);
-    if (p == NULL) return -1;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-static int buf_put_i64(Buf *b, int64_t v) {
-    if (buf_reserve(b, 8) < 0) return -1;
+static int bytes_put_i64(Bytes *b, int64_t v) {
+    if (bytes_reserve(b, 8) < 0) return -1;
     memcpy(b->p + b->len, &v, 8);
     b->len += 8;
     return 0;
@@ -245,7 +228,7 @@ static PyObject *keys(PyObject *self, PyObject *args) {
         PyBuffer_Release(&out);
         return NULL;
     }
-    Buf scratch = {0}, bad = {0};
+    Bytes scratch = {0}, bad = {0};
     int failed = 0;
     const uint8_t *data = c.data.buf;
     uint8_t *dst = out.buf;
@@ -254,14 +237,14 @@ static PyObject *keys(PyObject *self, PyObject *args) {
         int64_t a = col_offset(&c, i), b = col_offset(&c, i + 1);
         size_t len = (size_t)(b - a);
         scratch.len = 0;
-        if (buf_reserve(&scratch, len * EXACT_MAX_GROWTH + 1) < 0) {
+        if (bytes_reserve(&scratch, len * EXACT_MAX_GROWTH + 1) < 0) {
             failed = 1;
             break;
         }
         ptrdiff_t m = normalize_row(data + a, len, scratch.p);
         if (m < 0) {
             memset(dst + DIGEST * i, 0, DIGEST);
-            if (buf_put_i64(&bad, (int64_t)i) < 0) failed = 1;
+            if (bytes_put_i64(&bad, (int64_t)i) < 0) failed = 1;
             continue;
         }
         rb2_hash(scratch.p, (size_t)m, dst + DIGEST * i, DIGEST);
@@ -279,24 +262,24 @@ static PyObject *keys(PyObject *self, PyObject *args) {
 static PyObject *normalize(PyObject *self, PyObject *args) {
     Column c;
     if (column_parse(args, &c, NULL) < 0) return NULL;
-    Buf text = {0}, offsets = {0}, bad = {0};
-    int failed = buf_put_i64(&offsets, 0) < 0;
+    Bytes text = {0}, offsets = {0}, bad = {0};
+    int failed = bytes_put_i64(&offsets, 0) < 0;
     const uint8_t *data = c.data.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < c.n && !failed; i++) {
         int64_t a = col_offset(&c, i), b = col_offset(&c, i + 1);
         size_t len = (size_t)(b - a);
-        if (buf_reserve(&text, len * EXACT_MAX_GROWTH + 1) < 0) {
+        if (bytes_reserve(&text, len * EXACT_MAX_GROWTH + 1) < 0) {
             failed = 1;
             break;
         }
         ptrdiff_t m = normalize_row(data + a, len, text.p + text.len);
         if (m < 0) {
-            if (buf_put_i64(&bad, (int64_t)i) < 0) failed = 1;
+            if (bytes_put_i64(&bad, (int64_t)i) < 0) failed = 1;
             m = 0;
         }
         text.len += (size_t)m;
-        if (buf_put_i64(&offsets, (int64_t)text.len) < 0) failed = 1;
+        if (bytes_put_i64(&offsets, (int64_t)text.len) < 0) failed = 1;
     }
     Py_END_ALLOW_THREADS
     column_release(&c);

@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "_blake2b.h"
+#include "_bytes.h"
 #include "_utf8.h"
 
 #define N_CODEPOINTS 0x110000
@@ -64,24 +65,6 @@ static int64_t blake2b_8(const unsigned char *data, size_t n) {
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--) v = (v << 8) | out[i];
     return (int64_t)v;
-}
-
-/* ---- growable buffers --------------------------------------------------------------------- */
-
-typedef struct {
-    unsigned char *p;
-    size_t len, cap;
-} Bytes;
-
-static int bytes_reserve(Bytes *b, size_t extra) {
-    if (b->len + extra <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + extra) cap *= 2;
-    unsigned char *p = realloc(b->p, cap);
-    if (p == NULL) return -1;
-    b->p = p;
-    b->cap = cap;
-    return 0;
 }
 
 /* ---- the scanner -------------------------------------------------------------------------- */

@@ -415,6 +415,16 @@ static Py_ssize_t load_offsets(const Py_buffer *ob, Py_ssize_t limit, const char
     return n;
 }
 
+/* One document's signature from its nw words in s->words: every row value starts at the
+ * maximum, then takes the minimum over the document's shingles; returns the shingle count. */
+static int64_t sign_words(minimum_fn kernel, const uint32_t *a, size_t np, const uint64_t *K,
+                          size_t n, Scratch *s, size_t nw, uint32_t *row) {
+    for (size_t k = 0; k < np; k++) row[k] = 0xFFFFFFFFu;
+    const size_t nx = shingles(s->words, nw, K, n, s->xs);
+    if (nx) kernel(a, row, np, s->xs, nx);
+    return (int64_t)nx;
+}
+
 static PyObject *signatures(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"texts", "a", "k", "kernel", NULL};
     PyObject *texts;
@@ -480,15 +490,11 @@ static PyObject *signatures(PyObject *self, PyObject *args, PyObject *kwargs) {
         case PyUnicode_2BYTE_KIND: nw = words_ucs2(data, len, &s); break;
         default: nw = words_ucs4(data, len, &s); break;
         }
-        uint32_t *row = out + (size_t)d * np;
-        for (size_t k = 0; k < np; k++) row[k] = 0xFFFFFFFFu;
         if (nw < 0) {
             oom = 1;
             break;
         }
-        const size_t nx = shingles(s.words, (size_t)nw, K, n, s.xs);
-        cnt[d] = (int64_t)nx;
-        if (nx) kernel(a, row, np, s.xs, nx);
+        cnt[d] = sign_words(kernel, a, np, K, n, &s, (size_t)nw, out + (size_t)d * np);
     }
     Py_END_ALLOW_THREADS
     if (oom) {
@@ -540,16 +546,12 @@ static PyObject *signatures_utf8(PyObject *self, PyObject *args, PyObject *kwarg
     int oom = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t d = 0; d < nd; d++) {
-        uint32_t *row = out + (size_t)d * np;
-        for (size_t k = 0; k < np; k++) row[k] = 0xFFFFFFFFu;
         const Py_ssize_t nw = words_utf8(data + off[d], (Py_ssize_t)(off[d + 1] - off[d]), &s);
         if (nw < 0) {
             oom = 1;
             break;
         }
-        const size_t nx = shingles(s.words, (size_t)nw, K, n, s.xs);
-        cnt[d] = (int64_t)nx;
-        if (nx) kernel(a, row, np, s.xs, nx);
+        cnt[d] = sign_words(kernel, a, np, K, n, &s, (size_t)nw, out + (size_t)d * np);
     }
     Py_END_ALLOW_THREADS
     if (oom) {
