@@ -33,7 +33,6 @@ import hashlib
 import platform
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from line_dedup_bench import SHARED, shared_texts  # noqa: E402
+from line_dedup_bench import SHARED, read_corpus  # noqa: E402
 
 from pipeline.dedup import text as dedup_text  # noqa: E402
 from pipeline.dedup.text import document_key, document_keys, native_keys_available  # noqa: E402
@@ -65,21 +64,8 @@ def main() -> None:
                  "`python -m pipeline.dedup.exact_tables` and `pip install -e .`")
 
     t0 = time.perf_counter()
-    texts: list[str] = []
-    per_source: Counter[str] = Counter()
-    surrogates = total = 0
-    for source, text in shared_texts():
-        try:
-            n = len(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            surrogates += 1
-            continue
-        texts.append(text)
-        per_source[source] += n
-        total += n
-        if args.limit_mb is not None and total >= args.limit_mb * 1e6:
-            break
-    mb = total / 1e6
+    texts, per_source, surrogates = read_corpus(args.limit_mb, encodable_only=True)
+    mb = sum(per_source.values()) / 1e6
     print(f"corpus: {len(texts):,} documents, {mb:.1f} MB of UTF-8 from {SHARED} "
           f"(read in {time.perf_counter() - t0:.0f} s; {surrogates} with lone surrogates left "
           "out)")

@@ -172,6 +172,32 @@ def shared_texts(root: Path = SHARED) -> Iterator[tuple[str, str]]:
             yield f"{top}:{kind}", text
 
 
+def read_corpus(limit_mb: float | None = None,
+                encodable_only: bool = False) -> tuple[list[str], Counter[str], int]:
+    """Read :func:`shared_texts` until ``limit_mb`` MB of UTF-8 (all of it when None).
+
+    Returns the texts, their UTF-8 bytes per source and how many texts were left out: with
+    ``encodable_only``, texts holding lone surrogates (which no Arrow column can hold) are
+    skipped; otherwise they are kept and measured as ``surrogatepass`` encodes them.
+    """
+    texts: list[str] = []
+    per_source: Counter[str] = Counter()
+    total = skipped = 0
+    for source, text in shared_texts():
+        try:
+            n = len(text.encode("utf-8") if encodable_only
+                    else text.encode("utf-8", "surrogatepass"))
+        except UnicodeEncodeError:
+            skipped += 1
+            continue
+        texts.append(text)
+        per_source[source] += n
+        total += n
+        if limit_mb is not None and total >= limit_mb * 1e6:
+            break
+    return texts, per_source, skipped
+
+
 def _tar_texts(path: Path) -> Iterator[tuple[str, str]]:
     with tarfile.open(path, "r:gz") as tar:
         for member in tar:
@@ -219,17 +245,8 @@ def main() -> None:
                  "`python setup.py build_ext --inplace`) and read its compiler errors")
 
     t0 = time.perf_counter()
-    texts: list[str] = []
-    per_source: Counter[str] = Counter()
-    total = 0
-    for source, text in shared_texts():
-        n = len(text.encode("utf-8", "surrogatepass"))
-        texts.append(text)
-        per_source[source] += n
-        total += n
-        if args.limit_mb is not None and total >= args.limit_mb * 1e6:
-            break
-    mb = total / 1e6
+    texts, per_source, _ = read_corpus(args.limit_mb)
+    mb = sum(per_source.values()) / 1e6
     print(f"corpus: {len(texts):,} documents, {mb:.1f} MB of UTF-8 from {SHARED} "
           f"(read in {time.perf_counter() - t0:.0f} s)")
     for source, n in sorted(per_source.items()):
