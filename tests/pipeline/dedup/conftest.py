@@ -99,3 +99,20 @@ def corpus(tmp_path_factory, wiki_ref_articles: Callable[..., tuple[str, ...]]
             stage.append(StageShard(f"{s:05d}-shard", (str(path),)))
     # hand the shards over in a scrambled order: the job must sort them itself
     return [stage[i] for i in (3, 0, 2, 1)], shards
+
+
+@pytest.fixture(scope="session")
+def minhash_decisions() -> Callable[[str, list[StageShard]], dict[str, tuple]]:
+    """``(workdir, stage) ->`` id -> (cluster ref, size, own ref, similarity) of every
+    document of ``stage``, as the MinHash step's shard tasks load them from ``workdir``."""
+    from pipeline.dedup.phases.minhash import load_minhash
+
+    def decisions(workdir: str, stage: list[StageShard]) -> dict[str, tuple]:
+        out = {}
+        for shard in stage:
+            dec = load_minhash(workdir, shard.shard_id)
+            for d in shard.documents():
+                out[d.id] = dec.get(d.id)
+        return out
+
+    return decisions

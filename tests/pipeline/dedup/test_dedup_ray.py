@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.dedup.phases.exact import ExactConfig, prepare_exact
 from pipeline.dedup.phases.lines import LinesConfig, prepare_lines
-from pipeline.dedup.phases.minhash import MinHashConfig, load_minhash, prepare_minhash
+from pipeline.dedup.phases.minhash import MinHashConfig, prepare_minhash
 from pipeline.dedup.phases.partfile import part_rows, read_parts
 from pipeline.dedup.phases.store import list_phase_files, marker_path
 from pipeline.execution import faults
@@ -33,15 +33,6 @@ pytestmark = pytest.mark.usefixtures("ray_local")  # the session's private Ray (
 def executor(ray_local) -> RayExecutor:
     """A Ray executor on the session's Ray (it reuses the initialized cluster)."""
     return RayExecutor()
-
-
-def _decisions(workdir: str, stage) -> dict[str, tuple]:
-    out = {}
-    for shard in stage:
-        dec = load_minhash(workdir, shard.shard_id)
-        for d in shard.documents():
-            out[d.id] = dec.get(d.id)
-    return out
 
 
 def _table_rows(path: str) -> list:
@@ -61,12 +52,13 @@ def _crash(prepare, stage, work: str, config, executor, phase: str, unit: int) -
     assert len(err.value.failures) == 1 and err.value.failures[0].name.startswith(f"{phase}/")
 
 
-def test_minhash_job_resumes_after_a_crash_in_every_phase(corpus, tmp_path, executor) -> None:
+def test_minhash_job_resumes_after_a_crash_in_every_phase(corpus, tmp_path, executor,
+                                                           minhash_decisions) -> None:
     stage, _ = corpus
     config = MinHashConfig(threshold=0.8, partitions=3)
     clean = str(tmp_path / "clean")
     prepare_minhash(stage, clean, config, executor)
-    reference = _decisions(clean, stage)
+    reference = minhash_decisions(clean, stage)
     assert sum(c != r for c, _, r, _ in reference.values()) > 20
 
     work = str(tmp_path / "crashed")
@@ -76,7 +68,7 @@ def test_minhash_job_resumes_after_a_crash_in_every_phase(corpus, tmp_path, exec
                         ("survivor_similarity", 0)):  # map unit 1 = shards 1..2
         _crash(prepare_minhash, stage, work, config, executor, phase, unit)
     prepare_minhash(stage, work, config, executor)
-    assert _decisions(work, stage) == reference
+    assert minhash_decisions(work, stage) == reference
     # the outputs themselves are identical, not only the decisions
     for rel in ("candidates", "verify2", "decisions", "similarity"):
         for a, b in zip(list_phase_files(clean, rel), list_phase_files(work, rel), strict=True):
@@ -84,12 +76,13 @@ def test_minhash_job_resumes_after_a_crash_in_every_phase(corpus, tmp_path, exec
             assert _table_rows(a) == _table_rows(b)
 
 
-def test_minhash_job_redoes_deleted_and_truncated_outputs(corpus, tmp_path, executor) -> None:
+def test_minhash_job_redoes_deleted_and_truncated_outputs(corpus, tmp_path, executor,
+                                                          minhash_decisions) -> None:
     stage, _ = corpus
     config = MinHashConfig(threshold=0.8, partitions=3, verify="signature")
     work = str(tmp_path)
     prepare_minhash(stage, work, config, executor)
-    reference = _decisions(work, stage)
+    reference = minhash_decisions(work, stage)
     map_file = Path(work) / "map" / "m00002.parts"
     with open(map_file, "r+b") as f:  # truncate: the marker's size no longer matches
         f.truncate(os.path.getsize(map_file) // 2)
@@ -99,7 +92,7 @@ def test_minhash_job_redoes_deleted_and_truncated_outputs(corpus, tmp_path, exec
              ("components", "p00000"))
     before = {u: marker_path(work, *u).stat().st_mtime_ns for u in units}
     prepare_minhash(stage, work, config, executor)
-    assert _decisions(work, stage) == reference
+    assert minhash_decisions(work, stage) == reference
     after = {u: marker_path(work, *u).stat().st_mtime_ns for u in units}
     # damaged units were redone, untouched ones skipped
     assert after[("map", "m00002")] != before[("map", "m00002")]

@@ -21,7 +21,6 @@ from pipeline.dedup.minhash import MinHasher, estimated_jaccard
 from pipeline.dedup.phases.minhash import (
     MinHashConfig,
     _texts_at,
-    load_minhash,
     lookup_pairs,
     prepare_minhash,
 )
@@ -65,24 +64,14 @@ def chains(tmp_path_factory, wiki_ref_articles) -> tuple[list[StageShard], dict[
     return stage, {d.id: d.text for docs in shards for d in docs}
 
 
-def _recorded(work: str, stage: list[StageShard]) -> dict[str, tuple]:
-    """id -> (cluster ref, size, own ref, similarity) as the step's shard tasks load it."""
-    out = {}
-    for shard in stage:
-        dec = load_minhash(work, shard.shard_id)
-        for d in shard.documents():
-            out[d.id] = dec.get(d.id)
-    return out
-
-
 @pytest.mark.parametrize("verify", ["exact", "signature", "none"])
-def test_each_member_records_its_similarity_to_the_kept_document(chains, tmp_path,
-                                                                 verify) -> None:
+def test_each_member_records_its_similarity_to_the_kept_document(chains, tmp_path, verify,
+                                                                 minhash_decisions) -> None:
     stage, text = chains
     work = str(tmp_path)
     config = MinHashConfig(threshold=THRESHOLD, partitions=3, verify=verify)
     prepare_minhash(stage, work, config, LocalExecutor())
-    rec = _recorded(work, stage)
+    rec = minhash_decisions(work, stage)
     id_of_ref = {r: i for i, (_, _, r, _) in rec.items()}
     hasher = MinHasher(config.num_perm, config.ngram, config.seed)
     members = 0
@@ -131,8 +120,8 @@ def test_verify2_compares_from_verify1_files_alone(chains, tmp_path) -> None:
     assert sum(done_info(work, "verify2", f"h{h:05d}")["accepted"] for h in range(3)) >= 20
 
 
-def test_minhash_job_resumes_after_a_crash_in_each_verify_and_survivor_phase(chains,
-                                                                             tmp_path) -> None:
+def test_minhash_job_resumes_after_a_crash_in_each_verify_and_survivor_phase(
+        chains, tmp_path, minhash_decisions) -> None:
     stage, _ = chains
     config = MinHashConfig(threshold=THRESHOLD, partitions=3)
     clean = str(tmp_path / "clean")
@@ -143,7 +132,7 @@ def test_minhash_job_resumes_after_a_crash_in_each_verify_and_survivor_phase(cha
         with faults.inject_failures([(phase, unit)]), pytest.raises(TaskFailures):
             prepare_minhash(stage, work, config, LocalExecutor())
     prepare_minhash(stage, work, config, LocalExecutor())
-    assert _recorded(work, stage) == _recorded(clean, stage)
+    assert minhash_decisions(work, stage) == minhash_decisions(clean, stage)
     for rel in ("verify2", "decisions", "similarity"):
         for a, b in zip(list_phase_files(clean, rel), list_phase_files(work, rel), strict=True):
             assert pq.read_table(a).equals(pq.read_table(b))
