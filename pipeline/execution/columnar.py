@@ -55,17 +55,13 @@ def stage_tables(files: Sequence[str], shard_id: str, chunk_rows: int, skip: int
 
     Raises RuntimeError when the parts hold fewer than ``skip`` rows (the input changed).
     """
-    total = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
-    if total < skip:
-        raise RuntimeError(
-            f"{shard_id}: input now has {total} documents, fewer than the "
-            f"{skip} already processed; the input changed since the last run"
-        )
+    done, total = skip, 0
     pending: list[pa.Table] = []
     n_pending = 0
     for path in files:
         pf = pq.ParquetFile(path)
         rows = pf.metadata.num_rows
+        total += rows
         if skip >= rows:
             skip -= rows
             continue
@@ -82,6 +78,11 @@ def stage_tables(files: Sequence[str], shard_id: str, chunk_rows: int, skip: int
                 yield _filled(whole.slice(0, chunk_rows))
                 rest = whole.slice(chunk_rows)
                 pending, n_pending = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+    if skip:  # every part was skipped whole and rows are still owed: nothing was yielded
+        raise RuntimeError(
+            f"{shard_id}: input now has {total} documents, fewer than the "
+            f"{done} already processed; the input changed since the last run"
+        )
     if n_pending:
         yield _filled(pa.concat_tables(pending))
 

@@ -290,3 +290,26 @@ def test_repeated_ids_after_a_table_chunk_redone_on_documents(
     assert sorted(got) == sorted(ref)
     assert [k for k in ref if ref[k] != got[k]] == []
     assert _counts(out) == _counts(repeated_reference)
+
+
+def test_stage_tables_chunks_across_parts_skips_and_refuses_a_shorter_input(tmp_path) -> None:
+    """Chunks of ``checkpoint_docs`` rows run across part boundaries after the skipped rows,
+    as the document path's chunks do; an input shorter than the rows already done fails."""
+    import pyarrow as pa
+
+    from pipeline.execution.columnar import stage_tables
+
+    files = []
+    for i, n in enumerate((3, 4, 2)):
+        ids = [f"d{i}-{j}" for j in range(n)]
+        table = pa.table({"id": ids, "text": [f"text of {x}" for x in ids],
+                          "media_type": ["text/plain"] * n, "source": ["s"] * n})
+        path = tmp_path / f"part-{i}.parquet"
+        pq.write_table(table, path)
+        files.append(str(path))
+    every = [f"d{i}-{j}" for i, n in enumerate((3, 4, 2)) for j in range(n)]
+    chunks = [t.column("id").to_pylist() for t in stage_tables(files, "s0", 4, 2)]
+    assert chunks == [every[2:6], every[6:9]]
+    assert [t.num_rows for t in stage_tables(files, "s0", 4, 9)] == []
+    with pytest.raises(RuntimeError, match="input now has 9 documents, fewer than the 10"):
+        list(stage_tables(files, "s0", 4, 10))
