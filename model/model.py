@@ -683,12 +683,13 @@ class Transformer(nn.Module):
         return [m for m in self.modules() if isinstance(m, MoE)]
 
     @torch.no_grad()
-    def consume_moe_stats(self, all_reduce: Any = None) -> MoEStats | None:
+    def consume_moe_stats(self, all_reduce: Any = None,
+                          keep: torch.Tensor | None = None) -> MoEStats | None:
         """Per-layer expert load ``[n_moe_layers, E]`` and dropped fraction ``[n_moe_layers]``
         since the last call (summed over ranks with ``all_reduce``, an in-place SUM callable);
-        applies the aux-loss-free bias update and resets the counters. None for dense models
-        (see :func:`model.moe.consume_moe_stats`)."""
-        return consume_moe_stats(self.moe_layers(), all_reduce)
+        applies the aux-loss-free bias update (not where the device flag ``keep`` is 0) and
+        resets the counters. None for dense models (see :func:`model.moe.consume_moe_stats`)."""
+        return consume_moe_stats(self.moe_layers(), all_reduce, keep)
 
     @torch.no_grad()
     def consume_expert_load(self, all_reduce: Any = None) -> torch.Tensor | None:

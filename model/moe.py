@@ -350,19 +350,24 @@ class MoE(nn.Module):
         return y.view(shape), aux_loss, z_loss
 
     @torch.no_grad()
-    def update_bias(self, counts: torch.Tensor) -> None:
-        """Aux-loss-free balancing step: raise the bias of under-loaded experts, lower others."""
-        if self.balance == "bias" and counts.sum() > 0:
-            self.expert_bias.add_(self.bias_update_rate * torch.sign(counts.mean() - counts))
+    def update_bias(self, counts: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        """Aux-loss-free balancing step: raise the bias of under-loaded experts, lower others
+        (no change without counts, where every sign is 0, or where the device flag ``keep``
+        is 0: a skipped step). Never reads a device value on the host."""
+        if self.balance == "bias":
+            step = self.bias_update_rate * torch.sign(counts.mean() - counts)
+            self.expert_bias.add_(step if keep is None else step * keep)
 
 
 @torch.no_grad()
-def consume_moe_stats(layers: list[MoE], all_reduce: Any = None) -> MoEStats | None:
+def consume_moe_stats(layers: list[MoE], all_reduce: Any = None,
+                      keep: torch.Tensor | None = None) -> MoEStats | None:
     """Expert load and dropped fraction per layer since the last call; resets the counters.
 
     Sums the counters over data-parallel ranks with ``all_reduce`` (an in-place SUM callable)
     when given, in one collective, and applies the aux-loss-free bias update
-    (``router_balance == "bias"``). None when there are no MoE layers.
+    (``router_balance == "bias"``) unless the device flag ``keep`` is 0 (a skipped,
+    non-finite step). None when there are no MoE layers.
     """
     if not layers:
         return None
@@ -371,7 +376,7 @@ def consume_moe_stats(layers: list[MoE], all_reduce: Any = None) -> MoEStats | N
         all_reduce(stats)
     counts, drops = stats[:, :-2], stats[:, -2:]
     for m, c in zip(layers, counts, strict=True):
-        m.update_bias(c)
+        m.update_bias(c, keep)
         m.tokens_per_expert.zero_()
         m.drop_counts.zero_()
     load = counts / counts.sum(dim=-1, keepdim=True).clamp_min(1)

@@ -192,6 +192,75 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
                              fused=fused)
 
 
+def _fused_scale_ok(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> bool:
+    """Whether ``optimizer`` is a fused Adam/AdamW over plain tensors (FSDP2's DTensor
+    parameters excluded), whose kernel divides the gradients by a device ``grad_scale``."""
+    return (isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW)
+            and bool(optimizer.defaults.get("fused"))
+            and not any(type(p) is not nn.Parameter and type(p) is not torch.Tensor
+                        for p in params))
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
+                   max_norm: float) -> torch.Tensor:
+    """Total L2 norm of the gradients of ``params`` (a device scalar, a DTensor under FSDP2);
+    clips them to ``max_norm`` as ``clip_grad_norm_`` does (factor ``max_norm / (norm +
+    1e-6)`` when below 1). Call :func:`optimizer_step` next.
+
+    For a fused Adam/AdamW the clip is not a pass of its own over the gradients: the factor
+    goes to the optimizer as the ``grad_scale`` divisor its fused kernel already applies
+    (the mechanism ``torch.amp.GradScaler`` uses), saving a read and a write of every
+    gradient per step. Otherwise the gradients are scaled in place."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads, 2.0)
+    if _fused_scale_ok(optimizer, params):
+        optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0)  # type: ignore[attr-defined]
+    else:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
+                   skip: torch.Tensor | None = None) -> None:
+    """``optimizer.step()`` with the clip factor :func:`clip_gradients` left for it, then
+    ``zero_grad``. ``skip`` (a device bool scalar, e.g. "the loss or the gradient norm is not
+    finite") leaves parameters and optimizer state untouched where it is true: on the
+    device for a fused Adam/AdamW (its kernel's ``found_inf``, as ``GradScaler`` uses it, so
+    the host never waits), by reading the flag on the host otherwise."""
+    if skip is not None and _fused_scale_ok(optimizer, params):
+        optimizer.found_inf = skip.float()  # type: ignore[attr-defined]
+        optimizer.step()
+    elif skip is None or not bool(skip):
+        optimizer.step()
+    for name in ("grad_scale", "found_inf"):
+        optimizer.__dict__.pop(name, None)
+    optimizer.zero_grad(set_to_none=True)
+
+
+class HostCopy:
+    """The values of a small device tensor, copied to host memory without making the host
+    wait: :meth:`get` waits for that copy only, not for work queued after it (a CUDA event
+    on pinned memory; a plain copy on the CPU). The trainer reads a step's loss this way one
+    step late, so that the GPU never idles while the host reads it."""
+
+    def __init__(self, values: torch.Tensor) -> None:
+        values = values.detach()
+        self._event = None
+        if values.device.type == "cuda":
+            self._host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            self._host.copy_(values, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = values.clone()
+
+    def get(self) -> list[float]:
+        """The values as a (nested) list, once the copy has landed."""
+        if self._event is not None:
+            self._event.synchronize()
+        return self._host.tolist()
+
+
 def parallel_options(cfg: TrainConfig) -> parallel.ParallelOptions:
     """The ``train.ddp_*`` / ``train.fsdp_*`` fields as :class:`model.parallel.ParallelOptions`
     (raises ValueError naming a bad field)."""
@@ -611,6 +680,28 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
     t_log, tokens_since_log = time.perf_counter(), 0
     timed_tokens, timed_seconds = 0, 0.0
     status, step = "completed", start_step
+    # The host reads a step's loss and gradient norm (HostCopy) only after the next step's
+    # forward and backward are queued, so the GPU does not idle while the host reads: a
+    # non-finite step is skipped on the device and stops the run when it is read. Steps
+    # that log, evaluate or checkpoint are read at once.
+    pending: tuple[int, HostCopy, dict[str, Any]] | None = None
+
+    def settle(at: int, readback: HostCopy, state_before: dict[str, Any]) -> list[float]:
+        """Step ``at``'s ``[loss, ce, aux, z, grad_norm]``; raises TrainingDiverged (with a
+        checkpoint of step ``at - 1``, which the skipped step left as it was) when one is
+        not finite."""
+        vals = readback.get()
+        loss, gnorm = vals[0], vals[4]
+        if not all(map(math.isfinite, vals)):
+            optimizer.zero_grad(set_to_none=True)  # the next step's, if it ran
+            path = save(at - 1, state_before)
+            metrics.write({"kind": "diverged", "step": at, "loss": loss, "grad_norm": gnorm})
+            log(f"step {at}: non-finite loss {loss} / grad norm {gnorm}; stopping, last good "
+                f"state (step {at - 1}) at {path}")
+            raise TrainingDiverged(at, loss, gnorm, path)
+        train_losses[at] = loss
+        return vals
+
     wrapped.train()
     while step < tcfg.max_steps:
         step += 1
@@ -624,22 +715,25 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
                            train_stream, data_cfg.doc_masking) for m in range(accum))
         stats = accumulate_gradients(fwd, wrapped, mode, micro, accum, autocast, device)
         parallel.all_reduce_mean(stats)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
+        if pending is not None:  # the previous step's values, read while this one runs
+            settle(*pending)
+            pending = None
+        grad_norm = clip_gradients(optimizer, params, tcfg.grad_clip)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
-        loss, ce, aux, z = stats.tolist()
-        gnorm = float(grad_norm)
-        if not (math.isfinite(loss) and math.isfinite(gnorm)):
-            optimizer.zero_grad(set_to_none=True)
-            path = save(step - 1, sampler_state)
-            metrics.write({"kind": "diverged", "step": step, "loss": loss, "grad_norm": gnorm})
-            log(f"step {step}: non-finite loss {loss} / grad norm {gnorm}; stopping, last good "
-                f"state (step {step - 1}) at {path}")
-            raise TrainingDiverged(step, loss, gnorm, path)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        moe_stats = model.consume_moe_stats(parallel.all_reduce_sum)
-        train_losses[step] = loss
+        values = torch.cat([stats, grad_norm.reshape(1).to(stats.dtype)])
+        bad = ~torch.isfinite(values).all()
+        optimizer_step(optimizer, params, skip=bad)  # a non-finite step changes nothing
+        moe_stats = model.consume_moe_stats(parallel.all_reduce_sum, keep=(~bad).float())
+        readback = HostCopy(values)
+        halt = tcfg.halt_at_step is not None and step >= tcfg.halt_at_step
+        is_log = step % tcfg.log_every == 0 or step == tcfg.max_steps
+        is_eval = bool(eval_sets) and (step % tcfg.eval_every == 0 or step == tcfg.max_steps)
+        is_ckpt = step % tcfg.ckpt_every == 0 or step == tcfg.max_steps or halt
+        if is_log or is_eval or is_ckpt:
+            loss, ce, aux, z, gnorm = settle(step, readback, sampler_state)
+        else:
+            pending = (step, readback, sampler_state)
         dt = time.perf_counter() - t_step
         tokens_since_log += tokens_per_step
         if step > start_step + 1:  # the first step includes compilation
@@ -648,7 +742,7 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
 
         if step == start_step + 1:  # the first step compiles: keep it out of every interval
             t_log, tokens_since_log = time.perf_counter(), 0
-        if step % tcfg.log_every == 0 or step == tcfg.max_steps:
+        if is_log:
             now = time.perf_counter()
             tok_s = tokens_since_log / (now - t_log) if tokens_since_log else None
             mfu = flops_per_token * tok_s / (peak * world) if peak and tok_s else None
@@ -671,7 +765,7 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
                 f"| {tok_txt} tok/s | mfu {mfu_txt}{moe_txt}", flush=True)
             t_log, tokens_since_log = time.perf_counter(), 0
 
-        if eval_sets and (step % tcfg.eval_every == 0 or step == tcfg.max_steps):
+        if is_eval:
             full = step == tcfg.max_steps and tcfg.eval_full_final
             last_eval = evaluate(full)
             eval_history[step] = last_eval
@@ -684,8 +778,7 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
                     f"{k} {v:.4f}" for k, v in final_full.items())), flush=True)
             t_log = time.perf_counter()  # keep eval time out of tokens/s
 
-        halt = tcfg.halt_at_step is not None and step >= tcfg.halt_at_step
-        if step % tcfg.ckpt_every == 0 or step == tcfg.max_steps or halt:
+        if is_ckpt:
             save(step, sampler.state_dict())
             t_log = time.perf_counter()
         if halt:

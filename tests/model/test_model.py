@@ -248,6 +248,9 @@ def test_aux_free_bias_steers_routing_and_updates_toward_balance(tiny: Callable)
     assert torch.allclose(r.weights, torch.ones_like(r.weights))  # ...weights renormalised probs
     moe.update_bias(torch.tensor([10.0, 2.0, 0.0, 4.0]))  # mean 4
     torch.testing.assert_close(moe.expert_bias, torch.tensor([-0.5, 0.5, 5.5, 0.0]))
+    moe.update_bias(torch.tensor([10.0, 2.0, 0.0, 4.0]), keep=torch.tensor(0.0))  # skipped step
+    moe.update_bias(torch.zeros(4))  # no assignments counted: no change
+    torch.testing.assert_close(moe.expert_bias, torch.tensor([-0.5, 0.5, 5.5, 0.0]))
     # In "aux" mode the bias is neither used nor updated.
     aux = MoE(tiny(n_experts=4, experts_per_token=1))
     aux.update_bias(torch.tensor([10.0, 2.0, 0.0, 4.0]))

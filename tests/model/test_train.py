@@ -12,12 +12,15 @@ import pytest
 import torch
 
 from model.train import (
+    HostCopy,
     TrainConfig,
     TrainingDiverged,
     build_optimizer,
+    clip_gradients,
     load_config,
     lr_at,
     main,
+    optimizer_step,
     run,
     run_from_file,
 )
@@ -111,6 +114,79 @@ def test_lr_schedules():
                     decay_frac=0.2)
     assert lr_at(50, w) == 1.0 and lr_at(79, w) == 1.0
     assert lr_at(89, w) == pytest.approx(0.5) and lr_at(99, w) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])  # clipping and not
+def test_clip_gradients_steps_like_clip_grad_norm(fused: bool, max_norm: float):
+    """The clip factor handed to the fused AdamW kernel (or applied in place without it)
+    gives the parameters, norms and gradients of clip_grad_norm_ followed by a step."""
+    from model import Transformer
+    from model.model import config_from_preset
+
+    torch.manual_seed(0)
+    ref = Transformer(config_from_preset("tiny", vocab_size=64))
+    ours = Transformer(config_from_preset("tiny", vocab_size=64))
+    ours.load_state_dict(ref.state_dict())
+    cfg = TrainConfig(lr=1e-2, weight_decay=0.1, fused_adamw=fused)
+    opt_ref = build_optimizer(ref, cfg, torch.device("cpu"))
+    opt_ours = build_optimizer(ours, cfg, torch.device("cpu"))
+    x = torch.randint(0, 64, (2, 17))
+    for _ in range(3):
+        ref(x[:, :-1], x[:, 1:]).loss.backward()
+        ours(x[:, :-1], x[:, 1:]).loss.backward()
+        n_ref = torch.nn.utils.clip_grad_norm_(list(ref.parameters()), max_norm)
+        n_ours = clip_gradients(opt_ours, list(ours.parameters()), max_norm)
+        assert hasattr(opt_ours, "grad_scale") == fused
+        assert float(n_ours) == pytest.approx(float(n_ref), rel=1e-6)
+        opt_ref.step()
+        g_ours = {n: p.grad for n, p in ours.named_parameters()}
+        optimizer_step(opt_ours, list(ours.parameters()))
+        assert not hasattr(opt_ours, "grad_scale")
+        for n, p in ref.named_parameters():  # fused: the kernel stores the clipped gradients
+            torch.testing.assert_close(g_ours[n], p.grad, rtol=1e-5, atol=1e-8)
+        opt_ref.zero_grad(set_to_none=True)
+        assert all(p.grad is None for p in ours.parameters())
+        for a, b in zip(ref.parameters(), ours.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    if max_norm < 1:
+        assert float(n_ref) > max_norm  # the case clipped
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_skipped_step_leaves_parameters_and_optimizer_state_as_they_were(fused: bool):
+    """A step flagged non-finite (the device flag, read on the device by the fused kernel)
+    changes nothing: the run continues exactly as one that never took that step."""
+    from model import Transformer
+    from model.model import config_from_preset
+
+    torch.manual_seed(0)
+    ref = Transformer(config_from_preset("tiny", vocab_size=64))
+    ours = Transformer(config_from_preset("tiny", vocab_size=64))
+    ours.load_state_dict(ref.state_dict())
+    cfg = TrainConfig(lr=1e-2, fused_adamw=fused)
+    opt_ref = build_optimizer(ref, cfg, torch.device("cpu"))
+    opt_ours = build_optimizer(ours, cfg, torch.device("cpu"))
+    x = torch.randint(0, 64, (2, 17))
+
+    def take(model, opt, skip: bool) -> None:
+        model(x[:, :-1], x[:, 1:]).loss.backward()
+        params = list(model.parameters())
+        norm = clip_gradients(opt, params, 1.0)
+        optimizer_step(opt, params, skip=torch.tensor(skip) | ~torch.isfinite(norm))
+
+    take(ref, opt_ref, False)
+    take(ours, opt_ours, False)
+    take(ours, opt_ours, True)  # skipped
+    take(ref, opt_ref, False)
+    take(ours, opt_ours, False)
+    for a, b in zip(ref.parameters(), ours.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for p_ref, p_ours in zip(ref.parameters(), ours.parameters(), strict=True):
+        s_ref, s_ours = opt_ref.state[p_ref], opt_ours.state[p_ours]
+        assert float(s_ref["step"]) == float(s_ours["step"]) == 2.0
+        torch.testing.assert_close(s_ref["exp_avg_sq"], s_ours["exp_avg_sq"], rtol=0, atol=0)
+    assert HostCopy(torch.tensor([1.5, float("nan")])).get()[0] == 1.5
 
 
 def test_weight_decay_only_on_matrices():
