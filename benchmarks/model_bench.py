@@ -4,7 +4,10 @@
 
 Each case times full training steps (forward, loss, backward, gradient clipping, fused AdamW
 step) on synthetic random token batches at sequence length 2048 under bf16 autocast, after
-warm-up steps that include ``torch.compile``. Cases:
+warm-up steps that include ``torch.compile``, back to back as the trainer's loop runs them:
+each step's loss and gradient norm are read on the host one step late (``HostCopy``), and a
+step's time runs from the previous step's end to its own (``--host-sync``: the host waits
+for every step, the measurement before the trainer read losses late). Cases:
 
 * dense ~125M and ~350M (presets "125m", "350m"): tokens/s and MFU;
 * the same configs as ``transformers.LlamaForCausalLM`` with SDPA attention, same batch:
@@ -35,18 +38,29 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from model.model import ModelConfig, Transformer, config_from_preset  # noqa: E402
-from model.train import TrainConfig, build_optimizer, peak_flops_of  # noqa: E402
+from model.train import (  # noqa: E402
+    HostCopy,
+    TrainConfig,
+    build_optimizer,
+    clip_gradients,
+    optimizer_step,
+    peak_flops_of,
+)
 
 SEQ = 2048
 
 
 
-def time_steps(step: Any, warmup: int, steps: int, on_gpu: bool) -> tuple[list[float], float, Any]:
-    """Run ``step(i)`` ``warmup`` times, then time ``steps`` calls (CUDA events around each
-    step on a GPU, wall clock on CPU); return (sorted step seconds, warm-up seconds, last
-    return value)."""
+def time_steps(step: Any, warmup: int, steps: int, on_gpu: bool,
+               host_sync: bool = False) -> tuple[list[float], float, Any]:
+    """Run ``step(i)`` ``warmup`` times, then time ``steps`` calls back to back; return (sorted
+    step seconds, warm-up seconds, last return value). On a GPU a step's time runs from the
+    previous step's end event to its own (the first from a start event), so the device
+    idling between steps counts; ``host_sync`` makes the host wait for each step's end
+    before starting the next (as a loop that reads every step's loss at once would)."""
     t0 = time.perf_counter()
     out = None
     for i in range(warmup):
@@ -54,20 +68,24 @@ def time_steps(step: Any, warmup: int, steps: int, on_gpu: bool) -> tuple[list[f
     if on_gpu:
         torch.cuda.synchronize()
     warm_s = time.perf_counter() - t0
-    times = []
-    for i in range(steps):
-        if on_gpu:  # device events around each step
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = step(warmup + i)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
+    if not on_gpu:
+        times = []
+        for i in range(steps):
             t = time.perf_counter()
             out = step(warmup + i)
             times.append(time.perf_counter() - t)
+        return sorted(times), warm_s, out
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)]
+    events[0].record()
+    for i in range(steps):
+        out = step(warmup + i)
+        events[i + 1].record()
+        if host_sync:
+            events[i + 1].synchronize()
+    torch.cuda.synchronize()
+    times = [a.elapsed_time(b) / 1e3 for a, b in zip(events, events[1:], strict=False)]
     return sorted(times), warm_s, out
+
 
 def llama_from(cfg: ModelConfig) -> torch.nn.Module:
     """transformers' LlamaForCausalLM with the same shapes as our ModelConfig, SDPA attention."""
@@ -84,14 +102,19 @@ def llama_from(cfg: ModelConfig) -> torch.nn.Module:
 
 
 def bench_case(label: str, cfg: ModelConfig, kind: str, batch: int, steps: int, warmup: int,
-               compile_: bool, sdpa: str = "auto") -> dict[str, Any]:
+               compile_: bool, sdpa: str = "auto", compile_mode: str | None = None,
+               profile_top: int = 0, host_sync: bool = False) -> dict[str, Any]:
     """Time ``steps`` training steps of our model (``kind="ours"``) or the equivalent Llama;
-    ``sdpa="cudnn"`` puts cuDNN attention first in SDPA's backend order for the case."""
+    ``sdpa="cudnn"`` puts cuDNN attention first in SDPA's backend order for the case;
+    ``compile_mode`` is ``torch.compile``'s ``mode``; ``profile_top > 0`` profiles one more
+    step and records its ``profile_top`` largest kernels; ``host_sync``: see :func:`time_steps`."""
     if sdpa != "auto":
         from model.attention import sdpa_backend
 
         with sdpa_backend(sdpa):
-            res = bench_case(label, cfg, kind, batch, steps, warmup, compile_)
+            res = bench_case(label, cfg, kind, batch, steps, warmup, compile_,
+                             compile_mode=compile_mode, profile_top=profile_top,
+                             host_sync=host_sync)
         res["sdpa"] = sdpa
         return res
     torch._dynamo.reset()  # a new trace per case: the attention kernel is chosen while tracing
@@ -100,12 +123,17 @@ def bench_case(label: str, cfg: ModelConfig, kind: str, batch: int, steps: int, 
     model = (Transformer(cfg) if kind == "ours" else llama_from(cfg)).to(dev)
     n_params = sum(p.numel() for p in model.parameters())
     opt = build_optimizer(model, TrainConfig(lr=1e-4, weight_decay=0.1), dev)
-    fwd = torch.compile(model) if compile_ else model
+    fwd = torch.compile(model, mode=compile_mode) if compile_ else model
+    params = [p for p in model.parameters() if p.requires_grad]
     vocab = cfg.vocab_size
     seq = min(SEQ, cfg.max_seq_len)
     batches = [torch.randint(0, vocab, (batch, seq + 1), device=dev) for _ in range(4)]
 
-    def step(i: int) -> torch.Tensor:
+    pending: list[HostCopy] = []
+
+    def step(i: int) -> HostCopy:
+        """A training step as the trainer's loop runs it: the previous step's loss and
+        gradient norm are read on the host once this step's forward/backward is queued."""
         b = batches[i % len(batches)]
         x, y = b[:, :-1], b[:, 1:]
         with torch.autocast(dev.type, dtype=torch.bfloat16):
@@ -114,15 +142,17 @@ def bench_case(label: str, cfg: ModelConfig, kind: str, batch: int, steps: int, 
             else:  # transformers shifts labels itself
                 loss = fwd(input_ids=b[:, :-1], labels=b[:, :-1]).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        if pending:
+            pending.pop().get()
+        values = torch.stack([loss.detach().float(), clip_gradients(opt, params, 1.0)])
+        optimizer_step(opt, params, skip=~torch.isfinite(values).all())
+        pending.append(HostCopy(values))
+        return pending[-1]
 
     on_gpu = dev.type == "cuda"
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
-    times, warm_s, loss = time_steps(step, warmup, steps, on_gpu)
+    times, warm_s, last = time_steps(step, warmup, steps, on_gpu, host_sync)
     med = times[len(times) // 2]
     tok_s = batch * seq / med
     with torch.device("meta"):  # same FLOP count for both implementations of one config
@@ -136,7 +166,13 @@ def bench_case(label: str, cfg: ModelConfig, kind: str, batch: int, steps: int, 
                                          if on_gpu else None) else None,
            "warmup_s": warm_s,
            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0,
-           "final_loss": float(loss)}
+           "final_loss": last.get()[0], "host_sync_each_step": host_sync}
+    if compile_mode:
+        res["compile_mode"] = compile_mode
+    if profile_top and on_gpu:
+        from model_scaling import profile_step
+
+        res["profile"] = profile_step(lambda: step(warmup + steps), True, profile_top)
     if kind == "llama":
         res["attn_implementation"] = model.config._attn_implementation
     return res  # model, optimizer and batches are freed with this frame
@@ -152,11 +188,27 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=420.0)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--only", default="", help="comma-separated case names")
+    ap.add_argument("--compile-mode", default=None,
+                    help="torch.compile mode for every compiled case (e.g. max-autotune-no-cudagraphs)")
+    ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                    help="set torch._inductor.config.KEY (Python literal VALUE) for every case")
+    ap.add_argument("--host-sync", action="store_true",
+                    help="wait for every step before the next (the timing before 2026-11-27's "
+                         "second session: the host read each loss at once)")
+    ap.add_argument("--profile-top", type=int, default=0,
+                    help="profile one more step per case and record its N largest kernels")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny shapes on whatever device there is (checks the script itself)")
     args = ap.parse_args()
     t_start = time.perf_counter()
+    import ast
+
+    import torch._inductor.config as inductor_config
     import transformers
+
+    for kv in args.inductor:
+        key, _, value = kv.partition("=")
+        setattr(inductor_config, key, ast.literal_eval(value))
 
     gpu = torch.cuda.is_available()
     env = {"device": torch.cuda.get_device_name(0) if gpu else "cpu", "torch": torch.__version__,
@@ -214,7 +266,11 @@ def main() -> int:
         print(f"running {label} ...", flush=True)
         try:
             r = bench_case(label, _CFGS[cname], kind, batch, args.steps, 3,
-                           comp and not args.smoke, "cudnn" if "cudnn" in label else "auto")
+                           comp and not args.smoke, "cudnn" if "cudnn" in label else "auto",
+                           compile_mode=args.compile_mode, profile_top=args.profile_top,
+                           host_sync=args.host_sync)
+            if args.inductor:
+                r["inductor"] = args.inductor
             gc.collect()
             torch.cuda.empty_cache()
         except torch.cuda.OutOfMemoryError as e:

@@ -13,8 +13,10 @@ full training steps of the trainer's own code: the 350M preset (``--preset``), b
 autocast, ``torch.compile`` of the DDP/FSDP2-wrapped model (``model.parallel.parallelize``
 with :class:`model.parallel.ParallelOptions`), micro-batches through
 ``model.train.accumulate_gradients`` (gradient sync on the last micro-batch only), the
-all-reduced loss, gradient clipping, the host read of the loss (as the trainer logs it),
-fused AdamW. What is held fixed: the **global batch** (``--global-batch`` windows of
+all-reduced loss, gradient clipping (the factor applied inside the fused AdamW kernel),
+fused AdamW with the device-side skip of a non-finite step, and the host read of each step's
+loss and gradient norm one step late, after the next step is queued, as the trainer's loop
+does it. What is held fixed: the **global batch** (``--global-batch`` windows of
 ``--seq`` tokens per optimizer step) and the per-GPU micro-batch (``--micro-batch``), so
 gradient accumulation is ``global / (micro * world)``; every run sees the same windows in
 the same order (a seeded Markov-chain pool, ``moe_train_run.markov_pool``, sliced per rank
@@ -23,7 +25,9 @@ per-step losses of every world size are the same computation up to bf16 rounding
 reduction order.
 
 Per variant: ``--warmup`` steps (compile), ``--steps`` timed steps (CUDA events around the
-forward/backward phase and the optimizer phase of each step; median reported), then, with
+forward/backward phase and the optimizer phase of each step, steps back to back; a step's
+time runs from the previous step's end to its own, so idle time between steps counts;
+median reported), then, with
 more than one GPU, ``--steps`` more with gradient synchronisation switched off (DDP
 ``no_sync``; FSDP2 ``set_requires_gradient_sync(False)``, which also leaves the optimizer
 nothing to update): forward/backward with sync minus without is the communication the
@@ -59,10 +63,13 @@ from moe_train_run import markov_pool  # noqa: E402
 from model import parallel  # noqa: E402
 from model.model import Transformer, config_from_preset  # noqa: E402
 from model.train import (  # noqa: E402
+    HostCopy,
     TrainConfig,
     accumulate_gradients,
     build_optimizer,
+    clip_gradients,
     lr_at,
+    optimizer_step,
     peak_flops_of,
 )
 
@@ -119,6 +126,17 @@ class PhaseTimer:
         else:
             row.append(time.perf_counter())
 
+    def step_times(self) -> list[float]:
+        """Seconds per step (a row), each from the previous row's last mark to its own (the
+        first row from its first mark): the time between the ends of consecutive steps, so
+        the device idling between two steps is counted."""
+        ends = [r[-1] for r in self.marks]
+        starts = [self.marks[0][0]] + ends[:-1] if self.marks else []
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [a.elapsed_time(b) / 1e3 for a, b in zip(starts, ends, strict=True)]
+        return [b - a for a, b in zip(starts, ends, strict=True)]
+
     def durations(self) -> list[list[float]]:
         """Seconds between consecutive marks of each row."""
         if self.cuda:
@@ -157,7 +175,11 @@ def run_variant(args: argparse.Namespace, info: parallel.DistInfo, pool: torch.T
     if cuda:
         torch.cuda.reset_peak_memory_stats()
 
-    def step(s: int, sync: bool, timer: PhaseTimer | None) -> float:
+    pending: list[HostCopy] = []
+
+    def step(s: int, sync: bool, timer: PhaseTimer | None) -> HostCopy:
+        """One optimizer step as the trainer's loop runs it: the previous step's values are
+        read on the host after this step's forward/backward is queued."""
         for g in opt.param_groups:
             g["lr"] = lr_at(s, tcfg)
         gb = pool[s * G:(s + 1) * G]
@@ -170,33 +192,36 @@ def run_variant(args: argparse.Namespace, info: parallel.DistInfo, pool: torch.T
         if timer:
             timer.mark(row)
         parallel.all_reduce_mean(stats)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if pending:
+            pending.pop().get()
+        grad_norm = clip_gradients(opt, params, 1.0)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
-        loss = stats.tolist()[0]  # the trainer reads the loss on the host every step
-        float(grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        values = torch.cat([stats, grad_norm.reshape(1).to(stats.dtype)])
+        optimizer_step(opt, params, skip=~torch.isfinite(values).all())
+        pending.append(HostCopy(values))
         if timer:
             timer.mark(row)
             timer.marks.append(row)
-        return loss
+        return pending[-1]
 
     t0 = time.perf_counter()
-    losses = [step(s, True, None) for s in range(args.warmup)]
+    readbacks = [step(s, True, None) for s in range(args.warmup)]
     if cuda:
         torch.cuda.synchronize()
     warm_s = time.perf_counter() - t0
     timed = PhaseTimer(cuda)
-    losses += [step(args.warmup + i, True, timed) for i in range(args.steps)]
+    readbacks += [step(args.warmup + i, True, timed) for i in range(args.steps)]
+    step_times = timed.step_times()
     sync_d = timed.durations()
+    losses = [r.get()[0] for r in readbacks]
     rec: dict[str, Any] = {
         "world": world, "mode": mode, "variant": variant, "options": variant_options(variant),
         "global_batch": G, "micro_batch": B, "grad_accum": accum, "seq": T,
         "compiled": do_compile, "warmup_s": warm_s,
-        "step_s": _median([sum(d) for d in sync_d]),
+        "step_s": _median(step_times),
         "fwdbwd_s": _median([d[0] for d in sync_d]), "optim_s": _median([d[1] for d in sync_d]),
-        "step_s_all": [sum(d) for d in sync_d], "losses": losses,
+        "step_s_all": step_times, "losses": losses,
     }
     if world > 1 and args.nosync_steps:
         free = PhaseTimer(cuda)
@@ -205,7 +230,7 @@ def run_variant(args: argparse.Namespace, info: parallel.DistInfo, pool: torch.T
             step(base + i, False, free)
         d = free.durations()
         rec["nosync_fwdbwd_s"] = _median([x[0] for x in d])
-        rec["nosync_step_s"] = _median([sum(x) for x in d])
+        rec["nosync_step_s"] = _median(free.step_times())
     if args.profile:
         rec["profile"] = profile_step(lambda: step(args.warmup + args.steps + args.nosync_steps,
                                                    True, None), info.is_main and cuda)
@@ -218,9 +243,12 @@ def run_variant(args: argparse.Namespace, info: parallel.DistInfo, pool: torch.T
     return rec
 
 
-def profile_step(step: Any, active: bool) -> dict[str, Any] | None:
+def profile_step(step: Any, active: bool, top: int = 12) -> dict[str, Any] | None:
     """Run ``step()`` under torch.profiler (when ``active``; plain otherwise) and sum device
-    time: all kernels, NCCL kernels, and the top 12 kernels by self device time (ms)."""
+    time: all kernels, NCCL kernels, and the ``top`` kernels by self device time (ms, with
+    their launch counts); user annotations (``Optimizer.step#...``, ``DDP.forward``) are not
+    kernels and are left out. ``idle_ms``: the time within the step's kernel span when no
+    kernel ran, with the largest gaps and the kernels on either side."""
     if not active:
         step()
         return None
@@ -229,8 +257,12 @@ def profile_step(step: Any, active: bool) -> dict[str, Any] | None:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         step()
         torch.cuda.synchronize()
+
+    def on_device(e: Any) -> bool:
+        return "cuda" in str(e.device_type).lower() and not getattr(e, "is_user_annotation", False)
+
     # kernel (and memcpy/memset) rows only: CPU-op rows repeat their kernels' time
-    events = [e for e in prof.key_averages() if "cuda" in str(e.device_type).lower()]
+    events = [e for e in prof.key_averages() if on_device(e)]
 
     def dev_ms(e: Any) -> float:
         return getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) / 1e3
@@ -238,8 +270,27 @@ def profile_step(step: Any, active: bool) -> dict[str, Any] | None:
     events.sort(key=dev_ms, reverse=True)
     nccl = sum(dev_ms(e) for e in events if "nccl" in e.key.lower())
     total = sum(dev_ms(e) for e in events)
-    return {"device_ms": total, "nccl_ms": nccl, "compute_ms": total - nccl,
-            "top": [[e.key[:90], round(dev_ms(e), 2)] for e in events[:12]]}
+    out: dict[str, Any] = {
+        "device_ms": total, "nccl_ms": nccl, "compute_ms": total - nccl,
+        "top": [[e.key[:90], round(dev_ms(e), 2), e.count] for e in events[:top]]}
+    try:
+        spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                       if on_device(e))
+    except Exception as exc:  # a profiler build without per-event device times
+        out["idle_error"] = f"{type(exc).__name__}: {exc}"
+        spans = []
+    if spans:
+        gaps, busy_end, prev = [], spans[0][0], spans[0][2]
+        for start, end, name in spans:
+            if start > busy_end:
+                gaps.append((start - busy_end, prev[:60], name[:60]))
+            if end > busy_end:
+                busy_end, prev = end, name
+        gaps.sort(reverse=True)
+        out["span_ms"] = (busy_end - spans[0][0]) / 1e3
+        out["idle_ms"] = sum(g[0] for g in gaps) / 1e3
+        out["largest_gaps"] = [[round(g / 1e3, 3), a, b] for g, a, b in gaps[:8]]
+    return out
 
 
 def model_config(args: argparse.Namespace) -> Any:
@@ -274,7 +325,8 @@ def worker(args: argparse.Namespace) -> int:
             except Exception as e:  # record and go on (a variant the torch version refuses)
                 rec = {"world": world, "mode": args.mode, "variant": variant,
                        "error": f"{type(e).__name__}: {str(e)[:400]}"}
-            rec.update(device=device_name, torch=torch.__version__, preset=args.preset)
+            rec.update(device=device_name, torch=torch.__version__, preset=args.preset,
+                       nccl_env={k: v for k, v in os.environ.items() if k.startswith("NCCL_")})
             records.append(rec)
             if info.is_main:
                 brief = {k: v for k, v in rec.items() if k not in ("losses", "step_s_all")}
@@ -377,7 +429,7 @@ def report(paths: list[str], md: str = "") -> str:
             lines.append(f"\nprofile, {r['world']} GPUs {r['mode']} {r['variant']} (rank 0, one "
                          f"step of {1e3 * r['step_s']:.1f} ms): kernels {pr['device_ms']:.1f} ms "
                          f"= compute {pr['compute_ms']:.1f} + NCCL {pr['nccl_ms']:.1f}; top: "
-                         + "; ".join(f"{k} {v}" for k, v in pr["top"][:8]))
+                         + "; ".join(f"{t[0]} {t[1]}" for t in pr["top"][:8]))
     for r in bad:
         lines.append(f"\n{r['world']} GPUs {r['mode']} {r['variant']}: {r['error']}")
     text = "\n".join(lines)

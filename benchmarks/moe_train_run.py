@@ -32,7 +32,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.model import Transformer, config_from_preset  # noqa: E402
-from model.train import TrainConfig, build_optimizer, lr_at, peak_flops_of  # noqa: E402
+from model.train import (  # noqa: E402
+    TrainConfig,
+    build_optimizer,
+    clip_gradients,
+    lr_at,
+    optimizer_step,
+    peak_flops_of,
+)
 
 # MFU's denominator from the card's name; NaN (MFU printed as nan) for unknown cards
 PEAK = (peak_flops_of(torch.device("cuda")) if torch.cuda.is_available() else None) or float("nan")
@@ -91,9 +98,8 @@ def main() -> int:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out = fwd(b[:, :-1], b[:, 1:])
         out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        clip_gradients(opt, params, tcfg.grad_clip)
+        optimizer_step(opt, params)
         stats = model.consume_moe_stats()
         end.record()
         if step > 3:  # the first steps include compilation
