@@ -48,6 +48,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -324,7 +325,8 @@ def worker(args: argparse.Namespace) -> int:
                     torch.cuda.empty_cache()
             except Exception as e:  # record and go on (a variant the torch version refuses)
                 rec = {"world": world, "mode": args.mode, "variant": variant,
-                       "error": f"{type(e).__name__}: {str(e)[:400]}"}
+                       "error": f"{type(e).__name__}: {str(e)[:400]}",
+                       "traceback": traceback.format_exc()[-2000:]}
             rec.update(device=device_name, torch=torch.__version__, preset=args.preset,
                        nccl_env={k: v for k, v in os.environ.items() if k.startswith("NCCL_")})
             records.append(rec)

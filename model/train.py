@@ -212,6 +212,8 @@ def clip_gradients(optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
     (the mechanism ``torch.amp.GradScaler`` uses), saving a read and a write of every
     gradient per step. Otherwise the gradients are scaled in place."""
     grads = [p.grad for p in params if p.grad is not None]
+    if not grads:  # (e.g. FSDP2 with gradient sync off) a zero norm on the parameters' device
+        return torch.zeros((), device=params[0].device if params else None)
     norm = torch.nn.utils.get_total_norm(grads, 2.0)
     if _fused_scale_ok(optimizer, params):
         optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0)  # type: ignore[attr-defined]

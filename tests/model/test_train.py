@@ -151,6 +151,8 @@ def test_clip_gradients_steps_like_clip_grad_norm(fused: bool, max_norm: float):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     if max_norm < 1:
         assert float(n_ref) > max_norm  # the case clipped
+    # no gradients at all (FSDP2 with gradient sync off): a zero norm, no step changes
+    assert float(clip_gradients(opt_ours, list(ours.parameters()), max_norm)) == 0.0
 
 
 @pytest.mark.parametrize("fused", [True, False])
