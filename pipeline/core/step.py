@@ -150,6 +150,15 @@ def sample_hash(doc_id: str, seed: int = 0) -> int:
     return zlib.crc32(doc_id.encode("utf-8", "surrogatepass"), seed & 0xFFFFFFFF)
 
 
+@dataclass(frozen=True)
+class ContextMark:
+    """What a :class:`StepContext` had recorded at one moment (see :meth:`StepContext.mark`)."""
+
+    stats: dict[str, Any]
+    n_samples: int
+    sampled: Counter
+
+
 @dataclass
 class StepContext:
     """What a running step may use: its stats, the sink for removed documents and the list
@@ -188,6 +197,21 @@ class StepContext:
         if self.samples is not None:
             self._sampled[step_name] += 1
             self.samples.append((doc, step_name, record))
+
+    def mark(self) -> ContextMark:
+        """The counters, samples and per-step sample counts recorded so far, for :meth:`rewind`."""
+        return ContextMark(self.stats.to_dict(),
+                           len(self.samples) if self.samples is not None else 0,
+                           self._sampled.copy())
+
+    def rewind(self, mark: ContextMark) -> None:
+        """Forget what was recorded since ``mark``: fresh counters from it, the samples taken
+        since dropped and no longer counted toward the per-shard cap (work that raised is
+        redone as if it had never run)."""
+        self.stats = StepStats.from_dict(mark.stats)
+        if self.samples is not None:
+            del self.samples[mark.n_samples:]
+        self._sampled = mark.sampled.copy()
 
 
 class StepCheckError(ValueError):

@@ -302,38 +302,32 @@ def run_chunk_safely(
     among ``steps`` is sought there (its lookups of the failed pass are undone).
     """
     pristine = [_copy_doc(d) for d in chunk]
-    saved = [ctx.stats.to_dict() for ctx in ctxs]
+    marks = [ctx.mark() for ctx in ctxs]
     n_removed = len(removed)
-    n_samples = [len(ctx.samples) if ctx.samples is not None else 0 for ctx in ctxs]
     try:
         return run_chain(chunk, steps, ctxs)
     except UndeclaredMetadataError:
         raise  # a step's declaration is wrong for every document: fail the shard, lose nothing
     except Exception as first_error:  # noqa: BLE001 - any step bug must not kill the shard
         log.warning("a step raised on a chunk (%r); retrying one document at a time", first_error)
-    for ctx, snapshot, n in zip(ctxs, saved, n_samples, strict=True):
-        ctx.stats = StepStats.from_dict(snapshot)
-        if ctx.samples is not None:
-            del ctx.samples[n:]
+    for ctx, m in zip(ctxs, marks, strict=True):
+        ctx.rewind(m)
     del removed[n_removed:]
     survivors: list[Document] = []
     seekers = [s for s in steps if isinstance(s, GlobalStep)]
     for i, doc in enumerate(pristine):
         for step in seekers:
             step.seek(start + i)
-        snapshots = [ctx.stats.to_dict() for ctx in ctxs]
-        mark = len(removed)
-        sample_marks = [len(ctx.samples) if ctx.samples is not None else 0 for ctx in ctxs]
+        marks = [ctx.mark() for ctx in ctxs]
+        n_removed = len(removed)
         try:
             survivors.extend(run_chain([doc], steps, ctxs))
         except UndeclaredMetadataError:
             raise
         except Exception as e:  # noqa: BLE001
-            for ctx, snapshot, n in zip(ctxs, snapshots, sample_marks, strict=True):
-                ctx.stats = StepStats.from_dict(snapshot)
-                if ctx.samples is not None:
-                    del ctx.samples[n:]
-            del removed[mark:]
+            for ctx, m in zip(ctxs, marks, strict=True):
+                ctx.rewind(m)
+            del removed[n_removed:]
             failing = getattr(e, "refinery_step_index", 0)
             for ctx in ctxs[:failing]:
                 ctx.stats.docs_in += 1
@@ -353,9 +347,7 @@ def _apply_table_safely(step: TableStep, table: pa.Table, ctx: StepContext, sche
     counters, samples and removed documents it had before, the step sought back to the
     chunk's first row (``start``, its position in the shard).
     """
-    saved = ctx.stats.to_dict()
-    n_samples = len(ctx.samples) if ctx.samples is not None else 0
-    sampled = ctx._sampled.copy()
+    mark = ctx.mark()
     n_removed = len(removed)
     try:
         return apply_table_chunk(step, table, ctx, ctx.removed)
@@ -364,10 +356,7 @@ def _apply_table_safely(step: TableStep, table: pa.Table, ctx: StepContext, sche
     except Exception as e:  # noqa: BLE001 - the document path decides what one bad row costs
         log.warning("%s raised on a table (%r); redoing the chunk on documents",
                     getattr(step, "name", step), e)
-    ctx.stats = StepStats.from_dict(saved)
-    if ctx.samples is not None:
-        del ctx.samples[n_samples:]
-    ctx._sampled = sampled
+    ctx.rewind(mark)
     del removed[n_removed:]
     assert isinstance(step, Step)
     if isinstance(step, GlobalStep):

@@ -117,6 +117,30 @@ def test_a_document_that_makes_a_step_raise_is_skipped_and_counted() -> None:
     assert removed == [("d3", "test_explodes", "short")]
 
 
+class _Sampling(Mapper):
+    """Records a change sample for every document (the report's sample list)."""
+
+    name = "test_sampling"
+
+    def apply(self, doc: Document, ctx: StepContext) -> Document:
+        ctx.record_sample(doc, self.name, {"text": doc.text})
+        return doc
+
+
+def test_samples_of_a_chunk_that_raised_count_once_toward_the_cap() -> None:
+    # The chunk runs once whole (samples taken, then a later step raises) and again one
+    # document at a time; the first attempt's samples are forgotten, list and count alike.
+    docs = [Document(f"d{i}", t) for i, t in enumerate(["ok one", "boom", "fine", "ok two"])]
+    samples: list = []
+    steps = [_Upper(), _Sampling(), _Explodes()]
+    ctxs = [StepContext(StepStats(), None, "s", samples) for _ in steps]
+    out = run_chunk_safely(docs, steps, ctxs, [])
+    assert [d.id for d in out] == ["d0", "d2", "d3"]
+    # d1's sample goes with d1 (its own redo raised too)
+    assert [d.id for d, _, _ in samples] == ["d0", "d2", "d3"]
+    assert ctxs[1]._sampled == {"test_sampling": 3}  # not 6: the failed passes are not counted
+
+
 # ---------------------------------------------------------------- end to end
 
 
