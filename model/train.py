@@ -216,7 +216,8 @@ def clip_gradients(optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
         return torch.zeros((), device=params[0].device if params else None)
     norm = torch.nn.utils.get_total_norm(grads, 2.0)
     if _fused_scale_ok(optimizer, params):
-        optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0)  # type: ignore[attr-defined]
+        # fp32 whatever the parameters' dtype, as GradScaler keeps its scale
+        optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0).float()  # type: ignore[attr-defined]
     else:
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
     return norm
@@ -252,7 +253,7 @@ class HostCopy:
             self._host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
             self._host.copy_(values, non_blocking=True)
             self._event = torch.cuda.Event()
-            self._event.record()
+            self._event.record(torch.cuda.current_stream(values.device))
         else:
             self._host = values.clone()
 
@@ -555,6 +556,9 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     if not data_cfg.train:
         raise ValueError("data.train (token stream directory) is required")
 
+    if not tcfg.grad_clip >= 0:
+        raise ValueError(f"train.grad_clip must be >= 0 (a large value or .inf: no clipping), "
+                         f"not {tcfg.grad_clip!r}")
     if tcfg.sdpa_backend not in SDPA_BACKENDS:
         raise ValueError(f"train.sdpa_backend must be one of {SDPA_BACKENDS}, "
                          f"not {tcfg.sdpa_backend!r}")
@@ -696,6 +700,11 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
         loss, gnorm = vals[0], vals[4]
         if not all(map(math.isfinite, vals)):
             optimizer.zero_grad(set_to_none=True)  # the next step's, if it ran
+            for m in model.moe_layers():  # and its routing counts: step at - 1 left them at 0
+                m.tokens_per_expert.zero_()
+                m.drop_counts.zero_()
+            for g in optimizer.param_groups:  # the learning rate step at - 1 used
+                g["lr"] = lr_at(max(at - 2, 0), tcfg)
             path = save(at - 1, state_before)
             metrics.write({"kind": "diverged", "step": at, "loss": loss, "grad_norm": gnorm})
             log(f"step {at}: non-finite loss {loss} / grad norm {gnorm}; stopping, last good "
@@ -743,6 +752,8 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
             timed_seconds += dt
 
         if step == start_step + 1:  # the first step compiles: keep it out of every interval
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # all of it, not only its host side
             t_log, tokens_since_log = time.perf_counter(), 0
         if is_log:
             now = time.perf_counter()

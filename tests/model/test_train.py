@@ -55,20 +55,23 @@ def test_train_end_to_end_writes_metrics_plot_and_checkpoint(tmp_path, tiny_conf
     assert (Path(s["checkpoint_dir"]) / "latest").read_text() == "step_00000030"
 
 
+@pytest.mark.parametrize("log_every", [1, 100])  # 100: losses read a step late
 @pytest.mark.parametrize("variant", ["dense", "moe_bias_docmask"])
-def test_resume_reproduces_uninterrupted_loss_curve_exactly(tmp_path, variant,
+def test_resume_reproduces_uninterrupted_loss_curve_exactly(tmp_path, variant, log_every,
                                                             tiny_config: Callable):
     extra_model, extra_data = {}, {}
     if variant != "dense":
         extra_model = {"n_experts": 4, "experts_per_token": 2, "router_balance": "bias",
                        "bias_update_rate": 0.01}
         extra_data = {"doc_masking": True}
-    full = tiny_config(tmp_path / "a", schedule="wsd", decay_frac=0.5)
+    full = tiny_config(tmp_path / "a", schedule="wsd", decay_frac=0.5, log_every=log_every)
     full["model"].update(extra_model)
     full["data"].update(extra_data)
     ref = run(full)
+    assert sorted(ref["train_losses"]) == list(range(1, ref["steps"] + 1))
 
-    part = tiny_config(tmp_path / "b", schedule="wsd", decay_frac=0.5, halt_at_step=5)
+    part = tiny_config(tmp_path / "b", schedule="wsd", decay_frac=0.5, halt_at_step=5,
+                       log_every=log_every)
     part["model"].update(extra_model)
     part["data"].update(extra_data)
     first = run(part)
@@ -87,8 +90,14 @@ def test_resume_reproduces_uninterrupted_loss_curve_exactly(tmp_path, variant,
     assert train_log(second) == train_log(ref)
 
 
-def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, tiny_config: Callable):
-    cfg = tiny_config(tmp_path, max_steps=2, eval_every=100)
+@pytest.mark.parametrize("log_every", [1, 100])  # 100: step 3 is read during step 4
+@pytest.mark.parametrize("moe", [False, True])
+def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, tiny_config: Callable,
+                                                 log_every: int, moe: bool):
+    cfg = tiny_config(tmp_path, max_steps=2, eval_every=100, log_every=log_every)
+    if moe:
+        cfg["model"].update(n_experts=4, experts_per_token=2, router_balance="bias",
+                            bias_update_rate=0.01)
     run(cfg)
     # Poison the weights in the latest checkpoint, then continue training from it.
     ckpt = tmp_path / "run" / "checkpoints" / "step_00000002" / "state.pt"
@@ -100,6 +109,15 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, tiny_config: Callable
         run(cfg)
     assert err.value.step == 3 and math.isnan(err.value.loss)
     assert err.value.checkpoint is not None and err.value.checkpoint.exists()
+    # The checkpoint of the last good step is the state the diverged step started from:
+    # weights, optimizer moments and step counts, sampler, MoE bias and (zero) counters.
+    saved = torch.load(err.value.checkpoint, weights_only=True)
+    assert saved["step"] == 2
+    for name, t in state["model"].items():
+        torch.testing.assert_close(saved["model"][name], t, rtol=0, atol=0, equal_nan=True,
+                                   msg=name)
+    torch.testing.assert_close(saved["optimizer"], state["optimizer"], rtol=0, atol=0)
+    assert saved["sampler"] == state["sampler"]
     records = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["kind"] == "diverged" and records[-1]["step"] == 3
 
@@ -153,6 +171,19 @@ def test_clip_gradients_steps_like_clip_grad_norm(fused: bool, max_norm: float):
         assert float(n_ref) > max_norm  # the case clipped
     # no gradients at all (FSDP2 with gradient sync off): a zero norm, no step changes
     assert float(clip_gradients(opt_ours, list(ours.parameters()), max_norm)) == 0.0
+
+
+def test_clip_factor_is_float32_for_bf16_parameters_and_a_negative_clip_is_refused(
+        tmp_path, tiny_config: Callable):
+    p = torch.nn.Parameter(torch.randn(8, 8, dtype=torch.bfloat16))
+    opt = torch.optim.AdamW([p], lr=1e-2, fused=True)
+    p.grad = torch.full_like(p, 3.0)
+    clip_gradients(opt, [p], 1.0)
+    assert opt.grad_scale.dtype == torch.float32
+    optimizer_step(opt, [p])  # the fused kernel takes it (a bf16 factor raised here)
+    assert torch.isfinite(p.float()).all()
+    with pytest.raises(ValueError, match="grad_clip must be >= 0"):
+        run(tiny_config(tmp_path, grad_clip=-1.0))
 
 
 @pytest.mark.parametrize("fused", [True, False])
