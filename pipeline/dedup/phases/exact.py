@@ -9,7 +9,6 @@ decision file per shard.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,31 +17,25 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.step import StageShard
-from pipeline.dedup.phases.memory import DEFAULT_TASK_MEMORY_GB, cap_bytes, rows_per_task
-from pipeline.dedup.phases.partfile import SHUFFLE_FORMAT
+from pipeline.dedup.phases.memory import DEFAULT_TASK_MEMORY_GB
 from pipeline.dedup.phases.shuffle import (
     POS_MASK,
     SHIFT,
     Columns,
     ReduceUnit,
     ShardDecisions,
-    log_reduce,
     map_info,
-    n_groups,
-    plan_reduce,
     read_decisions,
     read_ids,
     read_split,
     route,
-    run_final,
-    run_map,
+    run_keyed_shuffle,
     shard_index,
-    sorted_shards,
 )
-from pipeline.dedup.phases.store import check_config, done_info, mark_done, run_phase, write_json
+from pipeline.dedup.phases.store import done_info, mark_done, write_json
 from pipeline.dedup.text import U64, document_keys
 from pipeline.execution import faults
-from pipeline.execution.executor import Executor, Resources
+from pipeline.execution.executor import Executor
 
 OPTION = "dedup_exact_v1.task_memory_gb"
 
@@ -108,25 +101,8 @@ def prepare_exact(
 
     Every phase fans out through ``executor``; finished units of an earlier run are reused.
     """
-    ordered = sorted_shards(shards)
-    S, P = len(ordered), config.partitions
-    cap = cap_bytes(config.task_memory_gb)
-    rows_per_task(cap, "exact.reduce", OPTION)  # a cap no split can meet fails before any work
-    os.makedirs(workdir, exist_ok=True)
-    check_config(workdir, {"job": "exact", "shuffle_format": SHUFFLE_FORMAT,
-                           "partitions": P, "max_map_tasks": config.max_map_tasks,
-                           "task_memory_gb": config.task_memory_gb,
-                           "shards": [s.shard_id for s in ordered],
-                           "files": [list(s.files) for s in ordered]})
-    M = run_map(workdir, ordered, P, config, config.max_map_tasks, _rows, _partition,
-                True, executor, cap)
-    units, declared = plan_reduce(workdir, M, P, cap, "exact.reduce", OPTION)
-    R, groups = len(units), n_groups(S, P)
-    run_phase(workdir, "reduce", [f"p{r:05d}" for r in range(R)], _reduce,
-              [(workdir, r, unit, S, M, groups) for r, unit in enumerate(units)], executor,
-              Resources(memory=declared))
-    log_reduce(workdir, "reduce", units, declared, P)
-    run_final(workdir, "reduce", R, S, groups, executor)
+    M, R = run_keyed_shuffle(workdir, shards, config, {"job": "exact"}, "exact.reduce", OPTION,
+                             _rows, _partition, True, _reduce, (), executor)
     summary = {
         "documents": map_info(workdir, M, "docs"),
         "duplicates": sum(done_info(workdir, "reduce", f"p{r:05d}")["duplicates"] for r in range(R)),

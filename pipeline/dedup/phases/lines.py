@@ -9,7 +9,6 @@ hashes with at least ``min_count`` occurrences are emitted for each shard that h
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,28 +18,22 @@ import numpy as np
 
 from pipeline.core.step import StageShard
 from pipeline.dedup.lines import column_line_hashes
-from pipeline.dedup.phases.memory import DEFAULT_TASK_MEMORY_GB, cap_bytes, rows_per_task
-from pipeline.dedup.phases.partfile import SHUFFLE_FORMAT
+from pipeline.dedup.phases.memory import DEFAULT_TASK_MEMORY_GB
 from pipeline.dedup.phases.shuffle import (
     SHIFT,
     Columns,
     ReduceUnit,
-    log_reduce,
     map_info,
-    n_groups,
-    plan_reduce,
     read_decisions,
     read_split,
     route,
-    run_final,
-    run_map,
+    run_keyed_shuffle,
     shard_index,
-    sorted_shards,
 )
-from pipeline.dedup.phases.store import check_config, done_info, mark_done, run_phase, write_json
+from pipeline.dedup.phases.store import done_info, mark_done, write_json
 from pipeline.dedup.text import U64
 from pipeline.execution import faults
-from pipeline.execution.executor import Executor, Resources
+from pipeline.execution.executor import Executor
 
 OPTION = "dedup_lines_v1.task_memory_gb"
 
@@ -107,26 +100,10 @@ def prepare_lines(
 
     Every phase fans out through ``executor``; finished units of an earlier run are reused.
     """
-    ordered = sorted_shards(shards)
-    S, P = len(ordered), config.partitions
-    cap = cap_bytes(config.task_memory_gb)
-    rows_per_task(cap, "lines.reduce", OPTION)  # a cap no split can meet fails before any work
-    os.makedirs(workdir, exist_ok=True)
-    check_config(workdir, {"job": "lines", "shuffle_format": SHUFFLE_FORMAT,
-                           "partitions": P, "min_count": config.min_count,
-                           "max_map_tasks": config.max_map_tasks,
-                           "task_memory_gb": config.task_memory_gb,
-                           "shards": [s.shard_id for s in ordered],
-                           "files": [list(s.files) for s in ordered]})
-    M = run_map(workdir, ordered, P, config, config.max_map_tasks, _rows, _partition,
-                False, executor, cap)
-    units, declared = plan_reduce(workdir, M, P, cap, "lines.reduce", OPTION)
-    R, groups = len(units), n_groups(S, P)
-    run_phase(workdir, "reduce", [f"p{r:05d}" for r in range(R)], _reduce,
-              [(workdir, r, unit, S, M, groups, config.min_count)
-               for r, unit in enumerate(units)], executor, Resources(memory=declared))
-    log_reduce(workdir, "reduce", units, declared, P)
-    run_final(workdir, "reduce", R, S, groups, executor)
+    M, R = run_keyed_shuffle(workdir, shards, config,
+                             {"job": "lines", "min_count": config.min_count}, "lines.reduce",
+                             OPTION, _rows, _partition, False, _reduce, (config.min_count,),
+                             executor)
     red = [done_info(workdir, "reduce", f"p{r:05d}") for r in range(R)]
     summary = {
         "documents": map_info(workdir, M, "docs"),

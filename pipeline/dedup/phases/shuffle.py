@@ -30,14 +30,22 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.step import StageShard
-from pipeline.dedup.phases.memory import log_phase, splits, task_memory
+from pipeline.dedup.phases.memory import (
+    cap_bytes,
+    log_phase,
+    rows_per_task,
+    splits,
+    task_memory,
+)
 from pipeline.dedup.phases.partfile import (
+    SHUFFLE_FORMAT,
     iter_parts,
     part_bytes,
     read_parts,
     write_parts,
 )
 from pipeline.dedup.phases.store import (
+    check_config,
     done_info,
     is_done,
     load_config,
@@ -326,6 +334,43 @@ def _finalize_group(
         outputs.append(path)
     faults.checkpoint("final", g)
     mark_done(workdir, "final", f"g{g:05d}", outputs)
+
+
+def run_keyed_shuffle(
+    workdir: str, shards: Sequence[StageShard], config: Any, job: dict[str, Any],
+    kind: str, option: str, rows_fn: RowsFn, part_fn: PartitionFn, with_ids: bool,
+    reduce_fn: Callable[..., None], reduce_extra: tuple[Any, ...], executor: Executor,
+) -> tuple[int, int]:
+    """Run a map / reduce / final job whose reduce needs one partition at a time (exact
+    keys, line hashes); return ``(map units, reduce units)``.
+
+    ``config`` has ``partitions``, ``max_map_tasks`` and ``task_memory_gb``; ``job`` is the
+    rest of what a rerun must match (``check_config``), beside the shuffle format, those
+    three and the shards. ``kind`` names the reduce's memory estimate (``exact.reduce``),
+    ``option`` the YAML option a too-small cap is reported under. The reduce is
+    ``reduce_fn(workdir, r, unit, n_shards, n_map_units, groups, *reduce_extra)`` per unit.
+    Every phase fans out through ``executor``; finished units of an earlier run are reused.
+    """
+    ordered = sorted_shards(shards)
+    S, P = len(ordered), config.partitions
+    cap = cap_bytes(config.task_memory_gb)
+    rows_per_task(cap, kind, option)  # a cap no split can meet fails before any work
+    os.makedirs(workdir, exist_ok=True)
+    check_config(workdir, {**job, "shuffle_format": SHUFFLE_FORMAT, "partitions": P,
+                           "max_map_tasks": config.max_map_tasks,
+                           "task_memory_gb": config.task_memory_gb,
+                           "shards": [s.shard_id for s in ordered],
+                           "files": [list(s.files) for s in ordered]})
+    M = run_map(workdir, ordered, P, config, config.max_map_tasks, rows_fn, part_fn,
+                with_ids, executor, cap)
+    units, declared = plan_reduce(workdir, M, P, cap, kind, option)
+    R, groups = len(units), n_groups(S, P)
+    run_phase(workdir, "reduce", [f"p{r:05d}" for r in range(R)], reduce_fn,
+              [(workdir, r, unit, S, M, groups, *reduce_extra) for r, unit in enumerate(units)],
+              executor, Resources(memory=declared))
+    log_reduce(workdir, "reduce", units, declared, P)
+    run_final(workdir, "reduce", R, S, groups, executor)
+    return M, R
 
 
 def run_final(workdir: str, phase_in: str, partitions: int, n_shards: int, groups: int,
