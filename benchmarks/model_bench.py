@@ -45,8 +45,7 @@ from model.train import (  # noqa: E402
     HostCopy,
     TrainConfig,
     build_optimizer,
-    clip_gradients,
-    optimizer_step,
+    finish_step,
     peak_flops_of,
 )
 
@@ -144,9 +143,7 @@ def bench_case(label: str, cfg: ModelConfig, kind: str, batch: int, steps: int, 
         loss.backward()
         if pending:
             pending.pop().get()
-        values = torch.stack([loss.detach().float(), clip_gradients(opt, params, 1.0)])
-        optimizer_step(opt, params, skip=~torch.isfinite(values).all())
-        pending.append(HostCopy(values))
+        pending.append(finish_step(opt, params, loss.detach().float().reshape(1), 1.0)[0])
         return pending[-1]
 
     on_gpu = dev.type == "cuda"

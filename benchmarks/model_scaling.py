@@ -68,9 +68,8 @@ from model.train import (  # noqa: E402
     TrainConfig,
     accumulate_gradients,
     build_optimizer,
-    clip_gradients,
+    finish_step,
     lr_at,
-    optimizer_step,
     peak_flops_of,
 )
 
@@ -195,12 +194,7 @@ def run_variant(args: argparse.Namespace, info: parallel.DistInfo, pool: torch.T
         parallel.all_reduce_mean(stats)
         if pending:
             pending.pop().get()
-        grad_norm = clip_gradients(opt, params, 1.0)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        values = torch.cat([stats, grad_norm.reshape(1).to(stats.dtype)])
-        optimizer_step(opt, params, skip=~torch.isfinite(values).all())
-        pending.append(HostCopy(values))
+        pending.append(finish_step(opt, params, stats, 1.0)[0])
         if timer:
             timer.mark(row)
             timer.marks.append(row)

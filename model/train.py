@@ -240,6 +240,21 @@ def optimizer_step(optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
     optimizer.zero_grad(set_to_none=True)
 
 
+def finish_step(optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
+                stats: torch.Tensor, max_norm: float) -> tuple[HostCopy, torch.Tensor]:
+    """The optimizer half of a training step, with no host wait: clip (:func:`clip_gradients`),
+    step unless ``stats`` (this step's all-reduced loss values, 1-D) or the gradient norm is
+    not finite (:func:`optimizer_step`), and start copying ``[*stats, grad_norm]`` to the
+    host. Returns that copy and the device flag "skipped"."""
+    grad_norm = clip_gradients(optimizer, params, max_norm)
+    if hasattr(grad_norm, "full_tensor"):  # FSDP2: the norm as a DTensor
+        grad_norm = grad_norm.full_tensor()
+    values = torch.cat([stats, grad_norm.reshape(1).to(stats.dtype)])
+    bad = ~torch.isfinite(values).all()
+    optimizer_step(optimizer, params, skip=bad)
+    return HostCopy(values), bad
+
+
 class HostCopy:
     """The values of a small device tensor, copied to host memory without making the host
     wait: :meth:`get` waits for that copy only, not for work queued after it (a CUDA event
@@ -729,14 +744,9 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
         if pending is not None:  # the previous step's values, read while this one runs
             settle(*pending)
             pending = None
-        grad_norm = clip_gradients(optimizer, params, tcfg.grad_clip)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        values = torch.cat([stats, grad_norm.reshape(1).to(stats.dtype)])
-        bad = ~torch.isfinite(values).all()
-        optimizer_step(optimizer, params, skip=bad)  # a non-finite step changes nothing
+        # a non-finite step changes nothing
+        readback, bad = finish_step(optimizer, params, stats, tcfg.grad_clip)
         moe_stats = model.consume_moe_stats(parallel.all_reduce_sum, keep=(~bad).float())
-        readback = HostCopy(values)
         halt = tcfg.halt_at_step is not None and step >= tcfg.halt_at_step
         is_log = step % tcfg.log_every == 0 or step == tcfg.max_steps
         is_eval = bool(eval_sets) and (step % tcfg.eval_every == 0 or step == tcfg.max_steps)
