@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import platform
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from line_dedup_bench import SHARED, read_corpus  # noqa: E402
+from line_dedup_bench import SHARED, print_rates, read_corpus  # noqa: E402
 
 from pipeline.dedup import text as dedup_text  # noqa: E402
 from pipeline.dedup.text import document_key, document_keys, native_keys_available  # noqa: E402
@@ -110,12 +109,7 @@ def main() -> None:
     digests = ref.astype("<u8").tobytes()
     same_hashlib = b"".join(via_hashlib) == digests
 
-    print(f"\nmachine: {platform.machine()}, {platform.python_implementation()} "
-          f"{platform.python_version()}, CPU time of one process")
-    ref_s = rows[0][1]
-    print(f"{'path':<38} {'CPU s':>8} {'MB/s per core':>14} {'x reference':>12}")
-    for name, sec in rows:
-        print(f"{name:<38} {sec:8.2f} {mb / sec:14.1f} {ref_s / sec:12.2f}")
+    print_rates(rows, mb)
     print(f"\nkeys compared: {len(texts):,} documents; native == reference: {same} "
           f"({mismatched} differ); normalise + hashlib == reference: {same_hashlib}")
     if not (same and same_hashlib):

@@ -232,6 +232,17 @@ def _datatrove_peer() -> object | None:
     return hashes
 
 
+def print_rates(rows: list[tuple[str, float]], mb: float) -> None:
+    """Print the machine and one line per ``(path, CPU seconds)`` over ``mb`` MB of text: the
+    rate per core and the speed-up over the first row (the reference)."""
+    print(f"\nmachine: {platform.machine()}, {platform.python_implementation()} "
+          f"{platform.python_version()}, CPU time of one process")
+    ref_s = rows[0][1]
+    print(f"{'path':<38} {'CPU s':>8} {'MB/s per core':>14} {'x reference':>12}")
+    for name, sec in rows:
+        print(f"{name:<38} {sec:8.2f} {mb / sec:14.1f} {ref_s / sec:12.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit-mb", type=float, default=None,
@@ -303,12 +314,7 @@ def main() -> None:
     same_count = bool(np.array_equal(counted_all, ref_h[ref_ok]))
     mismatched = int((ref_ok != nat_ok).sum() + (ref_ok & nat_ok & (ref_h != nat_h)).sum())
 
-    print(f"\nmachine: {platform.machine()}, {platform.python_implementation()} "
-          f"{platform.python_version()}, CPU time of one process")
-    ref_s = rows[0][1]
-    print(f"{'path':<38} {'CPU s':>8} {'MB/s per core':>14} {'x reference':>12}")
-    for name, sec in rows:
-        print(f"{name:<38} {sec:8.2f} {mb / sec:14.1f} {ref_s / sec:12.2f}")
+    print_rates(rows, mb)
     if peer_rows:
         print(f"\npeer, on every {args.peer_every}th document ({len(sample):,} documents, "
               f"{peer_mb:.1f} MB), same run:")
