@@ -190,8 +190,8 @@ def main() -> int:
     ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                     help="set torch._inductor.config.KEY (Python literal VALUE) for every case")
     ap.add_argument("--host-sync", action="store_true",
-                    help="wait for every step before the next (the timing before 2026-11-27's "
-                         "second session: the host read each loss at once)")
+                    help="wait for every step before the next (the timing before the trainer "
+                         "read each step's loss a step late)")
     ap.add_argument("--profile-top", type=int, default=0,
                     help="profile one more step per case and record its N largest kernels")
     ap.add_argument("--smoke", action="store_true",
