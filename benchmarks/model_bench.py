@@ -16,7 +16,9 @@ for every step, the measurement before the trainer read losses late). Cases:
   parameters as "125m") against dense "125m": tokens/s ratio;
 * "...-cudnn" cases: the same with cuDNN attention first in SDPA's backend order
   (``model.attention.sdpa_backend``; torch 2.11 already picks it on an H100), and 350M at
-  batch 24.
+  batch 24;
+* "...-bf16res" cases: 350M with ``fp32_residual=False`` (the residual stream in bf16 under
+  autocast, Megatron-LM's default), at batch 16 and 24.
 
 MFU = flops_per_token * tokens/s / peak (989e12 on H100 and H200, ``model.train.peak_flops_of``), with flops_per_token = 6 N + 12 L H Q T (PaLM
 appendix B; N = active non-embedding parameters incl. the LM head; see
@@ -229,10 +231,13 @@ def main() -> int:
     if args.smoke:
         small = dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, d_ff=128, max_seq_len=64)
         _CFGS.update({"350m": ModelConfig(**small), "125m": ModelConfig(**small),
+                      "350m-bf16res": ModelConfig(**small, fp32_residual=False),
                       "moe-8x2-125m": ModelConfig(**small, n_experts=8, experts_per_token=2,
                                                   moe_d_ff=64)})
     else:
         _CFGS.update({"350m": config_from_preset("350m", vocab_size=50304),
+                      "350m-bf16res": config_from_preset("350m", vocab_size=50304,
+                                                         fp32_residual=False),
                       "125m": config_from_preset("125m", vocab_size=50304),
                       "moe-8x2-125m": config_from_preset("moe-8x2-125m", vocab_size=50304)})
     # (label, config name, kind, compile, batch, estimated seconds)
@@ -245,6 +250,8 @@ def main() -> int:
              ("ours-350m-b16-cudnn", "350m", "ours", True, 16, 90),
              ("ours-350m-b24", "350m", "ours", True, 24, 100),
              ("ours-350m-b24-cudnn", "350m", "ours", True, 24, 100),
+             ("ours-350m-b16-bf16res", "350m-bf16res", "ours", True, 16, 90),
+             ("ours-350m-b24-bf16res", "350m-bf16res", "ours", True, 24, 100),
              ("ours-125m-cudnn", "125m", "ours", True, 16, 70),
              ("moe-8x2-125m-cudnn", "moe-8x2-125m", "ours", True, 16, 90),
              ("ours-350m-eager", "350m", "ours", False, 8, 30),

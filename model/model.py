@@ -31,6 +31,11 @@ Architecture knobs (defaults give the architecture above, through the same kerne
   ``cap * tanh(x / cap)`` on attention scores / output logits).
 * ``sliding_window``: attention limited to the last ``sliding_window`` tokens (the token itself
   included) on the layers ``sliding_window_layers`` (default: all), full attention elsewhere.
+* ``fp32_residual`` (default true): the residual stream between blocks is float32 under bf16
+  autocast (parameters are float32, so the embedding output is); ``false`` casts it to the
+  autocast dtype after the embedding, halving the bytes every norm and residual kernel moves
+  (Megatron-LM's default; 4.7% less time per 350M block on an H100). Without autocast it
+  changes nothing.
 * GPT-2 style (the ``gpt2-124m`` preset, 124,439,808 parameters like GPT-2 small): ``bias``
   (biases in every linear layer and LayerNorm), ``mlp: gelu`` (``w2(gelu_tanh(x W1))``
   instead of SwiGLU), ``dropout`` (embeddings, attention probabilities, both residual
@@ -66,7 +71,14 @@ from model.attention import (
     flex_masks,
     rows_at,
 )
-from model.moe import MoE, MoEStats, aux_loss_weight, consume_moe_stats, validate_moe_config
+from model.moe import (
+    MoE,
+    MoEStats,
+    autocast_dtype,
+    aux_loss_weight,
+    consume_moe_stats,
+    validate_moe_config,
+)
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -138,6 +150,9 @@ class ModelConfig:
     bias: bool = False
     mlp: str = "swiglu"  # swiglu | gelu (dense layers; experts are SwiGLU)
     dropout: float = 0.0
+    # Precision: False carries the residual stream in the autocast dtype (bf16) under
+    # autocast, as Megatron-LM does by default (its fp32_residual_connection is off)
+    fp32_residual: bool = True
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -640,6 +655,8 @@ class Transformer(nn.Module):
         elif self.pos_table is not None:
             x = x + rows_at(self.pos_table, start, T).to(x.dtype)
         x = self.emb_drop(x)
+        if not self.config.fp32_residual and (low := autocast_dtype(x.device.type)) is not None:
+            x = x.to(low)
         aux_total: torch.Tensor | None = None
         z_total: torch.Tensor | None = None
         for layer in self.layers:

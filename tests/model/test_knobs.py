@@ -39,6 +39,44 @@ def test_tiny_model_with_knob_trains(kw, tiny: Callable):
     assert losses[0] > 4.0 and losses[-1] < 0.5 * losses[0]
 
 
+
+def test_bf16_residual_changes_only_the_autocast_residual_dtype(tiny: Callable):
+    """``fp32_residual: false``: under autocast the stream between blocks is bf16 (float32 by
+    default); without autocast the two settings compute the same logits."""
+    torch.manual_seed(0)
+    a = Transformer(tiny())
+    b = Transformer(tiny(fp32_residual=False))
+    b.load_state_dict(a.state_dict())
+    idx = torch.randint(0, 97, (2, 17))
+    assert torch.equal(a(idx), b(idx))
+    seen: dict[str, torch.dtype] = {}
+    for name, m in (("fp32", a), ("bf16", b)):
+        m.layers[-1].register_forward_hook(
+            lambda mod, inp, out, name=name: seen.__setitem__(name, inp[0].dtype))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = m(idx)
+        assert torch.isfinite(logits).all()
+    assert seen == {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def test_bf16_residual_trains_like_fp32_residual_under_autocast(tiny: Callable):
+    """The same bf16-autocast training run with either residual dtype memorises the batch and
+    ends at nearly the same loss (the bf16 stream rounds each block's sum)."""
+    idx = torch.randint(0, 97, (4, 33), generator=torch.Generator().manual_seed(1))
+    finals = []
+    for fp32 in (True, False):
+        torch.manual_seed(0)
+        model = Transformer(tiny(fp32_residual=fp32))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        for _ in range(40):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(idx[:, :-1], idx[:, 1:])
+            opt.zero_grad()
+            out.loss.backward()
+            opt.step()
+        finals.append(out.ce_loss.item())
+    assert finals[0] < 0.5 and abs(finals[1] - finals[0]) < 0.05, finals
+
 def _capture_sdpa(monkeypatch) -> list[dict]:
     calls: list[dict] = []
     real = F.scaled_dot_product_attention
@@ -297,6 +335,7 @@ GPU_KNOB_GROUPS = {
                                    "sliding_window": 32, "sliding_window_layers": [1, 3]},
     "nope-window": {"pos_encoding": "none", "sliding_window": 32},
     "window-alibi": {"pos_encoding": "alibi", "sliding_window": 32, "sliding_window_layers": [0]},
+    "bf16-residual": {"fp32_residual": False},
 }
 
 
