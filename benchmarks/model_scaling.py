@@ -78,7 +78,9 @@ from model.train import (  # noqa: E402
 # tuned them (the "default" rows of the 2026-11-27 figures in benchmarks/RESULTS.md).
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
-    "before": {"ddp_grad_as_bucket_view": False, "fsdp_reshard": "all", "fsdp_prefetch": 1},
+    "before": {"ddp_grad_as_bucket_view": False, "ddp_bucket_cap_mb": 25.0, "fsdp_reshard": "all",
+               "fsdp_prefetch": 1},
+    "bucket25": {"ddp_bucket_cap_mb": 25.0},
     "noview": {"ddp_grad_as_bucket_view": False},
     "reshard_all": {"fsdp_reshard": "all", "fsdp_prefetch": 1},
     "bucket50": {"ddp_bucket_cap_mb": 50.0},

@@ -104,7 +104,7 @@ class TrainConfig:
     compile: Any = "auto"  # true | false | auto (on for CUDA)
     parallel: str = "ddp"  # ddp | fsdp | none (only used under torchrun)
     # communication settings (model.parallel.ParallelOptions; benchmarks/model_scaling.py)
-    ddp_bucket_cap_mb: float = 25.0
+    ddp_bucket_cap_mb: float = 200.0
     ddp_static_graph: bool = False
     ddp_grad_as_bucket_view: bool = True
     ddp_reduce_dtype: str = "fp32"  # fp32 | bf16 gradient all-reduce
