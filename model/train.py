@@ -338,6 +338,10 @@ def load_init_weights(model: Transformer, path: str | Path) -> None:
     if stored is None:
         raise ValueError(f"train.init_from {file}: checkpoint has no model_config")
     ours = model.config.to_dict()
+    try:  # a checkpoint written before a field existed lacks its key: it takes the default
+        stored = ModelConfig.from_dict(stored).to_dict()
+    except ValueError as exc:
+        raise ValueError(f"train.init_from {file}: stored model config: {exc}") from exc
     diff = sorted(k for k in set(stored) | set(ours) if stored.get(k) != ours.get(k))
     if diff:
         raise ValueError(f"train.init_from {file}: model config differs from this run's in "

@@ -19,6 +19,7 @@ from model.train import (
     clip_gradients,
     load_config,
     lr_at,
+    load_init_weights,
     main,
     optimizer_step,
     run,
@@ -221,6 +222,28 @@ def test_skipped_step_leaves_parameters_and_optimizer_state_as_they_were(fused: 
         torch.testing.assert_close(s_ref["exp_avg_sq"], s_ours["exp_avg_sq"], rtol=0, atol=0)
     assert HostCopy(torch.tensor([1.5, float("nan")])).get()[0] == 1.5
 
+
+def test_init_from_fills_fields_a_checkpoint_predates_and_refuses_real_differences(
+        tmp_path, tiny: Callable):
+    """``train.init_from`` of a checkpoint written before a config field existed (here
+    ``fp32_residual``) loads it with the field's default; a real difference is refused."""
+    from model import Transformer
+
+    torch.manual_seed(0)
+    src = Transformer(tiny())
+    stored = src.config.to_dict()
+    del stored["fp32_residual"]
+    path = tmp_path / "state.pt"
+    torch.save({"model": src.state_dict(), "model_config": stored}, path)
+    dst = Transformer(tiny())
+    load_init_weights(dst, path)
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(),
+                                                 dst.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="fp32_residual"):
+        load_init_weights(Transformer(tiny(fp32_residual=False)), path)
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        torch.save({"model": src.state_dict(), "model_config": {**stored, "rope_dim": 8}}, path)
+        load_init_weights(dst, path)
 
 def test_weight_decay_only_on_matrices():
     from model import Transformer
