@@ -39,10 +39,10 @@ def test_tiny_model_with_knob_trains(kw, tiny: Callable):
     assert losses[0] > 4.0 and losses[-1] < 0.5 * losses[0]
 
 
-
 def test_bf16_residual_changes_only_the_autocast_residual_dtype(tiny: Callable):
-    """``fp32_residual: false``: under autocast the stream between blocks is bf16 (float32 by
-    default); without autocast the two settings compute the same logits."""
+    """``fp32_residual: false``: under bf16 autocast the stream between blocks is bf16 (float32
+    by default, and under fp16 autocast); without autocast the two settings compute the same
+    logits."""
     torch.manual_seed(0)
     a = Transformer(tiny())
     b = Transformer(tiny(fp32_residual=False))
@@ -57,6 +57,9 @@ def test_bf16_residual_changes_only_the_autocast_residual_dtype(tiny: Callable):
             logits = m(idx)
         assert torch.isfinite(logits).all()
     assert seen == {"fp32": torch.float32, "bf16": torch.bfloat16}
+    with torch.autocast("cpu", dtype=torch.float16):  # fp16 keeps float32: it would overflow
+        b(idx)
+    assert seen["bf16"] == torch.float32
 
 
 def test_bf16_residual_trains_like_fp32_residual_under_autocast(tiny: Callable):
@@ -76,6 +79,7 @@ def test_bf16_residual_trains_like_fp32_residual_under_autocast(tiny: Callable):
             opt.step()
         finals.append(out.ce_loss.item())
     assert finals[0] < 0.5 and abs(finals[1] - finals[0]) < 0.05, finals
+
 
 def _capture_sdpa(monkeypatch) -> list[dict]:
     calls: list[dict] = []

@@ -75,12 +75,10 @@ def test_shared_experts_add_an_always_on_swiglu_to_the_routed_sum(tiny: Callable
     ref = _naive_token_choice(moe, x).float() + shared
     torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
     m = Transformer(cfg)
-    routed_active = 2 * 3 * cfg.d_model * 16
     shared_params = 3 * cfg.d_model * 32
     dense_like = Transformer(tiny(n_experts=4, experts_per_token=2, moe_d_ff=16))
     assert (m.num_params(active=True) - dense_like.num_params(active=True)
             == cfg.n_layers * shared_params)  # shared experts are always active
-    assert routed_active > 0
 
 
 def test_fine_grained_experts_keep_active_parameters(tiny: Callable):
