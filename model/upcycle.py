@@ -1,7 +1,10 @@
 """Sparse upcycling: an MoE checkpoint from a dense one (Komatsuzaki et al. 2023).
 
-    python -m model.upcycle DENSE_CKPT OUT_CKPT --experts N [--top-k K] [--moe-every M]
+    python -m model.upcycle DENSE_CKPT [OUT_CKPT] --experts N [--top-k K] [--moe-every M]
         [--noise 0.01] [--router-init normal|zero] [--seed 0] [--set key=value ...]
+
+``OUT_CKPT`` defaults to ``upcycled-NxK.pt`` in the current directory (never inside the dense
+run, whose checkpoint rotation could delete it).
 
 Every feed-forward that becomes a mixture of experts (layers ``moe_every - 1``,
 ``2 * moe_every - 1``, ...) gets ``N`` copies of the dense SwiGLU as its experts (``moe_d_ff``
@@ -90,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m model.upcycle",
                                  description=__doc__.split("\n")[0])
     ap.add_argument("dense", help="dense checkpoint: state.pt, step folder or run directory")
-    ap.add_argument("out", help="output checkpoint file (e.g. moe/state.pt)")
+    ap.add_argument("out", nargs="?", default=None,
+                    help="output checkpoint file (default: ./upcycled-NxK.pt)")
     ap.add_argument("--experts", type=int, required=True, help="experts per MoE layer")
     ap.add_argument("--top-k", type=int, default=2, help="experts per token (default 2)")
     ap.add_argument("--moe-every", type=int, default=1, help="every M-th layer becomes MoE")
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                                 args.router_init, args.seed, overrides)
     except ValueError as e:
         raise SystemExit(f"{src}: {e}") from e
-    out = Path(args.out)
+    out = Path(args.out or f"upcycled-{args.experts}x{args.top_k}.pt")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     torch.save({"step": 0, "model": sd, "model_config": cfg.to_dict(),

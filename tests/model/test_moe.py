@@ -313,7 +313,8 @@ def test_config_round_trips_through_dict(tiny: Callable):
 # ---- upcycling -------------------------------------------------------------------------------
 
 
-def test_upcycled_model_first_step_loss_equals_dense(tmp_path, tiny_config: Callable):
+def test_upcycled_model_first_step_loss_equals_dense(tmp_path, tiny_config: Callable,
+                                                      monkeypatch):
     """Dense training run -> checkpoint -> upcycle (uniform router, no noise) -> the trainer's
     first step from the upcycled checkpoint has the dense model's loss on the same batch."""
     dense_cfg = tiny_config(tmp_path / "dense", max_steps=3, eval_every=100)
@@ -341,10 +342,12 @@ def test_upcycled_model_first_step_loss_equals_dense(tmp_path, tiny_config: Call
     moe_loss = first_step(tmp_path / "b", moe_cfg, out)
     assert moe_loss == pytest.approx(dense_loss, rel=1e-5)
 
-    # With noise and a fresh router the experts differ and the router is not uniform.
-    noisy = tmp_path / "noisy.pt"
-    upcycle_main([str(dense_ckpt), str(noisy), "--experts", "4", "--noise", "0.01"])
-    sd = torch.load(noisy, weights_only=True)["model"]
+    # With noise and a fresh router the experts differ and the router is not uniform; without
+    # OUT_CKPT (the issue's `python -m model.upcycle DENSE_CKPT --experts N`) the checkpoint
+    # goes to ./upcycled-NxK.pt.
+    monkeypatch.chdir(tmp_path)
+    upcycle_main([str(dense_ckpt), "--experts", "4", "--noise", "0.01"])
+    sd = torch.load(tmp_path / "upcycled-4x2.pt", weights_only=True)["model"]
     assert not torch.equal(sd["layers.0.ffn.w13"][0], sd["layers.0.ffn.w13"][1])
     assert sd["layers.0.ffn.router.weight"].abs().sum() > 0
     # a config mismatch is refused with the differing key named
