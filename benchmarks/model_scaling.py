@@ -389,8 +389,21 @@ def _records(paths: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _span(values: list[float], fmt: str, unit: str = "") -> str:
+    """``values`` as one figure, or ``lo-hi`` when they differ in the printed precision."""
+    if not values:
+        return ""
+    lo, hi = format(min(values), fmt), format(max(values), fmt)
+    return f"{lo}{unit}" if lo == hi else f"{lo}-{hi}{unit}"
+
+
 def report(paths: list[str], md: str = "") -> str:
-    """The scaling table of the records in ``paths`` (JSON lists written by ``run``)."""
+    """The scaling table of the records in ``paths`` (JSON lists written by ``run``).
+
+    Efficiency divides by the 1-GPU "default" run of the same global and micro-batch; with
+    several such runs (before and after, or on the same host alone and beside other jobs)
+    it is printed as the range over them, and the loss difference as the largest; a 1-GPU
+    row then shows the spread of the baselines themselves."""
     recs = [r for r in _records(paths) if "step_s" in r]
     bad = [r for r in _records(paths) if "error" in r]
     lines = ["| GPUs | mode | variant | micro x accum | step ms | fwd+bwd ms | optim ms | "
@@ -401,13 +414,9 @@ def report(paths: list[str], md: str = "") -> str:
                                          r["micro_batch"], r["variant"])):
         ones = [o for o in recs if o["world"] == 1 and o["global_batch"] == r["global_batch"]
                 and o["micro_batch"] == r["micro_batch"] and o["variant"] == "default"]
-        one = ones[0] if ones else None
-        eff = (r["tokens_per_s"] / (r["world"] * one["tokens_per_s"])) if one else None
-        dloss = None
-        if one:
-            n = min(len(r["losses"]), len(one["losses"]))
-            dloss = max(abs(a - b) for a, b in zip(r["losses"][:n], one["losses"][:n],
-                                                   strict=True))
+        effs = [100 * r["tokens_per_s"] / (r["world"] * o["tokens_per_s"]) for o in ones]
+        dlosses = [max(abs(a - b) for a, b in zip(r["losses"], o["losses"], strict=False))
+                   for o in ones]
         nos = r.get("nosync_fwdbwd_s")
         exposed = (r["fwdbwd_s"] - nos) * 1e3 if nos is not None else None
 
@@ -418,9 +427,10 @@ def report(paths: list[str], md: str = "") -> str:
             f"| {r['world']} | {r['mode']} | {r['variant']} | {r['micro_batch']} x "
             f"{r['grad_accum']} | {1e3 * r['step_s']:.1f} | {1e3 * r['fwdbwd_s']:.1f} | "
             f"{1e3 * r['optim_s']:.1f} | {f(nos and 1e3 * nos, '.1f')} | {f(exposed, '.1f')} | "
-            f"{r['tokens_per_s']:,.0f} | {f(eff and 100 * eff, '.1f')}{'%' if eff else ''} | "
+            f"{r['tokens_per_s']:,.0f} | {_span(effs, '.1f', '%')} | "
             f"{f(r['mfu'] and 100 * r['mfu'], '.1f')}{'%' if r['mfu'] else ''} | "
-            f"{f(dloss, '.4f')} | {r['losses'][-1]:.4f} | {r['peak_mem_gib']:.1f} |")
+            f"{f(max(dlosses, default=None), '.4f')} | {r['losses'][-1]:.4f} | "
+            f"{r['peak_mem_gib']:.1f} |")
     for r in recs:
         pr = r.get("profile")
         if pr:

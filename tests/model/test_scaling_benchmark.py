@@ -51,3 +51,26 @@ def test_two_ranks_reproduce_one_process_and_report_efficiency(tmp_path, scaling
 def test_unknown_variant_is_refused(scaling):
     with pytest.raises(SystemExit, match="unknown variant"):
         scaling.variant_options("default+fastest")
+
+
+def test_report_spans_several_one_gpu_baselines(tmp_path, scaling):
+    """Two 1-GPU runs of one configuration: each multi-GPU efficiency is printed as the range
+    over both, the loss difference as the larger, and the baselines show their own spread."""
+    def rec(world: int, tokens: float, losses: list[float]) -> dict:
+        return {"world": world, "mode": "ddp" if world > 1 else "none", "variant": "default",
+                "global_batch": 8, "micro_batch": 2, "grad_accum": 8 // (2 * world), "seq": 16,
+                "step_s": 0.1, "fwdbwd_s": 0.09, "optim_s": 0.01, "tokens_per_s": tokens,
+                "mfu": None, "losses": losses, "peak_mem_gib": 1.0}
+
+    paths = []
+    for name, recs in (("a", [rec(1, 100.0, [5.0, 4.0])]), ("b", [rec(1, 110.0, [5.0, 4.01])]),
+                       ("c", [rec(2, 200.0, [5.0, 4.03])])):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(recs))
+    rows = [ln for ln in scaling.report([str(p) for p in paths]).splitlines()
+            if ln.startswith("| ")][1:]
+    two = next(ln for ln in rows if ln.startswith("| 2 |"))
+    assert "| 90.9-100.0% |" in two and "| 0.0300 |" in two
+    ones = [ln for ln in rows if ln.startswith("| 1 |")]
+    assert any("| 100.0-110.0% |" in ln for ln in ones)
+    assert all("| 0.0100 |" in ln for ln in ones)
