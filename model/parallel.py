@@ -117,7 +117,7 @@ class ParallelOptions:
 
     Defaults: the fastest ``benchmarks/model_scaling.py`` measured at 350M on 2 and 4 H100s
     (DDP with gradient bucket views: 94.3% of linear at 4 GPUs against 92.9-93.5% with
-    copies; 200 MB buckets: 95.6-96.0% at 4 GPUs against 94.9-95.3% with DDP's 25 MB, on one
+    copies; 200 MB buckets: 95.4-96.5% at 4 GPUs against 94.7-95.3% with DDP's 25 MB, on one
     host in one session, as compiled DDP splits the graph once per bucket; FSDP2
     ``all_but_last`` with prefetch 2: equal to resharding every block at 4 GPUs, 1.9 points
     better at 2). bf16 reductions measured no faster. With gradient bucket views the buckets
