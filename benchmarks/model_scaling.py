@@ -5,7 +5,7 @@
     python benchmarks/model_scaling.py run --world 4 --mode ddp --variants default,bucket100 \\
         --out $OUT/ddp4.json
     python benchmarks/model_scaling.py run --world 2 --mode fsdp --devices 2,3 --out $OUT/f2.json
-    # the table: tokens/s, scaling efficiency against the 1-GPU run, breakdown, losses
+    # the table: tokens/s, scaling efficiency against the 1-GPU run(s), breakdown, losses
     python benchmarks/model_scaling.py report $OUT/*.json --md $OUT/scaling.md
 
 Each ``run`` starts ``torchrun --nproc_per_node N`` on this script's ``worker``, which times
@@ -33,7 +33,9 @@ more than one GPU, ``--steps`` more with gradient synchronisation switched off (
 nothing to update): forward/backward with sync minus without is the communication the
 backward pass does not hide. ``--profile`` runs one more step under torch.profiler on rank 0
 (kernel time, NCCL time, the largest kernels). Scaling efficiency = tokens/s at N GPUs /
-(N x tokens/s of the 1-GPU run with the same global batch and micro-batch). Variants:
+(N x tokens/s of the 1-GPU run with the same global batch and micro-batch); given several
+1-GPU runs (before and after, say: the baseline moves a few percent between hosts and
+runs), ``report`` prints the range over them. Variants:
 ``VARIANTS`` below ("default" = today's ``ParallelOptions()``, "before" = the settings before
 this benchmark tuned them).
 """
