@@ -4,8 +4,9 @@ time of the 350M model goes, and what a rewrite or precision option saves.
     python benchmarks/block_kernels.py --variants base,bf16res,rope-flip,rope-fn,rope-bf16,ndtile
 
 Each variant compiles one ``model.model.Block`` of the preset (default 350M, batch 16 x 2048)
-forward and backward under bf16 autocast, times ``--steps`` steps, then profiles five and
-prints the largest kernels and the Triton (fused elementwise and norm) total. Every variant
+forward and backward under bf16 autocast, times ``--steps`` steps, then profiles five
+(``model_scaling.profile_step``) and prints the largest kernels and the Triton (fused
+elementwise and norm) total per step. Every variant
 runs in its own process (a patched function or inductor setting cannot leak into the next)
 and is compared with "base" (the model as it is) by the ratio of step times.
 
@@ -29,8 +30,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from model_scaling import profile_step  # noqa: E402
 
 import model.model as mm  # noqa: E402
+
+PROFILED_STEPS = 5
 
 VARIANTS = ("base", "bf16res", "rope-flip", "rope-fn", "rope-bf16", "ndtile")
 
@@ -114,22 +120,13 @@ def measure(name: str, preset: str, batch: int, seq: int, steps: int, smoke: boo
         step()
     sync()
     step_ms = (time.perf_counter() - t0) / steps * 1e3
-    from torch.profiler import ProfilerActivity, profile
-
-    acts = [ProfilerActivity.CPU] if smoke else [ProfilerActivity.CUDA]
-    with profile(activities=acts) as prof:
-        for _ in range(5):
-            step()
-        sync()
-    kernels: dict[str, float] = {}
-    for e in prof.key_averages():
-        t_us = e.self_device_time_total if not smoke else e.self_cpu_time_total
-        if t_us and not e.key.startswith(("aten::", "cudaLaunch", "Torch-Compiled")):
-            kernels[e.key[:100]] = round(t_us / 5 / 1e3, 4)
-    top = sorted(kernels.items(), key=lambda kv: -kv[1])[:16]
-    triton = sum(v for k, v in kernels.items() if k.startswith("triton"))
+    # every kernel of PROFILED_STEPS steps (no profile on the CPU smoke run)
+    prof = profile_step(lambda: [step() for _ in range(PROFILED_STEPS)], dev.type == "cuda",
+                        top=100_000)
+    kernels = [(k, ms / PROFILED_STEPS) for k, ms, _ in prof["top"]] if prof else []
+    triton = sum(ms for k, ms in kernels if k.startswith("triton")) if prof else None
     return {"variant": name, "preset": preset, "batch": batch, "seq": seq,
-            "step_ms": step_ms, "triton_ms": triton, "top": top,
+            "step_ms": step_ms, "triton_ms": triton, "top": kernels[:16],
             "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"}
 
 
@@ -175,7 +172,8 @@ def main() -> int:
             print(f"| {r['variant']} | {r['error'].splitlines()[-1][:80]} | | |")
             continue
         ratio = f"{r['step_ms'] / base['step_ms']:.3f}" if base else ""
-        print(f"| {r['variant']} | {r['step_ms']:.3f} | {r['triton_ms']:.3f} | {ratio} |")
+        triton = "" if r["triton_ms"] is None else f"{r['triton_ms']:.3f}"
+        print(f"| {r['variant']} | {r['step_ms']:.3f} | {triton} | {ratio} |")
     if args.out:
         Path(args.out).write_text(json.dumps(records, indent=1))
     return 0
