@@ -33,9 +33,9 @@ Architecture knobs (defaults give the architecture above, through the same kerne
   included) on the layers ``sliding_window_layers`` (default: all), full attention elsewhere.
 * ``fp32_residual`` (default true): the residual stream between blocks is float32 under bf16
   autocast (parameters are float32, so the embedding output is); ``false`` casts it to bf16
-  after the embedding under bf16 autocast (fp16 autocast keeps float32), halving the bytes every norm and residual kernel moves
-  (Megatron-LM's default; 4.8% less time per 350M block on an H100). Without autocast it
-  changes nothing. Under the trainer's FSDP2 (bf16 parameters in forward) the embedding
+  after the embedding under bf16 autocast (fp16 autocast keeps float32), halving the bytes
+  every norm and residual kernel moves (Megatron-LM's default; 4.8% less time per 350M block
+  on an H100). Without autocast it changes nothing. Under the trainer's FSDP2 (bf16 parameters in forward) the embedding
   output, and so the stream, is bf16 with either setting.
 * GPT-2 style (the ``gpt2-124m`` preset, 124,439,808 parameters like GPT-2 small): ``bias``
   (biases in every linear layer and LayerNorm), ``mlp: gelu`` (``w2(gelu_tanh(x W1))``
@@ -554,7 +554,7 @@ class Transformer(nn.Module):
         for m in self.modules():
             if isinstance(m, MoE):
                 m.expert_bias.zero_()
-                m.tokens_per_expert.zero_()
+                m.reset_counts()
         if self.config.norm_placement == "deepnorm":
             self._deepnorm_init()
 

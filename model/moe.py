@@ -350,6 +350,12 @@ class MoE(nn.Module):
         return y.view(shape), aux_loss, z_loss
 
     @torch.no_grad()
+    def reset_counts(self) -> None:
+        """Zero the routing counters (assignments per expert, dropped and routed pairs)."""
+        self.tokens_per_expert.zero_()
+        self.drop_counts.zero_()
+
+    @torch.no_grad()
     def update_bias(self, counts: torch.Tensor, keep: torch.Tensor | None = None) -> None:
         """Aux-loss-free balancing step: raise the bias of under-loaded experts, lower others
         (no change without counts, where every sign is 0, or where the device flag ``keep``
@@ -377,7 +383,6 @@ def consume_moe_stats(layers: list[MoE], all_reduce: Any = None,
     counts, drops = stats[:, :-2], stats[:, -2:]
     for m, c in zip(layers, counts, strict=True):
         m.update_bias(c, keep)
-        m.tokens_per_expert.zero_()
-        m.drop_counts.zero_()
+        m.reset_counts()
     load = counts / counts.sum(dim=-1, keepdim=True).clamp_min(1)
     return MoEStats(load, drops[:, 0] / drops[:, 1].clamp_min(1))

@@ -720,8 +720,7 @@ def _train(config: dict[str, Any], data_cfg: DataConfig, tcfg: TrainConfig,
         if not all(map(math.isfinite, vals)):
             optimizer.zero_grad(set_to_none=True)  # the next step's, if it ran
             for m in model.moe_layers():  # and its routing counts: step at - 1 left them at 0
-                m.tokens_per_expert.zero_()
-                m.drop_counts.zero_()
+                m.reset_counts()
             for g in optimizer.param_groups:  # the learning rate step at - 1 used
                 g["lr"] = lr_at(max(at - 2, 0), tcfg)
             path = save(at - 1, state_before)
