@@ -7,7 +7,9 @@ step) on synthetic random token batches at sequence length 2048 under bf16 autoc
 warm-up steps that include ``torch.compile``, back to back as the trainer's loop runs them:
 each step's loss and gradient norm are read on the host one step late (``HostCopy``), and a
 step's time runs from the previous step's end to its own (``--host-sync``: the host waits
-for every step, the measurement before the trainer read losses late). Cases:
+for every step, the measurement before the trainer read losses late). Float32 matmuls (only
+the MoE router's, under autocast) run on TF32 as the trainer runs them (``train.tf32``;
+``--no-tf32``: full float32). Cases:
 
 * dense ~125M and ~350M (presets "125m", "350m"): tokens/s and MFU;
 * the same configs as ``transformers.LlamaForCausalLM`` with SDPA attention, same batch:
@@ -48,6 +50,7 @@ from model.train import (  # noqa: E402
     TrainConfig,
     build_optimizer,
     finish_step,
+    float32_matmuls,
     peak_flops_of,
 )
 
@@ -194,6 +197,9 @@ def main() -> int:
     ap.add_argument("--host-sync", action="store_true",
                     help="wait for every step before the next (the timing before the trainer "
                          "read each step's loss a step late)")
+    ap.add_argument("--no-tf32", action="store_true",
+                    help="float32 matmuls (the MoE router's) in full float32, as train.tf32: "
+                         "false runs them (default: TF32, the trainer's default)")
     ap.add_argument("--profile-top", type=int, default=0,
                     help="profile one more step per case and record its N largest kernels")
     ap.add_argument("--smoke", action="store_true",
@@ -269,10 +275,12 @@ def main() -> int:
             continue
         print(f"running {label} ...", flush=True)
         try:
-            r = bench_case(label, _CFGS[cname], kind, batch, args.steps, 3,
-                           comp and not args.smoke, "cudnn" if "cudnn" in label else "auto",
-                           compile_mode=args.compile_mode, profile_top=args.profile_top,
-                           host_sync=args.host_sync)
+            with float32_matmuls(not args.no_tf32):  # as the trainer runs bf16 autocast
+                r = bench_case(label, _CFGS[cname], kind, batch, args.steps, 3,
+                               comp and not args.smoke, "cudnn" if "cudnn" in label else "auto",
+                               compile_mode=args.compile_mode, profile_top=args.profile_top,
+                               host_sync=args.host_sync)
+            r["tf32"] = not args.no_tf32
             if args.inductor:
                 r["inductor"] = args.inductor
             gc.collect()

@@ -161,6 +161,22 @@ class _PermuteRows(torch.autograd.Function):
         return grad[inverse], None, None
 
 
+def top_k_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``[N, k]`` of the ``k`` largest of each row of ``scores`` ``[N, E]``, largest
+    first: ``scores.topk(k).indices``, with ties broken toward the lowest index.
+
+    ``k`` rounds of argmax over the row with the earlier picks masked out: for the few
+    experts a token picks, these fuse into one pass over ``scores`` under ``torch.compile``,
+    where ``topk`` launches a sort per call (the largest routing kernel before)."""
+    cols = torch.arange(scores.shape[-1], device=scores.device)
+    picks = []
+    for _ in range(k):
+        i = scores.argmax(dim=-1, keepdim=True)
+        picks.append(i)
+        scores = scores.masked_fill(cols == i, float("-inf"))
+    return torch.cat(picks, dim=-1)
+
+
 def capacity(n_tokens: int, factor: float | None, k: int, n_experts: int) -> int:
     """Slots per expert for a batch of ``n_tokens``: ``ceil(factor * N * k / E)`` capped at
     ``N`` (no expert takes a token twice); ``N`` when ``factor`` is None (dropless)."""
@@ -225,13 +241,13 @@ class MoE(nn.Module):
         N, E, k = x.shape[0], self.n_experts, self.top_k
         logits, scores = self._scores(x)
         select = scores + self.expert_bias if self.balance == "bias" else scores
-        expert_idx = select.topk(k, dim=-1).indices
+        expert_idx = top_k_indices(select, k)
         weights = scores.gather(-1, expert_idx)
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
-        counts = torch.zeros(E, device=x.device, dtype=torch.float32)
-        counts = counts.scatter_add(0, expert_idx.reshape(-1),
-                                    torch.ones(N * k, device=x.device, dtype=torch.float32))
+        # a sum of one-hot rows, not a scatter_add: N * k atomic adds into E counters
+        # serialise on the GPU
+        counts = F.one_hot(expert_idx.reshape(-1), E).sum(dim=0).float()
         f = counts / (N * k)
         p = scores if self.score == "softmax" else scores / scores.sum(-1, keepdim=True)
         aux_loss = E * (f * p.mean(dim=0)).sum()
@@ -290,7 +306,10 @@ class MoE(nn.Module):
         N, k = x.shape[0], self.top_k
         r = self.route(x)
         flat = r.expert_idx.reshape(-1)  # [N*k], pair j = (token j // k, expert flat[j])
-        order = flat.argsort(stable=True)  # pairs sorted by expert, token order within one
+        # pairs sorted by expert, token order within one; on 8-bit keys when the expert ids
+        # fit, one radix-sort pass where int64 keys take eight
+        keys = flat.to(torch.uint8 if self.n_experts <= 256 else torch.int32)
+        order = keys.argsort(stable=True)
         inverse = torch.empty_like(order).scatter_(
             0, order, torch.arange(order.numel(), device=order.device))
         xs = _SortPairs.apply(x.to(dtype), order, inverse, k)

@@ -32,6 +32,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,10 @@ class TrainConfig:
     fused_adamw: bool = True
     grad_clip: float = 1.0
     dtype: str = "bf16"  # autocast dtype: bf16 | fp32
+    # Under bf16 autocast, the float32 matmuls left (the MoE router's logits) run on TF32
+    # tensor cores, as nanoGPT runs them; false keeps them in full float32. A dtype: fp32 run
+    # always multiplies in full float32.
+    tf32: bool = True
     # fused causal attention kernel tried first: auto (PyTorch's order) | cudnn | flash
     sdpa_backend: str = "auto"
     compile: Any = "auto"  # true | false | auto (on for CUDA)
@@ -130,6 +135,19 @@ class TrainConfig:
     # must equal this run's.
     init_from: str = ""
     plot: bool = True
+
+
+@contextlib.contextmanager
+def float32_matmuls(tf32: bool) -> Iterator[None]:
+    """Run the block with float32 CUDA matmuls on TF32 tensor cores (``tf32``: inputs rounded
+    to a 10-bit mantissa, float32 accumulation) or in full float32; the previous setting is
+    restored on exit. Active while the model compiles and runs."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 class TrainingDiverged(RuntimeError):
@@ -583,7 +601,9 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
                          f"not {tcfg.sdpa_backend!r}")
     info = parallel.init_distributed(tcfg.device)
     try:
-        with sdpa_backend(tcfg.sdpa_backend):  # active while the model compiles and runs
+        # both active while the model compiles and runs
+        with sdpa_backend(tcfg.sdpa_backend), \
+                float32_matmuls(tcfg.tf32 and tcfg.dtype == "bf16"):
             return _train(config, data_cfg, tcfg, info)
     finally:
         parallel.destroy()

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from model import ModelConfig, Transformer
-from model.moe import MoE, capacity
+from model.moe import MoE, capacity, top_k_indices
 from model.train import run
 from model.upcycle import main as upcycle_main
 
@@ -35,6 +35,17 @@ def _expert(moe: MoE, e: int, x: torch.Tensor) -> torch.Tensor:
     return (F.silu(h[..., :f]) * h[..., f:]) @ moe.w2[e].double()
 
 
+@pytest.mark.parametrize("n,e,k", [(1, 1, 1), (257, 8, 2), (64, 64, 8), (33, 5, 5)])
+def test_top_k_indices_equals_topk(n: int, e: int, k: int) -> None:
+    scores = torch.rand(n, e)  # continuous: no ties
+    assert torch.equal(top_k_indices(scores, k), scores.topk(k, dim=-1).indices)
+
+
+def test_top_k_indices_breaks_ties_toward_the_lowest_index() -> None:
+    scores = torch.tensor([[0.5, 0.5, 0.1, 0.5], [0.0, 0.0, 0.0, 0.0]])
+    assert top_k_indices(scores, 3).tolist() == [[0, 1, 3], [0, 1, 2]]
+
+
 def _naive_token_choice(moe: MoE, x: torch.Tensor, cap: int | None = None) -> torch.Tensor:
     """Per token in order: scores, top-k on score + bias, weights; an expert past ``cap``
     assignments (counted in token order, a token's choices in top-k order) drops the pair."""
@@ -55,6 +66,16 @@ def _naive_token_choice(moe: MoE, x: torch.Tensor, cap: int | None = None) -> to
             if cap is None or used[e] <= cap:
                 out[t] += we * _expert(moe, e, x[t])
     return out
+
+
+@pytest.mark.parametrize("n_experts", [256, 300])  # 8-bit sort keys up to 256, 32-bit past
+def test_token_choice_sorts_pairs_by_expert_at_any_expert_count(tiny: Callable, n_experts: int):
+    cfg = tiny(n_experts=n_experts, experts_per_token=3, moe_d_ff=4)
+    moe = _randomise(MoE(cfg))
+    x = torch.randn(64, cfg.d_model)
+    with torch.no_grad():
+        y, _, _ = moe(x)
+    torch.testing.assert_close(y.double(), _naive_token_choice(moe, x), rtol=1e-4, atol=1e-5)
 
 
 # ---- shared and fine-grained experts ---------------------------------------------------------

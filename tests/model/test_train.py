@@ -346,3 +346,23 @@ def test_mfu_peak_comes_from_the_device_name(monkeypatch):
                        ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA GeForce GTX 1080", None)):
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, n=name: n)
         assert peak_flops_of(torch.device("cuda")) == peak
+
+
+@pytest.mark.parametrize("dtype,tf32,expect", [("bf16", True, True), ("bf16", False, False),
+                                               ("fp32", True, False)])
+def test_tf32_is_on_for_the_run_only_under_bf16(monkeypatch, dtype: str, tf32: bool,
+                                                 expect: bool):
+    import model.train as train_mod
+
+    seen = []
+    monkeypatch.setattr(train_mod, "_train",
+                        lambda *a: seen.append(torch.backends.cuda.matmul.allow_tf32) or {})
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = not expect
+    try:
+        run({"data": {"train": "unused"},
+             "train": {"dtype": dtype, "tf32": tf32, "device": "cpu"}})
+        assert seen == [expect]
+        assert torch.backends.cuda.matmul.allow_tf32 is (not expect)  # restored after the run
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
