@@ -1,7 +1,7 @@
 """One transformer block's compiled step and its kernels, per variant: where the elementwise
 time of the 350M model goes, and what a rewrite or precision option saves.
 
-    python benchmarks/block_kernels.py --variants base,bf16res,rope-flip,rope-fn,rope-bf16,ndtile
+    python benchmarks/block_kernels.py --variants base,rope-autograd,bf16res,rope-flip,ndtile
 
 Each variant compiles one ``model.model.Block`` of the preset (default 350M, batch 16 x 2048)
 forward and backward under bf16 autocast, times ``--steps`` steps, then profiles five
@@ -11,10 +11,13 @@ runs in its own process (a patched function or inductor setting cannot leak into
 and is compared with "base" (the model as it is) by the ratio of step times.
 
 Variants: ``base``; ``bf16res`` (the residual stream in bf16, ``fp32_residual: false``:
-the block's input and output are bf16); ``rope-flip`` (rotation as ``x * C + flip(x) * S``
-with full-width tables), ``rope-fn`` (an autograd function whose backward is the inverse
-rotation), ``rope-bf16`` (rotation in the input dtype, as transformers' Llama does); ``ndtile``
-(inductor's ``triton.prefer_nd_tiling``). Needs CUDA except with ``--smoke`` (tiny, CPU).
+the block's input and output are bf16); ``rope-autograd`` (queries and keys split from the
+projection and rotated by ``apply_rope``, the gradient left to autograd and inductor: the
+attention before ``model.rope.rope_qkv``); on top of that path, ``rope-flip`` (rotation as
+``x * C + flip(x) * S`` with full-width tables), ``rope-fn`` (an autograd function whose
+backward is the inverse rotation), ``rope-bf16`` (rotation in the input dtype, as
+transformers' Llama does); ``ndtile`` (inductor's ``triton.prefer_nd_tiling``). Needs CUDA
+except with ``--smoke`` (tiny, CPU).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import model.model as mm  # noqa: E402
 
 PROFILED_STEPS = 5
 
-VARIANTS = ("base", "bf16res", "rope-flip", "rope-fn", "rope-bf16", "ndtile")
+VARIANTS = ("base", "bf16res", "rope-autograd", "rope-flip", "rope-fn", "rope-bf16", "ndtile")
 
 
 def _rope_flip(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -71,8 +74,18 @@ def _rope_bf16(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 _ROPE = mm.apply_rope
 
 
+def _rope_qkv_autograd(qkv: torch.Tensor, H: int, KV: int, D: int, cos: torch.Tensor,
+                       sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    B, T, _ = qkv.shape
+    q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
+    return (mm.apply_rope(q.view(B, T, H, D), cos, sin),
+            mm.apply_rope(k.view(B, T, KV, D), cos, sin), v.view(B, T, KV, D))
+
+
 def apply_variant(name: str) -> None:
     """Patch this process for variant ``name`` (see the module docstring)."""
+    if name.startswith("rope-"):
+        mm.rope_qkv = _rope_qkv_autograd  # what the attention calls
     if name == "rope-flip":
         mm.apply_rope = _rope_flip
     elif name == "rope-fn":
@@ -83,7 +96,7 @@ def apply_variant(name: str) -> None:
         import torch._inductor.config as inductor_config
 
         inductor_config.triton.prefer_nd_tiling = True
-    elif name not in ("base", "bf16res"):
+    elif name not in ("base", "bf16res", "rope-autograd"):
         raise SystemExit(f"unknown variant {name!r}; known: {VARIANTS}")
 
 

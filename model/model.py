@@ -80,6 +80,7 @@ from model.moe import (
     consume_moe_stats,
     validate_moe_config,
 )
+from model.rope import apply_rope, rope_qkv, rope_tables
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -334,28 +335,6 @@ def sinusoidal_table(max_seq_len: int, dim: int) -> torch.Tensor:
     return table.float()
 
 
-def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine and sine tables ``[max_seq_len, head_dim // 2]`` for rotary embeddings."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-    t = torch.arange(max_seq_len, dtype=torch.float64)
-    freqs = torch.outer(t, inv_freq)
-    return freqs.cos().float(), freqs.sin().float()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` of shape ``[B, T, H, D]`` by position (half-split / "rotate_half" layout).
-
-    Pairs ``(x[i], x[i + D/2])`` are rotated by angle ``pos * theta**(-2i/D)``, so the dot
-    product of a rotated query and key depends only on their relative position.
-    """
-    d2 = x.shape[-1] // 2
-    xf = x.float()
-    x1, x2 = xf[..., :d2], xf[..., d2:]
-    c = cos[None, :, None, :]
-    s = sin[None, :, None, :]
-    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).type_as(x)
-
-
 class Attention(nn.Module):
     """Causal grouped-query self-attention: rotary embeddings or ALiBi (or none), optional
     QK-norm, attention-logit soft-capping and a sliding window, and an optional KV cache."""
@@ -394,12 +373,16 @@ class Attention(nn.Module):
         """
         B, T, _ = x.shape
         H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
-        q, k, v = self.wqkv(x).split([H * D, KV * D, KV * D], dim=-1)
-        q, k, v = q.view(B, T, H, D), k.view(B, T, KV, D), v.view(B, T, KV, D)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        if self.rope:
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qkv = self.wqkv(x)
+        if self.rope and self.q_norm is None:  # the common case: one-pass RoPE backward
+            q, k, v = rope_qkv(qkv, H, KV, D, cos, sin)
+        else:
+            q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
+            q, k, v = q.view(B, T, H, D), k.view(B, T, KV, D), v.view(B, T, KV, D)
+            if self.q_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
+            if self.rope:
+                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, D]
         start = 0
         if cache is not None:
