@@ -7,9 +7,10 @@ step) on synthetic random token batches at sequence length 2048 under bf16 autoc
 warm-up steps that include ``torch.compile``, back to back as the trainer's loop runs them:
 each step's loss and gradient norm are read on the host one step late (``HostCopy``), and a
 step's time runs from the previous step's end to its own (``--host-sync``: the host waits
-for every step, the measurement before the trainer read losses late). Float32 matmuls (only
-the MoE router's, under autocast) run on TF32 as the trainer runs them (``train.tf32``;
-``--no-tf32``: full float32). Cases:
+for every step, the measurement before the trainer read losses late). In our cases, float32
+matmuls (only the MoE router's, under autocast) run on TF32 as the trainer runs them
+(``train.tf32``; ``--no-tf32``: full float32); the ``transformers`` Llama cases keep PyTorch's
+default, full float32 (their rotary angles come from a float32 matmul). Cases:
 
 * dense ~125M and ~350M (presets "125m", "350m"): tokens/s and MFU;
 * the same configs as ``transformers.LlamaForCausalLM`` with SDPA attention, same batch:
@@ -275,12 +276,13 @@ def main() -> int:
             continue
         print(f"running {label} ...", flush=True)
         try:
-            with float32_matmuls(not args.no_tf32):  # as the trainer runs bf16 autocast
+            tf32 = kind == "ours" and not args.no_tf32  # as our trainer runs bf16 autocast
+            with float32_matmuls(tf32):
                 r = bench_case(label, _CFGS[cname], kind, batch, args.steps, 3,
                                comp and not args.smoke, "cudnn" if "cudnn" in label else "auto",
                                compile_mode=args.compile_mode, profile_top=args.profile_top,
                                host_sync=args.host_sync)
-            r["tf32"] = not args.no_tf32
+            r["tf32"] = tf32
             if args.inductor:
                 r["inductor"] = args.inductor
             gc.collect()

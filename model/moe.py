@@ -162,12 +162,13 @@ class _PermuteRows(torch.autograd.Function):
 
 
 def top_k_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices ``[N, k]`` of the ``k`` largest of each row of ``scores`` ``[N, E]``, largest
-    first: ``scores.topk(k).indices``, with ties broken toward the lowest index.
+    """Indices ``[N, k]`` of the ``k`` largest of each row of finite ``scores`` ``[N, E]``,
+    largest first: ``scores.topk(k).indices``, with ties broken toward the lowest index.
 
     ``k`` rounds of argmax over the row with the earlier picks masked out: for the few
     experts a token picks, these fuse into one pass over ``scores`` under ``torch.compile``,
     where ``topk`` launches a sort per call (the largest routing kernel before)."""
+    scores = scores.detach()  # indices only: no autograd record of the masking rounds
     cols = torch.arange(scores.shape[-1], device=scores.device)
     picks = []
     for _ in range(k):
@@ -245,9 +246,10 @@ class MoE(nn.Module):
         weights = scores.gather(-1, expert_idx)
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
-        # a sum of one-hot rows, not a scatter_add: N * k atomic adds into E counters
-        # serialise on the GPU
-        counts = F.one_hot(expert_idx.reshape(-1), E).sum(dim=0).float()
+        # a sum of one-hot rows (bool), not a scatter_add: N * k atomic adds into E
+        # counters serialise on the GPU
+        experts = torch.arange(E, device=x.device)
+        counts = (expert_idx.reshape(-1, 1) == experts).sum(dim=0).float()
         f = counts / (N * k)
         p = scores if self.score == "softmax" else scores / scores.sum(-1, keepdim=True)
         aux_loss = E * (f * p.mean(dim=0)).sum()

@@ -23,6 +23,10 @@ try:  # Triton ships with PyTorch's CUDA builds; CPU-only installs use the PyTor
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
+# the custom-op API the kernel is registered with (torch >= 2.6)
+TRITON_KERNEL = (triton is not None and hasattr(torch.library, "triton_op")
+                 and hasattr(torch.library, "wrap_triton"))
+
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine and sine tables ``[max_seq_len, head_dim // 2]`` for rotary embeddings."""
@@ -58,7 +62,7 @@ def _backward_torch(dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, cos: t
                       dv.reshape(B, T, -1)], dim=-1)
 
 
-if triton is not None:
+if TRITON_KERNEL:
     @triton.jit
     def _unrotate_rows(src, dst, c, s, H: tl.constexpr, D2: tl.constexpr,
                        HP: tl.constexpr, D2P: tl.constexpr):
@@ -129,7 +133,7 @@ class _RopeQKV(torch.autograd.Function):
                  ) -> tuple[torch.Tensor, None, None, None, None, None]:
         cos, sin = ctx.saved_tensors
         dq, dk, dv = dq.contiguous(), dk.contiguous(), dv.contiguous()
-        if triton is not None and dq.is_cuda:
+        if TRITON_KERNEL and dq.is_cuda:
             dqkv = _backward_triton(dq, dk, dv, cos.contiguous(), sin.contiguous())
         else:
             dqkv = _backward_torch(dq, dk, dv, cos, sin)

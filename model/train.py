@@ -142,12 +142,23 @@ def float32_matmuls(tf32: bool) -> Iterator[None]:
     """Run the block with float32 CUDA matmuls on TF32 tensor cores (``tf32``: inputs rounded
     to a 10-bit mantissa, float32 accumulation) or in full float32; the previous setting is
     restored on exit. Active while the model compiles and runs."""
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        # torch >= 2.9: the setting inductor and cuBLAS read. Reading the legacy allow_tf32
+        # raises once a caller has used this API, so it is not touched.
+        before = matmul.fp32_precision
+        matmul.fp32_precision = "tf32" if tf32 else "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = before
+        return
+    before_legacy = matmul.allow_tf32
+    matmul.allow_tf32 = tf32
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
+        matmul.allow_tf32 = before_legacy
 
 
 class TrainingDiverged(RuntimeError):

@@ -59,7 +59,8 @@ def test_inverse_rotation_undoes_the_rotation():
 def test_gpu_triton_backward_matches_autograd_eager_and_compiled(H: int, KV: int, D: int):
     import model.rope as rope
 
-    assert rope.triton is not None, "Triton is missing from this CUDA build of PyTorch"
+    if not rope.TRITON_KERNEL:
+        pytest.skip("Triton or torch.library.triton_op (torch >= 2.6) missing: PyTorch path")
     torch._dynamo.reset()  # head counts are constants of a model: a fresh compile per shape
     B, T = 3, 257
     cos, sin = (t.cuda() for t in rope_tables(D, T, 10000.0))

@@ -348,21 +348,39 @@ def test_mfu_peak_comes_from_the_device_name(monkeypatch):
         assert peak_flops_of(torch.device("cuda")) == peak
 
 
+def _tf32_on() -> bool:
+    m = torch.backends.cuda.matmul
+    return m.fp32_precision == "tf32" if hasattr(m, "fp32_precision") else m.allow_tf32
+
+
+def _set_tf32(on: bool) -> None:
+    m = torch.backends.cuda.matmul
+    if hasattr(m, "fp32_precision"):
+        m.fp32_precision = "tf32" if on else "ieee"
+    else:
+        m.allow_tf32 = on
+
+
 @pytest.mark.parametrize("dtype,tf32,expect", [("bf16", True, True), ("bf16", False, False),
                                                ("fp32", True, False)])
 def test_tf32_is_on_for_the_run_only_under_bf16(monkeypatch, dtype: str, tf32: bool,
                                                  expect: bool):
+    """Set and restored through the API a caller uses (on torch >= 2.9 the new
+    ``fp32_precision``, after which reading the legacy ``allow_tf32`` raises)."""
     import model.train as train_mod
 
     seen = []
-    monkeypatch.setattr(train_mod, "_train",
-                        lambda *a: seen.append(torch.backends.cuda.matmul.allow_tf32) or {})
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = not expect
+    monkeypatch.setattr(train_mod, "_train", lambda *a: seen.append(_tf32_on()) or {})
+    m = torch.backends.cuda.matmul
+    before = m.fp32_precision if hasattr(m, "fp32_precision") else m.allow_tf32
+    _set_tf32(not expect)
     try:
         run({"data": {"train": "unused"},
              "train": {"dtype": dtype, "tf32": tf32, "device": "cpu"}})
         assert seen == [expect]
-        assert torch.backends.cuda.matmul.allow_tf32 is (not expect)  # restored after the run
+        assert _tf32_on() is (not expect)  # restored after the run
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
+        if hasattr(m, "fp32_precision"):
+            m.fp32_precision = before
+        else:
+            m.allow_tf32 = before
