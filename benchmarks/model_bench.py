@@ -10,7 +10,9 @@ step's time runs from the previous step's end to its own (``--host-sync``: the h
 for every step, the measurement before the trainer read losses late). In our cases, float32
 matmuls (only the MoE router's, under autocast) run on TF32 as the trainer runs them
 (``train.tf32``; ``--no-tf32``: full float32); the ``transformers`` Llama cases keep PyTorch's
-default, full float32 (their rotary angles come from a float32 matmul). Cases:
+default, full float32 (their rotary angles come from a float32 matmul). ``--variant NAME``
+applies one of ``block_kernels.py``'s implementation variants to every case (e.g.
+``rope-autograd``, the attention's RoPE before ``model.rope.rope_qkv``). Cases:
 
 * dense ~125M and ~350M (presets "125m", "350m"): tokens/s and MFU;
 * the same configs as ``transformers.LlamaForCausalLM`` with SDPA attention, same batch:
@@ -203,10 +205,20 @@ def main() -> int:
                          "false runs them (default: TF32, the trainer's default)")
     ap.add_argument("--profile-top", type=int, default=0,
                     help="profile one more step per case and record its N largest kernels")
+    ap.add_argument("--variant", default="base",
+                    help="an implementation variant of benchmarks/block_kernels.py applied to "
+                         "every case, e.g. rope-autograd (the attention's RoPE before "
+                         "model.rope.rope_qkv) for a whole-model A/B")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny shapes on whatever device there is (checks the script itself)")
     args = ap.parse_args()
     t_start = time.perf_counter()
+    if args.variant == "bf16res":
+        raise SystemExit("--variant bf16res: run the ...-bf16res cases instead")
+    if args.variant != "base":
+        from block_kernels import apply_variant
+
+        apply_variant(args.variant)
     import ast
 
     import torch._inductor.config as inductor_config
@@ -217,7 +229,8 @@ def main() -> int:
         setattr(inductor_config, key, ast.literal_eval(value))
 
     gpu = torch.cuda.is_available()
-    env = {"device": torch.cuda.get_device_name(0) if gpu else "cpu", "torch": torch.__version__,
+    env = {"device": torch.cuda.get_device_name(0) if gpu else "cpu", "variant": args.variant,
+           "torch": torch.__version__,
            "transformers": transformers.__version__, "cuda": torch.version.cuda}
     n = 8192 if gpu else 256
     a = torch.randn(n, n, device="cuda" if gpu else "cpu", dtype=torch.bfloat16)
