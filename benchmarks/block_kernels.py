@@ -76,10 +76,8 @@ _ROPE = mm.apply_rope
 
 def _rope_qkv_autograd(qkv: torch.Tensor, H: int, KV: int, D: int, cos: torch.Tensor,
                        sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    B, T, _ = qkv.shape
-    q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
-    return (mm.apply_rope(q.view(B, T, H, D), cos, sin),
-            mm.apply_rope(k.view(B, T, KV, D), cos, sin), v.view(B, T, KV, D))
+    q, k, v = mm.split_qkv(qkv, H, KV, D)
+    return mm.apply_rope(q, cos, sin), mm.apply_rope(k, cos, sin), v
 
 
 def apply_variant(name: str) -> None:

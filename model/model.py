@@ -80,7 +80,7 @@ from model.moe import (
     consume_moe_stats,
     validate_moe_config,
 )
-from model.rope import apply_rope, rope_qkv, rope_tables
+from model.rope import apply_rope, rope_qkv, rope_tables, split_qkv
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -377,8 +377,7 @@ class Attention(nn.Module):
         if self.rope and self.q_norm is None:  # the common case: one-pass RoPE backward
             q, k, v = rope_qkv(qkv, H, KV, D, cos, sin)
         else:
-            q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
-            q, k, v = q.view(B, T, H, D), k.view(B, T, KV, D), v.view(B, T, KV, D)
+            q, k, v = split_qkv(qkv, H, KV, D)
             if self.q_norm is not None:
                 q, k = self.q_norm(q), self.k_norm(k)
             if self.rope:

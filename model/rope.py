@@ -36,6 +36,16 @@ def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Te
     return freqs.cos().float(), freqs.sin().float()
 
 
+def split_qkv(qkv: torch.Tensor, n_heads: int, n_kv_heads: int, head_dim: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Views of the fused projection ``qkv`` ``[B, T, (H + 2 KV) * D]``: queries
+    ``[B, T, H, D]``, keys and values ``[B, T, KV, D]``."""
+    B, T, _ = qkv.shape
+    H, KV, D = n_heads, n_kv_heads, head_dim
+    q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
+    return q.view(B, T, H, D), k.view(B, T, KV, D), v.view(B, T, KV, D)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                inverse: bool = False) -> torch.Tensor:
     """Rotate ``x`` of shape ``[B, T, H, D]`` by position (half-split / "rotate_half" layout).
@@ -119,14 +129,11 @@ class _RopeQKV(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, H: int, KV: int,
                 D: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        B, T, _ = qkv.shape
-        q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
+        q, k, v = split_qkv(qkv, H, KV, D)
         ctx.save_for_backward(cos, sin)
         # the values are copied: outputs that alias the input would take their gradient
         # through a second kernel that writes into the projection's gradient
-        return (apply_rope(q.view(B, T, H, D), cos, sin),
-                apply_rope(k.view(B, T, KV, D), cos, sin),
-                v.reshape(B, T, KV, D).clone())
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v.clone()
 
     @staticmethod
     def backward(ctx, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor

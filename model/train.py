@@ -146,19 +146,15 @@ def float32_matmuls(tf32: bool) -> Iterator[None]:
     if hasattr(matmul, "fp32_precision"):
         # torch >= 2.9: the setting inductor and cuBLAS read. Reading the legacy allow_tf32
         # raises once a caller has used this API, so it is not touched.
-        before = matmul.fp32_precision
-        matmul.fp32_precision = "tf32" if tf32 else "ieee"
-        try:
-            yield
-        finally:
-            matmul.fp32_precision = before
-        return
-    before_legacy = matmul.allow_tf32
-    matmul.allow_tf32 = tf32
+        name, value = "fp32_precision", "tf32" if tf32 else "ieee"
+    else:
+        name, value = "allow_tf32", tf32
+    before = getattr(matmul, name)
+    setattr(matmul, name, value)
     try:
         yield
     finally:
-        matmul.allow_tf32 = before_legacy
+        setattr(matmul, name, before)
 
 
 class TrainingDiverged(RuntimeError):
