@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.casts import cast_saved
+
 if TYPE_CHECKING:  # model.model imports this module
     from model.model import ModelConfig
 
@@ -265,7 +267,7 @@ class MoE(nn.Module):
         static padded path with ``cap`` slots per expert."""
         dtype, P = xs.dtype, xs.shape[0]
         if self.use_grouped_mm and dtype == torch.bfloat16:
-            w13, w2 = self.w13.to(dtype), self.w2.to(dtype)
+            w13, w2 = cast_saved(self.w13, dtype), cast_saved(self.w2, dtype)
             offs = counts.cumsum(0).to(torch.int32)
             h = torch._grouped_mm(xs, w13, offs=offs)
             gate, up = h.chunk(2, dim=-1)
@@ -299,8 +301,8 @@ class MoE(nn.Module):
     def _batched_mlp(self, buf: torch.Tensor) -> torch.Tensor:
         """Expert ``e``'s SwiGLU over ``buf[e]`` for every ``e`` (``buf`` ``[E, C, d]``)."""
         dtype = buf.dtype
-        gate, up = torch.bmm(buf, self.w13.to(dtype)).chunk(2, dim=-1)
-        return torch.bmm(F.silu(gate) * up, self.w2.to(dtype))
+        gate, up = torch.bmm(buf, cast_saved(self.w13, dtype)).chunk(2, dim=-1)
+        return torch.bmm(F.silu(gate) * up, cast_saved(self.w2, dtype))
 
     def _token_choice(self, x: torch.Tensor, dtype: torch.dtype
                       ) -> tuple[torch.Tensor, RouterOutput, torch.Tensor]:
