@@ -35,8 +35,11 @@ Architecture knobs (defaults give the architecture above, through the same kerne
   autocast (parameters are float32, so the embedding output is); ``false`` casts it to bf16
   after the embedding under bf16 autocast (fp16 autocast keeps float32), halving the bytes
   every norm and residual kernel moves (Megatron-LM's default; 4.8% less time per 350M block
-  on an H100). Without autocast it changes nothing. Under the trainer's FSDP2 (bf16 parameters in forward) the embedding
-  output, and so the stream, is bf16 with either setting.
+  on an H100). Its loss cost was not measurable at 125M: +0.005 nats on held-out Wikipedia
+  after 13M web tokens, 95% interval -0.012 to +0.022 over six seed pairs
+  (``benchmarks/RESULTS.md``). Without autocast it changes nothing. Under the trainer's
+  FSDP2 (bf16 parameters in forward) the embedding output, and so the stream, is bf16 with
+  either setting.
 * GPT-2 style (the ``gpt2-124m`` preset, 124,439,808 parameters like GPT-2 small): ``bias``
   (biases in every linear layer and LayerNorm), ``mlp: gelu`` (``w2(gelu_tanh(x W1))``
   instead of SwiGLU), ``dropout`` (embeddings, attention probabilities, both residual
