@@ -1,9 +1,12 @@
-"""Tests of model/casts.py: ``cast_saved`` is ``Tensor.to`` in value and gradient, and under
-``torch.compile``'s partitioner its result is an input of the backward graph, never cast there
-again."""
+"""Tests of model/casts.py: ``cast_saved`` is ``Tensor.to`` in value and gradient; a compiled
+MoE step runs it in its forward graph only, once per expert matrix, and hands its bf16 output
+to the backward as a saved tensor. (The duplicate cast kernels it removes are a choice of
+inductor's Triton backend, not reproducible on CPU; that is measured in
+``benchmarks/RESULTS.md``.)"""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
 from torch._dynamo.backends.common import aot_autograd
@@ -49,11 +52,16 @@ def _aot_graphs(model: torch.nn.Module, idx: torch.Tensor) -> dict[str, torch.fx
     return graphs
 
 
-def test_compiled_moe_casts_expert_weights_in_the_forward_only_and_saves_them():
+@pytest.mark.parametrize("grouped_mm", [True, False])
+def test_compiled_moe_casts_expert_weights_in_the_forward_only_and_saves_them(grouped_mm: bool):
+    """Both expert paths: grouped GEMMs, and the padded batched matmuls."""
     cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, d_ff=64,
-                      max_seq_len=16, n_experts=4, experts_per_token=2, moe_d_ff=32)
+                      max_seq_len=16, n_experts=4, experts_per_token=2, moe_d_ff=40,
+                      grouped_mm=grouped_mm)
     model = Transformer(cfg)
-    graphs = _aot_graphs(model, torch.randint(0, 64, (2, 16)))
+    assert model.layers[0].ffn.use_grouped_mm == (grouped_mm and hasattr(torch, "_grouped_mm"))
+    graphs = _aot_graphs(model, torch.randint(0, 64, (2, 10)))  # 20 tokens: no [E, 20, .]
+    # activation has an expert weight's shape
 
     def casts(gm: torch.fx.GraphModule) -> int:
         return sum(n.op == "call_function" and "cast_saved" in str(n.target)
@@ -62,10 +70,10 @@ def test_compiled_moe_casts_expert_weights_in_the_forward_only_and_saves_them():
     assert casts(graphs["fw"]) == 2 * cfg.n_layers  # w13 and w2 of every MoE layer
     assert casts(graphs["bw"]) == 0
     # the backward receives the bf16 expert weights from the forward (as the transposed
-    # views its grouped GEMMs read)
-    saved = [tuple(n.meta["val"].shape) for n in graphs["bw"].graph.nodes
+    # views its matmuls read)
+    expert_shapes = {tuple(sorted(model.layers[0].ffn.w13.shape)),
+                     tuple(sorted(model.layers[0].ffn.w2.shape))}
+    saved = [n for n in graphs["bw"].graph.nodes
              if n.op == "placeholder" and n.meta["val"].dtype == torch.bfloat16
-             and n.meta["val"].dim() == 3 and n.meta["val"].shape[0] == cfg.n_experts]
-    expert_shapes = {tuple(model.layers[0].ffn.w13.shape), tuple(model.layers[0].ffn.w2.shape)}
+             and tuple(sorted(n.meta["val"].shape)) in expert_shapes]
     assert len(saved) == 2 * cfg.n_layers
-    assert {tuple(sorted(s)) for s in saved} == {tuple(sorted(s)) for s in expert_shapes}
