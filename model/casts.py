@@ -37,7 +37,7 @@ _cast.register_autograd(_cast_backward, setup_context=_cast_setup)
 
 
 def cast_saved(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``x.to(dtype)``, differentiable, with the result kept for the backward under
-    ``torch.compile`` rather than cast again there. Returns ``x`` itself when it already has
+    """``x.to(dtype)``, differentiable; under ``torch.compile`` one copy, opaque to inductor,
+    that the backward takes as a saved tensor. Returns ``x`` itself when it already has
     ``dtype`` (a custom op may not return its input)."""
     return x if x.dtype == dtype else _cast(x, dtype)

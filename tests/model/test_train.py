@@ -245,6 +245,7 @@ def test_init_from_fills_fields_a_checkpoint_predates_and_refuses_real_differenc
         torch.save({"model": src.state_dict(), "model_config": {**stored, "rope_dim": 8}}, path)
         load_init_weights(dst, path)
 
+
 def test_weight_decay_only_on_matrices():
     from model import Transformer
     from model.model import config_from_preset
